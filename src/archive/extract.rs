@@ -1,0 +1,463 @@
+//! Reading an entry into staging, safely and completely.
+//!
+//! Every entry must land inside a mount being restored: absolute names only
+//! under absolute mounts, no `..`, nothing beneath a symlink the archive made,
+//! hard links only to earlier entries of the same mount. Devices and FIFOs are
+//! skipped and setuid/setgid bits dropped. The whole stream is then read to
+//! its end, so compression checksums and the tar end marker are checked
+//! before anything is moved into the workspace.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use filetime::FileTime;
+use tar::EntryType;
+
+use super::codec::Decoder;
+use super::manifest::Manifest;
+use super::{Compression, Stats};
+use crate::staging::Staging;
+
+/// Permission bits kept on restore: setuid and setgid are dropped.
+const MODE_MASK: u32 = 0o1777;
+
+/// What was read.
+#[derive(Debug)]
+pub struct Extracted {
+    pub stats: Stats,
+    pub compression: Compression,
+    pub manifest: Option<Manifest>,
+    /// Bytes of tar stream after decompression.
+    pub tar_bytes: u64,
+}
+
+/// Reads the archive from `input` into `staging`. On error the caller drops
+/// `staging`, which removes everything written so far.
+pub fn extract(input: impl Read, staging: &mut Staging) -> anyhow::Result<Extracted> {
+    let mut input = BufReader::with_capacity(256 * 1024, input);
+    let head = input.fill_buf().context("cannot read the entry")?;
+    if head.is_empty() {
+        bail!("the entry is empty (0 bytes)");
+    }
+    let compression = Compression::detect(head);
+    let decoder = Decoder::new(compression, input)?;
+    let mut stream = EndTracker::new(decoder);
+    let mut extractor = Extractor {
+        staging,
+        owner: rustix::process::geteuid().is_root(),
+        stats: Stats::default(),
+        manifest: None,
+        dirs: Vec::new(),
+        symlinks: HashSet::new(),
+        created: HashSet::new(),
+    };
+    {
+        let mut archive = tar::Archive::new(&mut stream);
+        let entries = archive.entries().context("cannot read the tar stream")?;
+        for entry in entries {
+            crate::interrupt::check()?;
+            let entry = entry.map_err(|e| anyhow!("corrupt archive: {e}"))?;
+            extractor.entry(entry)?;
+        }
+    }
+    if stream.hit_eof {
+        bail!("the archive is truncated: it ends without the tar end-of-archive marker");
+    }
+    io::copy(&mut stream, &mut io::sink())
+        .map_err(|e| anyhow!("corrupt archive after the last entry: {e}"))?;
+    extractor.finish_dirs()?;
+    let tar_bytes = stream.bytes;
+    Ok(Extracted {
+        stats: extractor.stats,
+        compression,
+        manifest: extractor.manifest,
+        tar_bytes,
+    })
+}
+
+/// Records whether the tar reader ran out of input, which is how a
+/// missing end-of-archive marker shows (the tar crate treats EOF as the end).
+struct EndTracker<R> {
+    inner: R,
+    hit_eof: bool,
+    bytes: u64,
+}
+
+impl<R: Read> EndTracker<R> {
+    fn new(inner: R) -> Self {
+        EndTracker {
+            inner,
+            hit_eof: false,
+            bytes: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for EndTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.hit_eof = true;
+        }
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+struct DirMeta {
+    path: PathBuf,
+    mode: u32,
+    mtime: FileTime,
+    owner: Option<(u32, u32)>,
+}
+
+struct Extractor<'a> {
+    staging: &'a mut Staging,
+    /// Restore ownership too (as GNU tar does when run as root).
+    owner: bool,
+    stats: Stats,
+    manifest: Option<Manifest>,
+    /// Directory metadata, applied last so read-only directories can be filled.
+    dirs: Vec<DirMeta>,
+    /// Symlinks this archive created, as (mount index, path below the mount).
+    symlinks: HashSet<(usize, PathBuf)>,
+    /// Directories known to exist in staging, to skip repeated checks.
+    created: HashSet<PathBuf>,
+}
+
+/// Where one archive entry goes.
+struct Place {
+    mount: usize,
+    rel: PathBuf,
+    path: PathBuf,
+}
+
+impl Extractor<'_> {
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> anyhow::Result<()> {
+        let kind = entry.header().entry_type();
+        if kind == EntryType::XGlobalHeader {
+            let mut records = Vec::new();
+            entry.read_to_end(&mut records)?;
+            if self.manifest.is_none() {
+                self.manifest = Manifest::from_pax(&records);
+            }
+            return Ok(());
+        }
+        let raw_name = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw_name).into_owned();
+        let Some(place) = self
+            .place(&raw_name)
+            .with_context(|| format!("refusing entry '{shown}'"))?
+        else {
+            return Ok(());
+        };
+        self.create(&mut entry, kind, &place)
+            .with_context(|| format!("cannot restore entry '{shown}'"))
+    }
+
+    /// Decides where a name goes: `None` for a mount not being restored,
+    /// an error for a name that would land outside every mount.
+    fn place(&mut self, raw: &[u8]) -> anyhow::Result<Option<Place>> {
+        let name = normalize(raw)?;
+        let found = self
+            .staging
+            .mounts
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.mount.relative_part(&name).map(|rel| (i, rel.to_path_buf())));
+        let Some((mount, rel)) = found else {
+            if self.in_unrequested_mount(&name) {
+                return Ok(None);
+            }
+            let mounts: Vec<&str> = self
+                .staging
+                .mounts
+                .iter()
+                .map(|s| s.mount.name.as_str())
+                .collect();
+            bail!("it is outside the mounts being restored ({})", mounts.join(", "));
+        };
+        for ancestor in rel.ancestors().skip(1) {
+            if self.symlinks.contains(&(mount, ancestor.to_path_buf())) {
+                bail!(
+                    "it lies beneath the symbolic link '{}' from the same archive",
+                    Path::new(&self.staging.mounts[mount].mount.name)
+                        .join(ancestor)
+                        .display()
+                );
+            }
+        }
+        let staged = &mut self.staging.mounts[mount];
+        staged.present = true;
+        let path = if rel.as_os_str().is_empty() {
+            staged.root.clone()
+        } else {
+            staged.root.join(&rel)
+        };
+        Ok(Some(Place { mount, rel, path }))
+    }
+
+    /// True for entries of mounts listed in the archive's manifest but not
+    /// requested now: they are read (to check the archive) but not written.
+    fn in_unrequested_mount(&self, name: &Path) -> bool {
+        self.manifest.as_ref().is_some_and(|m| {
+            m.mounts
+                .iter()
+                .any(|mount| !mount.is_empty() && mount != "/" && name.starts_with(mount))
+        })
+    }
+
+    fn create<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: EntryType,
+        place: &Place,
+    ) -> anyhow::Result<()> {
+        let header = entry.header();
+        let mode = header.mode()? & MODE_MASK;
+        let owner = if self.owner {
+            Some((header.uid()? as u32, header.gid()? as u32))
+        } else {
+            None
+        };
+        let mtime = mtime(entry)?;
+        match kind {
+            EntryType::Directory => {
+                self.make_dir(&place.path)?;
+                self.stats.dirs += 1;
+                self.dirs.push(DirMeta {
+                    path: place.path.clone(),
+                    mode,
+                    mtime,
+                    owner,
+                });
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                self.parent(&place.path)?;
+                let mut file = create_file(&place.path)?;
+                let size = entry.size();
+                let copied = io::copy(entry, &mut file)?;
+                if copied != size {
+                    bail!("the archive is truncated: {copied} of {size} bytes present");
+                }
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+                }
+                file.set_permissions(Permissions::from_mode(mode))?;
+                filetime::set_file_handle_times(&file, None, Some(mtime))?;
+                self.stats.files += 1;
+                self.stats.bytes += size;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| anyhow!("symbolic link without a target"))?;
+                let target = OsStr::from_bytes(&target).to_owned();
+                self.parent(&place.path)?;
+                replace_non_dir(&place.path)?;
+                std::os::unix::fs::symlink(&target, &place.path)?;
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::lchown(&place.path, Some(uid), Some(gid))?;
+                }
+                filetime::set_symlink_file_times(&place.path, mtime, mtime)?;
+                self.symlinks.insert((place.mount, place.rel.clone()));
+                self.stats.symlinks += 1;
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| anyhow!("hard link without a target"))?;
+                let source = self.link_source(&target, place.mount)?;
+                self.parent(&place.path)?;
+                replace_non_dir(&place.path)?;
+                fs::hard_link(&source.path, &place.path).with_context(|| {
+                    format!(
+                        "hard link to '{}' failed (it must be an earlier entry)",
+                        String::from_utf8_lossy(&target)
+                    )
+                })?;
+                if self.symlinks.contains(&(source.mount, source.rel)) {
+                    self.symlinks.insert((place.mount, place.rel.clone()));
+                }
+                self.stats.hardlinks += 1;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                self.stats.skipped += 1;
+            }
+            other => bail!("unsupported entry type {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// Resolves a hard link's target, which must be in the same mount.
+    fn link_source(&mut self, target: &[u8], mount: usize) -> anyhow::Result<Place> {
+        let shown = String::from_utf8_lossy(target).into_owned();
+        let source = self
+            .place(target)
+            .with_context(|| format!("hard link target '{shown}'"))?
+            .ok_or_else(|| anyhow!("hard link target '{shown}' is in a mount not being restored"))?;
+        if source.mount != mount {
+            bail!("hard link target '{shown}' is in another mount");
+        }
+        Ok(source)
+    }
+
+    fn make_dir(&mut self, path: &Path) -> anyhow::Result<()> {
+        if self.created.contains(path) {
+            return Ok(());
+        }
+        self.parent(path)?;
+        match fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !path.symlink_metadata()?.is_dir() {
+                    bail!("a directory entry duplicates an earlier non-directory");
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        fs::set_permissions(path, Permissions::from_mode(0o700))?;
+        self.created.insert(path.to_path_buf());
+        Ok(())
+    }
+
+    /// Makes sure the parent directory exists (archives may omit parents).
+    fn parent(&mut self, path: &Path) -> anyhow::Result<()> {
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        if self.created.contains(parent) {
+            return Ok(());
+        }
+        match parent.symlink_metadata() {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => bail!("its parent {} is not a directory", parent.display()),
+            Err(_) => {
+                fs::create_dir_all(parent)?;
+            }
+        }
+        self.created.insert(parent.to_path_buf());
+        Ok(())
+    }
+
+    /// Applies directory modes, owners and times deepest first, so a
+    /// read-only directory is only locked once everything inside is written.
+    fn finish_dirs(&mut self) -> anyhow::Result<()> {
+        self.dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
+        for dir in &self.dirs {
+            if let Some((uid, gid)) = dir.owner {
+                std::os::unix::fs::lchown(&dir.path, Some(uid), Some(gid))?;
+            }
+            fs::set_permissions(&dir.path, Permissions::from_mode(dir.mode))?;
+            filetime::set_file_mtime(&dir.path, dir.mtime)?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits an archive name into plain components: no `..`, no empty name.
+/// Absolute names keep their leading `/` so they only match absolute mounts.
+fn normalize(raw: &[u8]) -> anyhow::Result<PathBuf> {
+    let path = Path::new(OsStr::from_bytes(raw));
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::RootDir => out.push("/"),
+            Component::CurDir => {}
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => bail!("its name contains '..'"),
+            Component::Prefix(_) => bail!("its name is not a Unix path"),
+        }
+    }
+    if out.as_os_str().is_empty() || out == Path::new("/") {
+        bail!("its name is empty");
+    }
+    Ok(out)
+}
+
+fn create_file(path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            replace_non_dir(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// Removes an earlier entry with the same name (later entries win, as in
+/// tar), but never a directory: that would drop what was extracted into it.
+fn replace_non_dir(path: &Path) -> io::Result<()> {
+    match path.symlink_metadata() {
+        Ok(meta) if meta.is_dir() => Err(io::Error::other(
+            "the name of an earlier directory entry is reused for a non-directory",
+        )),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The entry's mtime, with the PAX fraction when present.
+fn mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> anyhow::Result<FileTime> {
+    let secs = entry.header().mtime()? as i64;
+    if let Some(records) = entry.pax_extensions()? {
+        for record in records.flatten() {
+            if record.key() == Ok("mtime") {
+                if let Some(time) = record.value().ok().and_then(parse_pax_time) {
+                    return Ok(time);
+                }
+            }
+        }
+    }
+    Ok(FileTime::from_unix_time(secs, 0))
+}
+
+fn parse_pax_time(text: &str) -> Option<FileTime> {
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let digits: String = frac.chars().take(9).collect();
+    let nanos: u32 = if digits.is_empty() {
+        0
+    } else {
+        format!("{digits:0<9}").parse().ok()?
+    };
+    Some(FileTime::from_unix_time(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_rejects_escapes_and_keeps_absolute_names() {
+        assert_eq!(normalize(b"./a//b/").unwrap(), Path::new("a/b"));
+        assert_eq!(normalize(b"/abs/x").unwrap(), Path::new("/abs/x"));
+        assert!(normalize(b"a/../../etc").is_err());
+        assert!(normalize(b"..").is_err());
+        assert!(normalize(b"./").is_err());
+        assert!(normalize(b"/").is_err());
+    }
+
+    #[test]
+    fn pax_times_keep_nanoseconds() {
+        let t = parse_pax_time("1700000000.5").unwrap();
+        assert_eq!((t.unix_seconds(), t.nanoseconds()), (1700000000, 500_000_000));
+        let t = parse_pax_time("1700000000.123456789123").unwrap();
+        assert_eq!(t.nanoseconds(), 123_456_789);
+        assert_eq!(parse_pax_time("12").unwrap().unix_seconds(), 12);
+        assert!(parse_pax_time("x").is_none());
+    }
+}

@@ -1,0 +1,119 @@
+//! Compression formats: naming, levels, and detection from the first bytes.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub const ALL: [Compression; 3] = [Compression::Zstd, Compression::Gzip, Compression::None];
+
+    /// Reads `archive_format`, accepting drone-cache's names and common spellings.
+    pub fn from_setting(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "gzip" | "gz" | "tgz" | "tar.gz" => Some(Compression::Gzip),
+            "zstd" | "zst" | "tar.zst" | "tzst" => Some(Compression::Zstd),
+            "tar" | "none" => Some(Compression::None),
+            _ => None,
+        }
+    }
+
+    /// The object name suffix, so a listing shows what each entry is.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "tar",
+            Compression::Gzip => "tar.gz",
+            Compression::Zstd => "tar.zst",
+        }
+    }
+
+    /// Identifies the format from the first bytes of an entry. Anything that
+    /// is neither gzip nor zstd is read as plain tar, whose reader rejects
+    /// non-tar data with its own error.
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The level used when `compression_level` is -1: chosen for CI, where the
+    /// step's wall time matters more than the last few percent of size.
+    pub fn default_level(self) -> i32 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 6,
+            Compression::Zstd => 3,
+        }
+    }
+
+    /// Checks a `compression_level` value; -1 means the default.
+    pub fn level(self, requested: i64) -> Result<i32, String> {
+        if requested == -1 {
+            return Ok(self.default_level());
+        }
+        let range = match self {
+            Compression::None => return Ok(0),
+            Compression::Gzip => 1..=9,
+            Compression::Zstd => 1..=19,
+        };
+        match i32::try_from(requested) {
+            Ok(level) if range.contains(&level) => Ok(level),
+            _ => Err(format!(
+                "{requested} is not a {self} level; use {}-{} (or -1 for the default, {})",
+                range.start(),
+                range.end(),
+                self.default_level()
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "tar",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_from_magic_bytes() {
+        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
+        assert_eq!(
+            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::detect(b"pkg.mod/"), Compression::None);
+    }
+
+    #[test]
+    fn levels_are_checked_per_format() {
+        assert_eq!(Compression::Gzip.level(-1), Ok(6));
+        assert_eq!(Compression::Zstd.level(19), Ok(19));
+        assert!(Compression::Gzip.level(10).unwrap_err().contains("1-9"));
+        assert!(Compression::Zstd.level(0).is_err());
+        assert_eq!(Compression::None.level(5), Ok(0));
+    }
+
+    #[test]
+    fn accepts_drone_cache_names() {
+        assert_eq!(Compression::from_setting("gzip"), Some(Compression::Gzip));
+        assert_eq!(Compression::from_setting("ZSTD"), Some(Compression::Zstd));
+        assert_eq!(Compression::from_setting("tar"), Some(Compression::None));
+        assert_eq!(Compression::from_setting("lz4"), None);
+    }
+}

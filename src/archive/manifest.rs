@@ -1,0 +1,42 @@
+//! The manifest: which mounts an entry holds, written as a PAX global header
+//! at the start of the archive. GNU tar ignores the unknown keyword, so the
+//! archive stays a plain tar; larder reads it to report and place mounts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::mount::Mount;
+
+/// The PAX keyword; vendor keywords are upper-case by convention.
+pub const PAX_KEY: &str = "LARDER.manifest";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version, bumped if the meaning of entries ever changes.
+    pub version: u32,
+    /// The larder version that wrote the entry.
+    pub writer: String,
+    /// Mount names in archive order (`pkg.mod`, `/root/.cache/x`).
+    pub mounts: Vec<String>,
+}
+
+impl Manifest {
+    pub fn for_mounts(mounts: &[Mount]) -> Self {
+        Manifest {
+            version: 1,
+            writer: format!("larder {}", env!("CARGO_PKG_VERSION")),
+            mounts: mounts.iter().map(|m| m.name.clone()).collect(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Finds the manifest in a PAX global header's records, if it is there.
+    pub fn from_pax(records: &[u8]) -> Option<Self> {
+        tar::PaxExtensions::new(records)
+            .filter_map(Result::ok)
+            .find(|r| r.key() == Ok(PAX_KEY))
+            .and_then(|r| serde_json::from_slice(r.value_bytes()).ok())
+    }
+}

@@ -1,0 +1,59 @@
+//! The archive format: a POSIX tar stream, optionally gzip or zstd compressed.
+
+pub mod codec;
+pub mod extract;
+pub mod format;
+pub mod manifest;
+pub mod write;
+
+pub use format::Compression;
+
+/// Counts of what an archive holds; `bytes` is the size of regular files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    /// Sockets, FIFOs and devices left out.
+    pub skipped: u64,
+    pub bytes: u64,
+}
+
+impl Stats {
+    /// Every entry: files, directories and links.
+    pub fn entries(&self) -> u64 {
+        self.files + self.dirs + self.symlinks + self.hardlinks
+    }
+}
+
+use std::io::{self, BufWriter, Write};
+
+use crate::mount::Mount;
+use crate::pipe::Counter;
+
+/// What `pack` produced.
+#[derive(Clone, Copy, Debug)]
+pub struct Packed {
+    pub stats: Stats,
+    /// Size of the tar stream before compression.
+    pub tar_bytes: u64,
+}
+
+/// Archives `mounts` and compresses the stream into `out`, returning `out`
+/// once the compressor's trailer is written.
+pub fn pack<W: Write>(
+    mounts: &[Mount],
+    options: &write::WriteOptions,
+    compression: Compression,
+    level: i32,
+    out: W,
+) -> io::Result<(Packed, W)> {
+    let encoder = codec::Encoder::new(compression, level, out)?;
+    let counter = Counter::new(BufWriter::with_capacity(256 * 1024, encoder));
+    let (stats, counter) = write::write_archive(mounts, options, counter)?;
+    let tar_bytes = counter.count;
+    let encoder = counter.inner.into_inner().map_err(|e| e.into_error())?;
+    let out = encoder.finish()?;
+    Ok((Packed { stats, tar_bytes }, out))
+}

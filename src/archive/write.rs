@@ -1,0 +1,310 @@
+//! Writing an entry: walk the mounts and emit a POSIX (PAX) tar stream.
+//!
+//! Links are stored as links and never followed. Hard links inside one mount
+//! are stored once plus link entries. Names that do not fit ustar (long,
+//! absolute, not UTF-8) and sub-second mtimes go into PAX records, which GNU
+//! tar, bsdtar and Go's archive/tar all read.
+
+use std::collections::HashMap;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use tar::{Builder, EntryType, Header};
+use walkdir::WalkDir;
+
+use super::Stats;
+use super::manifest::Manifest;
+use crate::mount::Mount;
+
+/// Largest value a ustar numeric field holds in octal; beyond it we add a PAX record.
+const USTAR_MAX_ID: u64 = 0o7777777;
+const USTAR_MAX_SIZE: u64 = 0o77777777777;
+
+pub struct WriteOptions {
+    pub skip_symlinks: bool,
+}
+
+/// Writes every mount into a tar stream on `out` and returns what was written.
+/// Mounts that do not exist must be filtered out by the caller.
+pub fn write_archive<W: Write>(
+    mounts: &[Mount],
+    options: &WriteOptions,
+    out: W,
+) -> io::Result<(Stats, W)> {
+    let mut builder = Builder::new(out);
+    append_global(&mut builder, &Manifest::for_mounts(mounts).to_json())?;
+    let mut stats = Stats::default();
+    for mount in mounts {
+        let mut writer = MountWriter {
+            builder: &mut builder,
+            mount,
+            options,
+            stats: &mut stats,
+            links: HashMap::new(),
+        };
+        writer.write()?;
+    }
+    let out = builder.into_inner()?;
+    Ok((stats, out))
+}
+
+struct MountWriter<'a, W: Write> {
+    builder: &'a mut Builder<W>,
+    mount: &'a Mount,
+    options: &'a WriteOptions,
+    stats: &'a mut Stats,
+    /// First archive name seen for each (device, inode) with more than one link.
+    links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl<W: Write> MountWriter<'_, W> {
+    fn write(&mut self) -> io::Result<()> {
+        let walk = WalkDir::new(&self.mount.path)
+            .follow_links(false)
+            .follow_root_links(false)
+            .sort_by_file_name();
+        for item in walk {
+            crate::interrupt::check()?;
+            let item = item.map_err(|e| {
+                let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+                io::Error::other(format!("cannot read {path}: {e}"))
+            })?;
+            let path = item.path();
+            let meta = item
+                .metadata()
+                .map_err(|e| io::Error::other(format!("cannot stat {}: {e}", path.display())))?;
+            let rel = path.strip_prefix(&self.mount.path).unwrap_or(Path::new(""));
+            let name = self.mount.entry_name(rel);
+            self.entry(path, name.as_os_str().as_bytes(), &meta)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, path: &Path, name: &[u8], meta: &Metadata) -> io::Result<()> {
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            self.stats.dirs += 1;
+            let mut name = name.to_vec();
+            name.push(b'/');
+            return self.append(&name, meta, EntryType::Directory, None, 0, io::empty());
+        }
+        if kind.is_symlink() {
+            if self.options.skip_symlinks {
+                return Ok(());
+            }
+            self.stats.symlinks += 1;
+            let target = fs::read_link(path)?;
+            let target = target.as_os_str().as_bytes();
+            return self.append(name, meta, EntryType::Symlink, Some(target), 0, io::empty());
+        }
+        if !kind.is_file() {
+            // Sockets, FIFOs and devices are not cache material; restore skips them too.
+            self.stats.skipped += 1;
+            tracing::debug!(path = %path.display(), "skipping special file");
+            return Ok(());
+        }
+        if meta.nlink() > 1 {
+            let id = (meta.dev(), meta.ino());
+            if let Some(first) = self.links.get(&id).cloned() {
+                self.stats.hardlinks += 1;
+                return self.append(name, meta, EntryType::Link, Some(&first), 0, io::empty());
+            }
+            self.links.insert(id, name.to_vec());
+        }
+        let size = meta.len();
+        let file = File::open(path)?;
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        self.append(name, meta, EntryType::Regular, None, size, Exact::new(file, size))
+    }
+
+    fn append(
+        &mut self,
+        name: &[u8],
+        meta: &Metadata,
+        kind: EntryType,
+        link: Option<&[u8]>,
+        size: u64,
+        data: impl Read,
+    ) -> io::Result<()> {
+        let mut header = Header::new_ustar();
+        let mut pax = Pax::default();
+        header.set_entry_type(kind);
+        header.set_mode(meta.mode() & 0o7777);
+        set_number(&mut header, &mut pax, "uid", u64::from(meta.uid()), USTAR_MAX_ID, Header::set_uid);
+        set_number(&mut header, &mut pax, "gid", u64::from(meta.gid()), USTAR_MAX_ID, Header::set_gid);
+        set_number(&mut header, &mut pax, "size", size, USTAR_MAX_SIZE, Header::set_size);
+        set_mtime(&mut header, &mut pax, meta);
+        set_name(&mut header, &mut pax, name);
+        if let Some(link) = link {
+            set_link(&mut header, &mut pax, link);
+        }
+        if !pax.records.is_empty() {
+            self.builder
+                .append_pax_extensions(pax.records.iter().map(|(k, v)| (*k, v.as_slice())))?;
+        }
+        header.set_cksum();
+        self.builder.append(&header, data)
+    }
+}
+
+/// PAX records for the next entry.
+#[derive(Default)]
+struct Pax {
+    records: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Pax {
+    fn add(&mut self, key: &'static str, value: impl Into<Vec<u8>>) {
+        self.records.push((key, value.into()));
+    }
+
+    /// Marks the names as raw bytes, as PAX requires for names that are not UTF-8.
+    fn binary_charset(&mut self) {
+        if !self.records.iter().any(|(k, _)| *k == "hdrcharset") {
+            self.add("hdrcharset", "BINARY");
+        }
+    }
+}
+
+fn set_number(
+    header: &mut Header,
+    pax: &mut Pax,
+    key: &'static str,
+    value: u64,
+    max: u64,
+    set: fn(&mut Header, u64),
+) {
+    if value > max {
+        pax.add(key, value.to_string());
+        set(header, 0);
+    } else {
+        set(header, value);
+    }
+}
+
+/// Whole seconds in the header; the exact time in a PAX record when it has a fraction.
+fn set_mtime(header: &mut Header, pax: &mut Pax, meta: &Metadata) {
+    let secs = meta.mtime();
+    let nanos = meta.mtime_nsec();
+    header.set_mtime(u64::try_from(secs).unwrap_or(0));
+    if nanos != 0 || secs < 0 {
+        let text = format!("{secs}.{nanos:09}");
+        pax.add("mtime", text.trim_end_matches('0').trim_end_matches('.'));
+    }
+}
+
+/// Fits the name into ustar's name/prefix fields when possible; otherwise
+/// (absolute, too long) it goes into a PAX `path` record and the ustar field
+/// holds a truncated relative copy for readers that ignore PAX.
+fn set_name(header: &mut Header, pax: &mut Pax, name: &[u8]) {
+    let path = Path::new(std::ffi::OsStr::from_bytes(name));
+    if !name.starts_with(b"/") && name.is_ascii() && header.set_path(path).is_ok() {
+        return;
+    }
+    pax.add("path", name);
+    if std::str::from_utf8(name).is_err() {
+        pax.binary_charset();
+    }
+    let relative = name.strip_prefix(b"/").unwrap_or(name);
+    let short = &relative[..relative.len().min(99)];
+    if let Some(ustar) = header.as_ustar_mut() {
+        ustar.name = [0; 100];
+        ustar.name[..short.len()].copy_from_slice(short);
+    }
+}
+
+fn set_link(header: &mut Header, pax: &mut Pax, link: &[u8]) {
+    if link.is_ascii() && header.set_link_name_literal(link).is_ok() {
+        return;
+    }
+    pax.add("linkpath", link);
+    if std::str::from_utf8(link).is_err() {
+        pax.binary_charset();
+    }
+}
+
+/// Appends the PAX global header that carries the manifest.
+fn append_global<W: Write>(builder: &mut Builder<W>, manifest_json: &str) -> io::Result<()> {
+    let data = pax_record(super::manifest::PAX_KEY, manifest_json.as_bytes());
+    let mut header = Header::new_ustar();
+    header.set_entry_type(EntryType::XGlobalHeader);
+    header.set_path("pax_global_header")?;
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, data.as_slice())
+}
+
+/// One `"<len> key=value\n"` record, where len counts the whole record.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3;
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut record = format!("{len} {key}=").into_bytes();
+    record.extend_from_slice(value);
+    record.push(b'\n');
+    record
+}
+
+/// Reads exactly `size` bytes of a file, failing if it shrank while being
+/// read: a short read would silently corrupt every entry after it.
+struct Exact<R> {
+    inner: io::Take<R>,
+    remaining: u64,
+}
+
+impl<R: Read> Exact<R> {
+    fn new(inner: R, size: u64) -> Self {
+        Exact {
+            inner: inner.take(size),
+            remaining: size,
+        }
+    }
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.remaining > 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was being archived; is something still writing to it?",
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        let r = pax_record("path", b"a");
+        assert_eq!(r, b"9 path=a\n");
+        let long = vec![b'x'; 95];
+        let r = pax_record("path", &long);
+        assert_eq!(r.len().to_string(), String::from_utf8_lossy(&r[..3]));
+    }
+
+    #[test]
+    fn exact_reader_rejects_short_files() {
+        let mut r = Exact::new(&b"abc"[..], 5);
+        let mut out = Vec::new();
+        let err = io::copy(&mut r, &mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let mut r = Exact::new(&b"abcdef"[..], 3);
+        let mut out = Vec::new();
+        io::copy(&mut r, &mut out).unwrap();
+        assert_eq!(out, b"abc");
+    }
+}

@@ -1,0 +1,174 @@
+//! Rebuild: archive the mounts and upload them under the key, unless the
+//! key is already stored (keys are immutable unless `override` is set).
+
+use std::time::Instant;
+
+use anyhow::Context;
+use object_store::ObjectStoreExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::Outcome;
+use crate::archive::{self, write::WriteOptions};
+use crate::mount::Mount;
+use crate::pipe::ChunkWriter;
+use crate::report;
+use crate::settings::Config;
+use crate::storage::claim::{self, Claimed};
+use crate::storage::{Store, entry, transfer};
+
+pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let mounts = existing_mounts(&config.mounts);
+    if mounts.is_empty() {
+        info!("rebuild: none of the mounts exist, so there is nothing to cache; nothing was uploaded");
+        return Ok(Outcome::Empty);
+    }
+    let root = &config.remote_root;
+    let target = entry::path(root, key, config.compression);
+
+    let mut held = None;
+    if !config.override_existing {
+        if let Some(existing) = entry::find(store, root, key).await? {
+            info!(
+                "rebuild: key '{key}' is already stored ('{}', {}); keys are immutable, so \
+                 nothing was uploaded. Put a lockfile checksum in cache_key to get a new key \
+                 when dependencies change, or set override: true to replace entries",
+                existing.meta.location,
+                report::bytes(existing.meta.size)
+            );
+            return Ok(Outcome::Skipped);
+        }
+        match claim::claim(store, &entry::claim_path(root, key), &holder(config)).await? {
+            Claimed::Won(claim) => held = Some(claim),
+            Claimed::Held(by) => {
+                info!("rebuild: key '{key}' is being stored right now by {by}; nothing was uploaded");
+                return Ok(Outcome::Skipped);
+            }
+        }
+        // Another rebuild may have finished between the lookup and the claim.
+        if entry::find(store, root, key).await?.is_some() {
+            if let Some(claim) = held.take() {
+                claim.release().await;
+            }
+            info!("rebuild: key '{key}' was stored by another rebuild a moment ago; nothing was uploaded");
+            return Ok(Outcome::Skipped);
+        }
+    }
+
+    let result = upload(config, store, &mounts, &target, started).await;
+    if let Some(claim) = held {
+        claim.release().await;
+    }
+    result?;
+    if config.override_existing {
+        remove_other_formats(config, store, key).await;
+    }
+    Ok(Outcome::Stored)
+}
+
+async fn upload(
+    config: &Config,
+    store: &Store,
+    mounts: &[Mount],
+    target: &object_store::path::Path,
+    started: Instant,
+) -> anyhow::Result<()> {
+    info!(
+        "rebuild: archiving {} with {} level {} into '{target}' in {} {}",
+        names(mounts),
+        config.compression,
+        config.level,
+        store.backend,
+        store.location
+    );
+    let (tx, rx) = mpsc::channel(8);
+    let options = WriteOptions {
+        skip_symlinks: config.skip_symlinks,
+    };
+    let (compression, level) = (config.compression, config.level);
+    let owned_mounts = mounts.to_vec();
+    let producer = tokio::task::spawn_blocking(move || {
+        let (packed, writer) =
+            archive::pack(&owned_mounts, &options, compression, level, ChunkWriter::new(tx))
+                .context("cannot archive the mounts")?;
+        writer.finish().context("cannot hand the archive to the upload")?;
+        Ok(packed)
+    });
+    let (packed, sent) = transfer::upload(store, target, rx, producer).await?;
+    let elapsed = started.elapsed();
+    let stats = packed.stats;
+    info!(
+        "rebuild: stored key as '{target}': {} files, {} dirs, {} links; {} -> {} ({} of the tar stream) in {} ({})",
+        report::count(stats.files),
+        report::count(stats.dirs),
+        report::count(stats.symlinks + stats.hardlinks),
+        report::bytes(packed.tar_bytes),
+        report::bytes(sent),
+        report::ratio(sent, packed.tar_bytes),
+        report::seconds(elapsed),
+        report::rate(packed.tar_bytes, elapsed)
+    );
+    if stats.skipped > 0 {
+        warn!(
+            "rebuild: left out {} sockets, FIFOs or device files",
+            report::count(stats.skipped)
+        );
+    }
+    Ok(())
+}
+
+/// The mounts that exist, warning about each one that does not.
+fn existing_mounts(mounts: &[Mount]) -> Vec<Mount> {
+    mounts
+        .iter()
+        .filter(|m| match m.path.symlink_metadata() {
+            Ok(meta) => {
+                if meta.file_type().is_symlink() {
+                    warn!(
+                        "rebuild: mount {} is a symbolic link; only the link is cached, not what it points to",
+                        m.name
+                    );
+                }
+                true
+            }
+            Err(_) => {
+                warn!("rebuild: mount {} does not exist ({}); it is left out", m.name, m.path.display());
+                false
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// With `override`, an entry stored earlier in another format would linger
+/// beside the new one; remove it so the key has one entry.
+async fn remove_other_formats(config: &Config, store: &Store, key: &str) {
+    for compression in archive::Compression::ALL {
+        if compression == config.compression {
+            continue;
+        }
+        let path = entry::path(&config.remote_root, key, compression);
+        match store.inner().delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => warn!("{}", store.error("removal of the replaced", &path, e)),
+        }
+    }
+}
+
+fn names(mounts: &[Mount]) -> String {
+    mounts.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Who holds a claim, for the log of a rebuild that has to wait.
+fn holder(config: &Config) -> String {
+    let build = config
+        .metadata
+        .get_path(".Build.Number")
+        .map(|n| format!("build {n}"))
+        .unwrap_or_else(|| "a rebuild".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!("{build} (host {host}, pid {})", std::process::id())
+}

@@ -1,0 +1,160 @@
+//! First writer wins: a rebuild claims its key before uploading.
+//!
+//! The claim is a small object created with a conditional put (S3
+//! `If-None-Match: *`, a hard link on the filesystem), so of two rebuilds of
+//! one key exactly one gets it; the other skips. The holder renews it while
+//! uploading; a claim left by a killed step expires after `LEASE` and can
+//! then be taken over. The entry itself is always written with a multipart
+//! upload that becomes visible only when complete, so even two writers can
+//! never produce a torn entry: the claim only saves the duplicate upload.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutPayload};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use super::Store;
+
+/// How long a claim stays valid without renewal.
+const LEASE: Duration = Duration::from_secs(120);
+/// How often the holder renews it.
+const RENEW_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    holder: String,
+    token: String,
+    /// Unix seconds after which the claim is abandoned.
+    expires: u64,
+}
+
+pub enum Claimed {
+    /// This process holds the key until `release`.
+    Won(Claim),
+    /// Another rebuild holds it; the text says which.
+    Held(String),
+}
+
+pub struct Claim {
+    store: Store,
+    path: Path,
+    token: String,
+    renewer: Option<JoinHandle<()>>,
+}
+
+/// Tries to claim `path` for `holder` (a description such as "build 42").
+pub async fn claim(store: &Store, path: &Path, holder: &str) -> anyhow::Result<Claimed> {
+    let token = uuid::Uuid::new_v4().to_string();
+    for _ in 0..2 {
+        let record = Record {
+            holder: holder.to_string(),
+            token: token.clone(),
+            expires: now() + LEASE.as_secs(),
+        };
+        match store
+            .inner()
+            .put_opts(path, payload(&record), PutMode::Create.into())
+            .await
+        {
+            Ok(_) => return Ok(Claimed::Won(Claim::start(store, path, token, record))),
+            Err(object_store::Error::AlreadyExists { .. }) => match read(store, path).await? {
+                Some(existing) if existing.expires > now() => {
+                    return Ok(Claimed::Held(existing.holder));
+                }
+                stale => {
+                    tracing::info!(
+                        "taking over an abandoned claim on '{path}'{}",
+                        stale.map(|r| format!(" left by {}", r.holder)).unwrap_or_default()
+                    );
+                    delete(store, path).await?;
+                }
+            },
+            Err(e) => return Err(store.error("claim of", path, e)),
+        }
+    }
+    Ok(Claimed::Held("another rebuild that took over the same abandoned claim".into()))
+}
+
+impl Claim {
+    fn start(store: &Store, path: &Path, token: String, record: Record) -> Claim {
+        let renew_store = store.clone();
+        let renew_path = path.clone();
+        let renewer = tokio::spawn(async move {
+            let mut record = record;
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                record.expires = now() + LEASE.as_secs();
+                let put = renew_store
+                    .inner()
+                    .put_opts(&renew_path, payload(&record), PutMode::Overwrite.into())
+                    .await;
+                if let Err(e) = put {
+                    tracing::warn!("could not renew the claim on '{renew_path}': {e}");
+                }
+            }
+        });
+        Claim {
+            store: store.clone(),
+            path: path.clone(),
+            token,
+            renewer: Some(renewer),
+        }
+    }
+
+    /// Stops renewing and removes the claim if it is still ours.
+    pub async fn release(mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        match read(&self.store, &self.path).await {
+            Ok(Some(record)) if record.token == self.token => {
+                if let Err(e) = delete(&self.store, &self.path).await {
+                    tracing::warn!("{e}; the claim expires by itself in {}s", LEASE.as_secs());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+    }
+}
+
+fn payload(record: &Record) -> PutPayload {
+    PutPayload::from(serde_json::to_vec(record).unwrap_or_default())
+}
+
+async fn read(store: &Store, path: &Path) -> anyhow::Result<Option<Record>> {
+    match store.inner().get(path).await {
+        Ok(result) => {
+            let bytes = result
+                .bytes()
+                .await
+                .map_err(|e| store.error("read of claim", path, e))?;
+            Ok(serde_json::from_slice(&bytes).ok())
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(store.error("read of claim", path, e)),
+    }
+}
+
+async fn delete(store: &Store, path: &Path) -> anyhow::Result<()> {
+    match store.inner().delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(store.error("removal of claim", path, e)),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,185 @@
+//! Streaming uploads and downloads with bounded memory.
+//!
+//! Uploads are multipart: parts go up while the archive is still being
+//! written, several at a time, and the object only appears when the upload
+//! completes; any failure aborts it, so nothing partial is ever visible.
+//! Downloads fetch the entry in ranges, several at a time, pinned to the
+//! entry's ETag so a concurrent replacement cannot mix two versions.
+
+use std::io;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::anyhow;
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectMeta, ObjectStoreExt, WriteMultipart};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Store;
+
+/// Multipart part size: S3 allows 10,000 parts, so entries up to 78 GiB.
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts uploading at once.
+const UPLOAD_CONCURRENCY: usize = 4;
+/// Size of one ranged download request.
+const RANGE_SIZE: u64 = 8 << 20;
+/// Ranges downloading at once.
+const DOWNLOAD_CONCURRENCY: usize = 4;
+
+/// Uploads the chunks from `chunks` to `path` while `producer` writes them.
+///
+/// The upload completes only if every chunk arrived and the producer
+/// returned `Ok`; otherwise it is aborted and the producer's or the
+/// storage's error is returned. Returns the producer's value and the bytes sent.
+pub async fn upload<T>(
+    store: &Store,
+    path: &Path,
+    mut chunks: mpsc::Receiver<Bytes>,
+    producer: JoinHandle<anyhow::Result<T>>,
+) -> anyhow::Result<(T, u64)> {
+    let upload = match store.inner().put_multipart(path).await {
+        Ok(upload) => upload,
+        Err(e) => {
+            drop(chunks);
+            let _ = producer.await;
+            return Err(store.error("upload of", path, e));
+        }
+    };
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+    let mut sent = 0u64;
+    let mut sending = Ok(());
+    while let Some(chunk) = chunks.recv().await {
+        if let Err(e) = writer.wait_for_capacity(UPLOAD_CONCURRENCY).await {
+            sending = Err(e);
+            break;
+        }
+        sent += chunk.len() as u64;
+        writer.put(chunk);
+    }
+    // Closing the channel stops a producer that is still writing.
+    drop(chunks);
+    let produced = producer.await;
+    match (sending, produced) {
+        (Ok(()), Ok(Ok(value))) => {
+            writer
+                .finish()
+                .await
+                .map_err(|e| store.error("upload of", path, e))?;
+            Ok((value, sent))
+        }
+        (Err(e), _) => {
+            abort(writer, path).await;
+            Err(store.error("upload of", path, e))
+        }
+        (Ok(()), Ok(Err(e))) => {
+            abort(writer, path).await;
+            Err(e)
+        }
+        (Ok(()), Err(join)) => {
+            abort(writer, path).await;
+            Err(anyhow!("archiving stopped unexpectedly: {join}"))
+        }
+    }
+}
+
+async fn abort(writer: WriteMultipart, path: &Path) {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!("could not abort the partial upload of '{path}': {e}");
+    }
+}
+
+/// A running download: chunks in order, and the reason if it failed.
+pub struct Download {
+    pub chunks: mpsc::Receiver<io::Result<Bytes>>,
+    failure: Arc<OnceLock<String>>,
+}
+
+impl Download {
+    /// Why the download stopped early, if it did. A reader that fails on a
+    /// cut-off stream reports this instead of blaming the archive.
+    pub fn failure_handle(&self) -> Arc<OnceLock<String>> {
+        Arc::clone(&self.failure)
+    }
+}
+
+/// Streams the entry described by `meta` into a channel of chunks, in order.
+/// A failure arrives as an `Err` item; the channel then closes.
+pub fn download(store: Store, meta: ObjectMeta) -> Download {
+    let (tx, rx) = mpsc::channel(2);
+    let failure = Arc::new(OnceLock::new());
+    let report = Arc::clone(&failure);
+    tokio::spawn(async move {
+        let ranges = ranges(meta.size);
+        let mut fetches = futures::stream::iter(ranges)
+            .map(|range| fetch(&store, &meta, range))
+            .buffered(DOWNLOAD_CONCURRENCY);
+        while let Some(result) = fetches.next().await {
+            let item = result.map_err(|e| {
+                let message = format!("{e:#}");
+                let _ = report.set(message.clone());
+                io::Error::other(message)
+            });
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Download {
+        chunks: rx,
+        failure,
+    }
+}
+
+fn ranges(size: u64) -> Vec<Range<u64>> {
+    (0..size)
+        .step_by(RANGE_SIZE as usize)
+        .map(|start| start..(start + RANGE_SIZE).min(size))
+        .collect()
+}
+
+async fn fetch(store: &Store, meta: &ObjectMeta, range: Range<u64>) -> anyhow::Result<Bytes> {
+    let options = GetOptions {
+        range: Some(range.clone().into()),
+        if_match: meta.e_tag.clone(),
+        ..GetOptions::default()
+    };
+    let path = &meta.location;
+    let describe = |e| store.error("download of", path, e);
+    let result = store.inner().get_opts(path, options).await.map_err(|e| match e {
+        object_store::Error::Precondition { .. } => anyhow!(
+            "{} entry '{path}' in {} was replaced while it was being downloaded; run the step again",
+            store.backend,
+            store.location
+        ),
+        other => describe(other),
+    })?;
+    let bytes = result.bytes().await.map_err(describe)?;
+    let expected = range.end - range.start;
+    if bytes.len() as u64 != expected {
+        return Err(anyhow!(
+            "{} download of '{path}' in {} returned {} bytes for a range of {expected}",
+            store.backend,
+            store.location,
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_the_object_exactly() {
+        assert!(ranges(0).is_empty());
+        assert_eq!(ranges(5), vec![0..5]);
+        let r = ranges(RANGE_SIZE * 2 + 1);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[2], RANGE_SIZE * 2..RANGE_SIZE * 2 + 1);
+    }
+}
