@@ -93,7 +93,10 @@ fn run(config: &Config) -> u8 {
         config.remote_root
     );
     debug!("configuration: {config:?}");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             error!("cannot start the async runtime: {e}");

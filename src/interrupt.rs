@@ -28,8 +28,10 @@ pub fn check() -> io::Result<()> {
 /// Starts listening for SIGTERM and SIGINT. Must run inside the runtime.
 pub fn listen() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::debug!("cannot install signal handlers; cancellation will not clean up");
         return;
     };
@@ -42,7 +44,9 @@ pub fn listen() {
             if REQUESTED.swap(true, Ordering::Relaxed) {
                 std::process::exit(130);
             }
-            tracing::warn!("received a stop signal: stopping and cleaning up (send it again to exit at once)");
+            tracing::warn!(
+                "received a stop signal: stopping and cleaning up (send it again to exit at once)"
+            );
         }
     });
 }

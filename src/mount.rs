@@ -131,7 +131,11 @@ mod tests {
     fn rejects_parent_dirs_the_workspace_and_root() {
         assert!(Mount::resolve(ws(), "../x").unwrap_err().contains(".."));
         assert!(Mount::resolve(ws(), "a/../../x").is_err());
-        assert!(Mount::resolve(ws(), ".").unwrap_err().contains("whole workspace"));
+        assert!(
+            Mount::resolve(ws(), ".")
+                .unwrap_err()
+                .contains("whole workspace")
+        );
         assert!(Mount::resolve(ws(), "/drone/src").is_err());
         assert!(Mount::resolve(ws(), "/").is_err());
     }

@@ -93,27 +93,3 @@ impl Read for ChunkReader {
         Ok(n)
     }
 }
-
-/// Counts bytes passing through a writer.
-pub struct Counter<W> {
-    pub inner: W,
-    pub count: u64,
-}
-
-impl<W: Write> Counter<W> {
-    pub fn new(inner: W) -> Self {
-        Counter { inner, count: 0 }
-    }
-}
-
-impl<W: Write> Write for Counter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}

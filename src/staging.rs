@@ -29,6 +29,9 @@ pub struct Staging {
     pub mounts: Vec<Staged>,
     /// Parent directories created for mounts that had none, newest last.
     created_dirs: Vec<PathBuf>,
+    /// Modification times of the directories staging writes into, put back
+    /// when nothing is committed so the workspace is exactly as it was.
+    parent_times: Vec<(PathBuf, filetime::FileTime)>,
     committed: bool,
 }
 
@@ -47,12 +50,14 @@ impl Staging {
         let mut staging = Staging {
             mounts: Vec::new(),
             created_dirs: Vec::new(),
+            parent_times: Vec::new(),
             committed: false,
         };
         for mount in mounts {
             let parent = mount.path.parent().ok_or_else(|| {
                 io::Error::other(format!("{} has no parent directory", mount.path.display()))
             })?;
+            staging.remember_time(parent);
             staging.create_parents(parent)?;
             staging.mounts.push(Staged {
                 mount: mount.clone(),
@@ -61,6 +66,20 @@ impl Staging {
             });
         }
         Ok(staging)
+    }
+
+    /// Notes the mtime of the nearest existing directory at or above `dir`.
+    fn remember_time(&mut self, dir: &Path) {
+        let Some(existing) = dir.ancestors().find(|a| a.is_dir()) else {
+            return;
+        };
+        if self.parent_times.iter().any(|(p, _)| p == existing) {
+            return;
+        }
+        if let Ok(meta) = existing.metadata() {
+            let time = filetime::FileTime::from_last_modification_time(&meta);
+            self.parent_times.push((existing.to_path_buf(), time));
+        }
     }
 
     fn create_parents(&mut self, dir: &Path) -> io::Result<()> {
@@ -115,14 +134,17 @@ impl Drop for Staging {
             return;
         }
         for staged in &self.mounts {
-            if staged.root.symlink_metadata().is_ok() {
-                if let Err(e) = remove_tree(&staged.root) {
-                    tracing::warn!("could not remove staging {}: {e}", staged.root.display());
-                }
+            if staged.root.symlink_metadata().is_ok()
+                && let Err(e) = remove_tree(&staged.root)
+            {
+                tracing::warn!("could not remove staging {}: {e}", staged.root.display());
             }
         }
         for dir in self.created_dirs.iter().rev() {
             let _ = fs::remove_dir(dir);
+        }
+        for (dir, time) in &self.parent_times {
+            let _ = filetime::set_file_mtime(dir, *time);
         }
     }
 }
@@ -149,7 +171,10 @@ fn swap_in(staged: &Staged) -> io::Result<Option<PathBuf>> {
         }
         return Err(io::Error::new(
             e.kind(),
-            format!("cannot move the restored {} into place: {e}", target.display()),
+            format!(
+                "cannot move the restored {} into place: {e}",
+                target.display()
+            ),
         ));
     }
     Ok(old)
@@ -161,14 +186,14 @@ fn undo_swap(staged: &Staged, old: Option<&Path>) {
         tracing::error!("could not undo the restore of {}: {e}", target.display());
         return;
     }
-    if let Some(old) = old {
-        if let Err(e) = fs::rename(old, target) {
-            tracing::error!(
-                "could not put {} back from {}: {e}",
-                target.display(),
-                old.display()
-            );
-        }
+    if let Some(old) = old
+        && let Err(e) = fs::rename(old, target)
+    {
+        tracing::error!(
+            "could not put {} back from {}: {e}",
+            target.display(),
+            old.display()
+        );
     }
 }
 
@@ -197,7 +222,11 @@ fn make_dirs_writable(root: &Path) -> io::Result<()> {
     for entry in walkdir::WalkDir::new(root).follow_links(false) {
         let entry = entry.map_err(io::Error::other)?;
         if entry.file_type().is_dir() {
-            let mode = entry.metadata().map_err(io::Error::other)?.permissions().mode();
+            let mode = entry
+                .metadata()
+                .map_err(io::Error::other)?
+                .permissions()
+                .mode();
             if mode & 0o700 != 0o700 {
                 fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode | 0o700))?;
             }
@@ -242,7 +271,10 @@ mod tests {
         assert_eq!(placed.replaced, vec!["mod".to_string()]);
         assert_eq!(fs::read_to_string(m.path.join("new")).unwrap(), "new");
         assert!(!m.path.join("a").exists());
-        let names: Vec<_> = fs::read_dir(ws.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(ws.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("mod")]);
     }
 

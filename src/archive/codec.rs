@@ -107,7 +107,9 @@ mod tests {
 
     #[test]
     fn round_trips_and_detects_truncation() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         for c in [Compression::Gzip, Compression::Zstd] {
             let packed = compress(c, &data);
             assert_eq!(Compression::detect(&packed), c);
@@ -117,7 +119,10 @@ mod tests {
             let mut flipped = packed.clone();
             let middle = flipped.len() / 2;
             flipped[middle] ^= 0x55;
-            assert!(decompress(c, &flipped).is_err(), "{c}: corruption not detected");
+            assert!(
+                decompress(c, &flipped).is_err(),
+                "{c}: corruption not detected"
+            );
         }
     }
 }

@@ -7,6 +7,7 @@
 //! its end, so compression checksums and the tar end marker are checked
 //! before anything is moved into the workspace.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, Permissions};
@@ -14,13 +15,15 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{Context, anyhow, bail};
 use filetime::FileTime;
 use tar::EntryType;
 
 use super::codec::Decoder;
-use super::manifest::Manifest;
+use super::digest::{self, Progress, Verifier};
+use super::manifest::{Manifest, pax_value};
 use super::{Compression, Stats};
 use crate::staging::Staging;
 
@@ -47,12 +50,15 @@ pub fn extract(input: impl Read, staging: &mut Staging) -> anyhow::Result<Extrac
     }
     let compression = Compression::detect(head);
     let decoder = Decoder::new(compression, input)?;
-    let mut stream = EndTracker::new(decoder);
+    let mut stream = Verifier::new(decoder);
+    let progress = stream.progress();
     let mut extractor = Extractor {
         staging,
         owner: rustix::process::geteuid().is_root(),
         stats: Stats::default(),
         manifest: None,
+        verified: false,
+        progress: Rc::clone(&progress),
         dirs: Vec::new(),
         symlinks: HashSet::new(),
         created: HashSet::new(),
@@ -63,51 +69,36 @@ pub fn extract(input: impl Read, staging: &mut Staging) -> anyhow::Result<Extrac
         for entry in entries {
             crate::interrupt::check()?;
             let entry = entry.map_err(|e| anyhow!("corrupt archive: {e}"))?;
+            if extractor.verified {
+                bail!("corrupt archive: entries follow the digest trailer");
+            }
+            if entry.header().entry_type() == EntryType::XGlobalHeader {
+                extractor.global(entry)?;
+                continue;
+            }
             extractor.entry(entry)?;
         }
     }
-    if stream.hit_eof {
+    if progress.borrow().hit_eof {
         bail!("the archive is truncated: it ends without the tar end-of-archive marker");
+    }
+    let digest_required = extractor
+        .manifest
+        .as_ref()
+        .is_some_and(|m| m.digest.is_some());
+    if digest_required && !extractor.verified {
+        bail!("the archive is truncated or damaged: its digest trailer is missing");
     }
     io::copy(&mut stream, &mut io::sink())
         .map_err(|e| anyhow!("corrupt archive after the last entry: {e}"))?;
     extractor.finish_dirs()?;
-    let tar_bytes = stream.bytes;
+    let tar_bytes = progress.borrow().count;
     Ok(Extracted {
         stats: extractor.stats,
         compression,
         manifest: extractor.manifest,
         tar_bytes,
     })
-}
-
-/// Records whether the tar reader ran out of input, which is how a
-/// missing end-of-archive marker shows (the tar crate treats EOF as the end).
-struct EndTracker<R> {
-    inner: R,
-    hit_eof: bool,
-    bytes: u64,
-}
-
-impl<R: Read> EndTracker<R> {
-    fn new(inner: R) -> Self {
-        EndTracker {
-            inner,
-            hit_eof: false,
-            bytes: 0,
-        }
-    }
-}
-
-impl<R: Read> Read for EndTracker<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.hit_eof = true;
-        }
-        self.bytes += n as u64;
-        Ok(n)
-    }
 }
 
 struct DirMeta {
@@ -123,6 +114,9 @@ struct Extractor<'a> {
     owner: bool,
     stats: Stats,
     manifest: Option<Manifest>,
+    /// Whether the digest trailer was seen and matched.
+    verified: bool,
+    progress: Rc<RefCell<Progress>>,
     /// Directory metadata, applied last so read-only directories can be filled.
     dirs: Vec<DirMeta>,
     /// Symlinks this archive created, as (mount index, path below the mount).
@@ -139,16 +133,33 @@ struct Place {
 }
 
 impl Extractor<'_> {
+    /// A PAX global header: the manifest (first) or the digest trailer (last).
+    fn global<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> anyhow::Result<()> {
+        // Taken before reading the records: the hash of everything up to this header.
+        let (actual, covered) = self.progress.borrow().digest_before_last_block();
+        let position = entry.raw_header_position();
+        let mut records = Vec::new();
+        entry.read_to_end(&mut records)?;
+        if let Some(expected) = pax_value(&records, digest::PAX_KEY) {
+            if covered != position {
+                bail!("corrupt archive: the digest trailer is misplaced");
+            }
+            let actual = digest::format(actual);
+            if expected != actual.as_bytes() {
+                bail!(
+                    "corrupt archive: its content does not match its digest ({} recorded, {actual} read)",
+                    String::from_utf8_lossy(expected)
+                );
+            }
+            self.verified = true;
+        } else if self.manifest.is_none() {
+            self.manifest = Manifest::from_pax(&records);
+        }
+        Ok(())
+    }
+
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> anyhow::Result<()> {
         let kind = entry.header().entry_type();
-        if kind == EntryType::XGlobalHeader {
-            let mut records = Vec::new();
-            entry.read_to_end(&mut records)?;
-            if self.manifest.is_none() {
-                self.manifest = Manifest::from_pax(&records);
-            }
-            return Ok(());
-        }
         let raw_name = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_name).into_owned();
         let Some(place) = self
@@ -165,12 +176,11 @@ impl Extractor<'_> {
     /// an error for a name that would land outside every mount.
     fn place(&mut self, raw: &[u8]) -> anyhow::Result<Option<Place>> {
         let name = normalize(raw)?;
-        let found = self
-            .staging
-            .mounts
-            .iter()
-            .enumerate()
-            .find_map(|(i, s)| s.mount.relative_part(&name).map(|rel| (i, rel.to_path_buf())));
+        let found = self.staging.mounts.iter().enumerate().find_map(|(i, s)| {
+            s.mount
+                .relative_part(&name)
+                .map(|rel| (i, rel.to_path_buf()))
+        });
         let Some((mount, rel)) = found else {
             if self.in_unrequested_mount(&name) {
                 return Ok(None);
@@ -181,7 +191,10 @@ impl Extractor<'_> {
                 .iter()
                 .map(|s| s.mount.name.as_str())
                 .collect();
-            bail!("it is outside the mounts being restored ({})", mounts.join(", "));
+            bail!(
+                "it is outside the mounts being restored ({})",
+                mounts.join(", ")
+            );
         };
         for ancestor in rel.ancestors().skip(1) {
             if self.symlinks.contains(&(mount, ancestor.to_path_buf())) {
@@ -301,7 +314,9 @@ impl Extractor<'_> {
         let source = self
             .place(target)
             .with_context(|| format!("hard link target '{shown}'"))?
-            .ok_or_else(|| anyhow!("hard link target '{shown}' is in a mount not being restored"))?;
+            .ok_or_else(|| {
+                anyhow!("hard link target '{shown}' is in a mount not being restored")
+            })?;
         if source.mount != mount {
             bail!("hard link target '{shown}' is in another mount");
         }
@@ -349,7 +364,8 @@ impl Extractor<'_> {
     /// Applies directory modes, owners and times deepest first, so a
     /// read-only directory is only locked once everything inside is written.
     fn finish_dirs(&mut self) -> anyhow::Result<()> {
-        self.dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
+        self.dirs
+            .sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
         for dir in &self.dirs {
             if let Some((uid, gid)) = dir.owner {
                 std::os::unix::fs::lchown(&dir.path, Some(uid), Some(gid))?;
@@ -415,10 +431,10 @@ fn mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> anyhow::Result<FileTime> {
     let secs = entry.header().mtime()? as i64;
     if let Some(records) = entry.pax_extensions()? {
         for record in records.flatten() {
-            if record.key() == Ok("mtime") {
-                if let Some(time) = record.value().ok().and_then(parse_pax_time) {
-                    return Ok(time);
-                }
+            if record.key() == Ok("mtime")
+                && let Some(time) = record.value().ok().and_then(parse_pax_time)
+            {
+                return Ok(time);
             }
         }
     }
@@ -454,7 +470,10 @@ mod tests {
     #[test]
     fn pax_times_keep_nanoseconds() {
         let t = parse_pax_time("1700000000.5").unwrap();
-        assert_eq!((t.unix_seconds(), t.nanoseconds()), (1700000000, 500_000_000));
+        assert_eq!(
+            (t.unix_seconds(), t.nanoseconds()),
+            (1700000000, 500_000_000)
+        );
         let t = parse_pax_time("1700000000.123456789123").unwrap();
         assert_eq!(t.nanoseconds(), 123_456_789);
         assert_eq!(parse_pax_time("12").unwrap().unix_seconds(), 12);

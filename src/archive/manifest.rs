@@ -17,6 +17,9 @@ pub struct Manifest {
     pub writer: String,
     /// Mount names in archive order (`pkg.mod`, `/root/.cache/x`).
     pub mounts: Vec<String>,
+    /// The digest algorithm of the trailer; when set, the trailer must be there.
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 impl Manifest {
@@ -25,6 +28,7 @@ impl Manifest {
             version: 1,
             writer: format!("larder {}", env!("CARGO_PKG_VERSION")),
             mounts: mounts.iter().map(|m| m.name.clone()).collect(),
+            digest: Some("xxh3-64".into()),
         }
     }
 
@@ -34,9 +38,14 @@ impl Manifest {
 
     /// Finds the manifest in a PAX global header's records, if it is there.
     pub fn from_pax(records: &[u8]) -> Option<Self> {
-        tar::PaxExtensions::new(records)
-            .filter_map(Result::ok)
-            .find(|r| r.key() == Ok(PAX_KEY))
-            .and_then(|r| serde_json::from_slice(r.value_bytes()).ok())
+        pax_value(records, PAX_KEY).and_then(|v| serde_json::from_slice(v).ok())
     }
+}
+
+/// The value of `key` in a block of PAX records.
+pub fn pax_value<'a>(records: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    tar::PaxExtensions::new(records)
+        .filter_map(Result::ok)
+        .find(|r| r.key() == Ok(key))
+        .map(|r| r.value_bytes())
 }

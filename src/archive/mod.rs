@@ -1,6 +1,7 @@
 //! The archive format: a POSIX tar stream, optionally gzip or zstd compressed.
 
 pub mod codec;
+pub mod digest;
 pub mod extract;
 pub mod format;
 pub mod manifest;
@@ -30,7 +31,6 @@ impl Stats {
 use std::io::{self, BufWriter, Write};
 
 use crate::mount::Mount;
-use crate::pipe::Counter;
 
 /// What `pack` produced.
 #[derive(Clone, Copy, Debug)]
@@ -50,10 +50,10 @@ pub fn pack<W: Write>(
     out: W,
 ) -> io::Result<(Packed, W)> {
     let encoder = codec::Encoder::new(compression, level, out)?;
-    let counter = Counter::new(BufWriter::with_capacity(256 * 1024, encoder));
-    let (stats, counter) = write::write_archive(mounts, options, counter)?;
-    let tar_bytes = counter.count;
-    let encoder = counter.inner.into_inner().map_err(|e| e.into_error())?;
+    let tally = digest::Tally::new(BufWriter::with_capacity(256 * 1024, encoder));
+    let (stats, tally) = write::write_archive(mounts, options, tally)?;
+    let tar_bytes = tally.count;
+    let encoder = tally.inner.into_inner().map_err(|e| e.into_error())?;
     let out = encoder.finish()?;
     Ok((Packed { stats, tar_bytes }, out))
 }

@@ -16,12 +16,15 @@ use tar::{Builder, EntryType, Header};
 use walkdir::WalkDir;
 
 use super::Stats;
+use super::digest::Tally;
 use super::manifest::Manifest;
 use crate::mount::Mount;
 
 /// Largest value a ustar numeric field holds in octal; beyond it we add a PAX record.
 const USTAR_MAX_ID: u64 = 0o7777777;
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
+/// The tar block size.
+pub const BLOCK: usize = 512;
 
 pub struct WriteOptions {
     pub skip_symlinks: bool,
@@ -32,10 +35,11 @@ pub struct WriteOptions {
 pub fn write_archive<W: Write>(
     mounts: &[Mount],
     options: &WriteOptions,
-    out: W,
-) -> io::Result<(Stats, W)> {
+    out: Tally<W>,
+) -> io::Result<(Stats, Tally<W>)> {
     let mut builder = Builder::new(out);
-    append_global(&mut builder, &Manifest::for_mounts(mounts).to_json())?;
+    let manifest = Manifest::for_mounts(mounts).to_json();
+    append_global(&mut builder, super::manifest::PAX_KEY, manifest.as_bytes())?;
     let mut stats = Stats::default();
     for mount in mounts {
         let mut writer = MountWriter {
@@ -47,6 +51,8 @@ pub fn write_archive<W: Write>(
         };
         writer.write()?;
     }
+    let digest = super::digest::format(builder.get_ref().digest());
+    append_global(&mut builder, super::digest::PAX_KEY, digest.as_bytes())?;
     let out = builder.into_inner()?;
     Ok((stats, out))
 }
@@ -69,7 +75,10 @@ impl<W: Write> MountWriter<'_, W> {
         for item in walk {
             crate::interrupt::check()?;
             let item = item.map_err(|e| {
-                let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+                let path = e
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 io::Error::other(format!("cannot read {path}: {e}"))
             })?;
             let path = item.path();
@@ -119,7 +128,14 @@ impl<W: Write> MountWriter<'_, W> {
         let file = File::open(path)?;
         self.stats.files += 1;
         self.stats.bytes += size;
-        self.append(name, meta, EntryType::Regular, None, size, Exact::new(file, size))
+        self.append(
+            name,
+            meta,
+            EntryType::Regular,
+            None,
+            size,
+            Exact::new(file, size),
+        )
     }
 
     fn append(
@@ -135,9 +151,30 @@ impl<W: Write> MountWriter<'_, W> {
         let mut pax = Pax::default();
         header.set_entry_type(kind);
         header.set_mode(meta.mode() & 0o7777);
-        set_number(&mut header, &mut pax, "uid", u64::from(meta.uid()), USTAR_MAX_ID, Header::set_uid);
-        set_number(&mut header, &mut pax, "gid", u64::from(meta.gid()), USTAR_MAX_ID, Header::set_gid);
-        set_number(&mut header, &mut pax, "size", size, USTAR_MAX_SIZE, Header::set_size);
+        set_number(
+            &mut header,
+            &mut pax,
+            "uid",
+            u64::from(meta.uid()),
+            USTAR_MAX_ID,
+            Header::set_uid,
+        );
+        set_number(
+            &mut header,
+            &mut pax,
+            "gid",
+            u64::from(meta.gid()),
+            USTAR_MAX_ID,
+            Header::set_gid,
+        );
+        set_number(
+            &mut header,
+            &mut pax,
+            "size",
+            size,
+            USTAR_MAX_SIZE,
+            Header::set_size,
+        );
         set_mtime(&mut header, &mut pax, meta);
         set_name(&mut header, &mut pax, name);
         if let Some(link) = link {
@@ -228,9 +265,9 @@ fn set_link(header: &mut Header, pax: &mut Pax, link: &[u8]) {
     }
 }
 
-/// Appends the PAX global header that carries the manifest.
-fn append_global<W: Write>(builder: &mut Builder<W>, manifest_json: &str) -> io::Result<()> {
-    let data = pax_record(super::manifest::PAX_KEY, manifest_json.as_bytes());
+/// Appends a PAX global header holding one record (the manifest, the digest).
+fn append_global<W: Write>(builder: &mut Builder<W>, key: &str, value: &[u8]) -> io::Result<()> {
+    let data = pax_record(key, value);
     let mut header = Header::new_ustar();
     header.set_entry_type(EntryType::XGlobalHeader);
     header.set_path("pax_global_header")?;

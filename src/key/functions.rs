@@ -106,7 +106,10 @@ fn hash_files(workspace: &Path, patterns: &[String]) -> Result<String, String> {
     for pattern in patterns {
         for path in expand(workspace, pattern)? {
             let digest = hash_file::<Sha256>(&path).map_err(|e| {
-                format!("hashFiles \"{pattern}\": cannot read {}: {e}", path.display())
+                format!(
+                    "hashFiles \"{pattern}\": cannot read {}: {e}",
+                    path.display()
+                )
             })?;
             outer.update(&digest);
             matched += 1;
@@ -185,7 +188,10 @@ mod tests {
         let err = Function::Checksum
             .call(dir.path(), &["go.sum".into()])
             .unwrap_err();
-        assert!(err.contains("go.sum") && err.contains("cannot read"), "{err}");
+        assert!(
+            err.contains("go.sum") && err.contains("cannot read"),
+            "{err}"
+        );
     }
 
     #[test]

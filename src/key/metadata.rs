@@ -39,16 +39,28 @@ pub static FIELDS: &[Field] = &[
     field!(".Repo.FullName", "DRONE_REPO", "CI_REPO"),
     field!(".Repo.Link", "DRONE_REPO_LINK", "CI_REPO_URL"),
     field!(".Repo.Avatar", "DRONE_REPO_AVATAR"),
-    field!(".Repo.Branch", "DRONE_REPO_BRANCH", "CI_REPO_DEFAULT_BRANCH"),
+    field!(
+        ".Repo.Branch",
+        "DRONE_REPO_BRANCH",
+        "CI_REPO_DEFAULT_BRANCH"
+    ),
     field!(".Repo.Private", "DRONE_REPO_PRIVATE", "CI_REPO_PRIVATE"),
     field!(".Repo.Trusted", "DRONE_REPO_TRUSTED", "CI_REPO_TRUSTED"),
     field!(".Commit.Remote", "DRONE_REMOTE_URL", "CI_REPO_CLONE_URL"),
     field!(".Commit.Sha", "DRONE_COMMIT_SHA", "CI_COMMIT_SHA"),
     field!(".Commit.Ref", "DRONE_COMMIT_REF", "CI_COMMIT_REF"),
     field!(".Commit.Branch", "DRONE_COMMIT_BRANCH", "CI_COMMIT_BRANCH"),
-    field!(".Commit.Message", "DRONE_COMMIT_MESSAGE", "CI_COMMIT_MESSAGE"),
+    field!(
+        ".Commit.Message",
+        "DRONE_COMMIT_MESSAGE",
+        "CI_COMMIT_MESSAGE"
+    ),
     field!(".Commit.Link", "DRONE_COMMIT_LINK", "CI_PIPELINE_FORGE_URL"),
-    field!(".Commit.Author.Name", "DRONE_COMMIT_AUTHOR", "CI_COMMIT_AUTHOR"),
+    field!(
+        ".Commit.Author.Name",
+        "DRONE_COMMIT_AUTHOR",
+        "CI_COMMIT_AUTHOR"
+    ),
     field!(
         ".Commit.Author.Email",
         "DRONE_COMMIT_AUTHOR_EMAIL",
@@ -63,10 +75,26 @@ pub static FIELDS: &[Field] = &[
     field!(".Build.Event", "DRONE_BUILD_EVENT", "CI_PIPELINE_EVENT"),
     field!(".Build.Status", "DRONE_BUILD_STATUS", "CI_PIPELINE_STATUS"),
     field!(".Build.Link", "DRONE_BUILD_LINK", "CI_PIPELINE_URL"),
-    field!(".Build.Created", "DRONE_BUILD_CREATED", "CI_PIPELINE_CREATED"),
-    field!(".Build.Started", "DRONE_BUILD_STARTED", "CI_PIPELINE_STARTED"),
-    field!(".Build.Finished", "DRONE_BUILD_FINISHED", "CI_PIPELINE_FINISHED"),
-    field!(".Build.Deploy", "DRONE_DEPLOY_TO", "CI_PIPELINE_DEPLOY_TARGET"),
+    field!(
+        ".Build.Created",
+        "DRONE_BUILD_CREATED",
+        "CI_PIPELINE_CREATED"
+    ),
+    field!(
+        ".Build.Started",
+        "DRONE_BUILD_STARTED",
+        "CI_PIPELINE_STARTED"
+    ),
+    field!(
+        ".Build.Finished",
+        "DRONE_BUILD_FINISHED",
+        "CI_PIPELINE_FINISHED"
+    ),
+    field!(
+        ".Build.Deploy",
+        "DRONE_DEPLOY_TO",
+        "CI_PIPELINE_DEPLOY_TARGET"
+    ),
 ];
 
 pub fn field(path: &str) -> Option<&'static Field> {

@@ -104,8 +104,14 @@ mod tests {
 
     #[test]
     fn sanitize_keeps_safe_characters_and_replaces_others() {
-        assert_eq!(sanitize("gomod-abc_1.2+x=y@z").unwrap(), "gomod-abc_1.2+x=y@z");
-        assert_eq!(sanitize("feature/login page").unwrap(), "feature-login-page");
+        assert_eq!(
+            sanitize("gomod-abc_1.2+x=y@z").unwrap(),
+            "gomod-abc_1.2+x=y@z"
+        );
+        assert_eq!(
+            sanitize("feature/login page").unwrap(),
+            "feature-login-page"
+        );
         assert_eq!(sanitize("..").unwrap(), "_.");
         assert!(sanitize("   ").is_err());
         assert!(sanitize(&"x".repeat(201)).is_err());
@@ -119,6 +125,9 @@ mod tests {
         let ws = Path::new("/");
         assert_eq!(t.render(&Metadata::from_env(&env), ws).unwrap(), "feat-x");
         let err = t.render(&Metadata::default(), ws).unwrap_err();
-        assert!(err.contains("DRONE_COMMIT_BRANCH or CI_COMMIT_BRANCH"), "{err}");
+        assert!(
+            err.contains("DRONE_COMMIT_BRANCH or CI_COMMIT_BRANCH"),
+            "{err}"
+        );
     }
 }

@@ -182,7 +182,9 @@ fn tokenize(body: &str) -> Result<Vec<Token>, ParseError> {
                 ));
             }
             '.' => {
-                let end = word_end(&chars, i + 1, |c| c.is_alphanumeric() || c == '_' || c == '.');
+                let end = word_end(&chars, i + 1, |c| {
+                    c.is_alphanumeric() || c == '_' || c == '.'
+                });
                 let path: String = chars[i..end].iter().collect();
                 if path == "." {
                     return Err(ParseError(
@@ -277,7 +279,8 @@ fn parse_command(tokens: &[Token], pos: &mut usize) -> Result<Command, ParseErro
         return Ok(Command::Call(function, args));
     }
     let operand = parse_operand(tokens, pos)?.ok_or_else(|| ParseError("missing value".into()))?;
-    if let Some(Token::Field(_) | Token::Str(_) | Token::Number(_) | Token::Open) = tokens.get(*pos) {
+    if let Some(Token::Field(_) | Token::Str(_) | Token::Number(_) | Token::Open) = tokens.get(*pos)
+    {
         return Err(ParseError(
             "a value cannot take arguments; only functions can".into(),
         ));
@@ -290,7 +293,9 @@ fn parse_operand(tokens: &[Token], pos: &mut usize) -> Result<Option<Operand>, P
         return Ok(None);
     };
     let operand = match token {
-        Token::Field(path) => Operand::Field(metadata::field(path).ok_or_else(|| unknown_field(path))?),
+        Token::Field(path) => {
+            Operand::Field(metadata::field(path).ok_or_else(|| unknown_field(path))?)
+        }
         Token::Str(s) | Token::Number(s) => Operand::Literal(s.clone()),
         Token::Open => {
             *pos += 1;
@@ -304,7 +309,10 @@ fn parse_operand(tokens: &[Token], pos: &mut usize) -> Result<Option<Operand>, P
         Token::Ident(name) => {
             let function = Function::from_name(name).ok_or_else(|| unknown_ident(name))?;
             function.check_arity(0).map_err(ParseError)?;
-            Operand::Nested(Box::new(Pipeline(vec![Command::Call(function, Vec::new())])))
+            Operand::Nested(Box::new(Pipeline(vec![Command::Call(
+                function,
+                Vec::new(),
+            )])))
         }
         Token::Pipe | Token::Close => return Ok(None),
     };
@@ -327,9 +335,11 @@ fn check_arity(commands: &[Command]) -> Result<(), ParseError> {
 
 fn unknown_ident(name: &str) -> ParseError {
     match name {
-        "if" | "else" | "end" | "range" | "with" | "define" | "template" | "block" => ParseError(
-            format!("'{{{{ {name} }}}}' is not supported in keys; keys use fields and functions only"),
-        ),
+        "if" | "else" | "end" | "range" | "with" | "define" | "template" | "block" => {
+            ParseError(format!(
+                "'{{{{ {name} }}}}' is not supported in keys; keys use fields and functions only"
+            ))
+        }
         _ => ParseError(format!(
             "unknown function '{name}'; available: {}",
             Function::NAMES.join(", ")
@@ -459,6 +469,9 @@ mod tests {
 
     #[test]
     fn render_errors_propagate() {
-        assert_eq!(render("{{ .Build.Number }}").unwrap_err(), ".Build.Number unset");
+        assert_eq!(
+            render("{{ .Build.Number }}").unwrap_err(),
+            ".Build.Number unset"
+        );
     }
 }

@@ -21,7 +21,9 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
     let started = Instant::now();
     let mounts = existing_mounts(&config.mounts);
     if mounts.is_empty() {
-        info!("rebuild: none of the mounts exist, so there is nothing to cache; nothing was uploaded");
+        info!(
+            "rebuild: none of the mounts exist, so there is nothing to cache; nothing was uploaded"
+        );
         return Ok(Outcome::Empty);
     }
     let root = &config.remote_root;
@@ -42,7 +44,9 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
         match claim::claim(store, &entry::claim_path(root, key), &holder(config)).await? {
             Claimed::Won(claim) => held = Some(claim),
             Claimed::Held(by) => {
-                info!("rebuild: key '{key}' is being stored right now by {by}; nothing was uploaded");
+                info!(
+                    "rebuild: key '{key}' is being stored right now by {by}; nothing was uploaded"
+                );
                 return Ok(Outcome::Skipped);
             }
         }
@@ -51,7 +55,9 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
             if let Some(claim) = held.take() {
                 claim.release().await;
             }
-            info!("rebuild: key '{key}' was stored by another rebuild a moment ago; nothing was uploaded");
+            info!(
+                "rebuild: key '{key}' was stored by another rebuild a moment ago; nothing was uploaded"
+            );
             return Ok(Outcome::Skipped);
         }
     }
@@ -89,10 +95,17 @@ async fn upload(
     let (compression, level) = (config.compression, config.level);
     let owned_mounts = mounts.to_vec();
     let producer = tokio::task::spawn_blocking(move || {
-        let (packed, writer) =
-            archive::pack(&owned_mounts, &options, compression, level, ChunkWriter::new(tx))
-                .context("cannot archive the mounts")?;
-        writer.finish().context("cannot hand the archive to the upload")?;
+        let (packed, writer) = archive::pack(
+            &owned_mounts,
+            &options,
+            compression,
+            level,
+            ChunkWriter::new(tx),
+        )
+        .context("cannot archive the mounts")?;
+        writer
+            .finish()
+            .context("cannot hand the archive to the upload")?;
         Ok(packed)
     });
     let (packed, sent) = transfer::upload(store, target, rx, producer).await?;
@@ -157,7 +170,11 @@ async fn remove_other_formats(config: &Config, store: &Store, key: &str) {
 }
 
 fn names(mounts: &[Mount]) -> String {
-    mounts.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+    mounts
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Who holds a claim, for the log of a rebuild that has to wait.

@@ -195,7 +195,11 @@ mod tests {
     fn help_lists_every_setting_with_its_env() {
         let help = command().render_long_help().to_string();
         for s in SETTINGS {
-            assert!(help.contains(&format!("--{}", s.flag())), "{} missing", s.name);
+            assert!(
+                help.contains(&format!("--{}", s.flag())),
+                "{} missing",
+                s.name
+            );
             assert!(help.contains(&s.plugin_env()), "{} env missing", s.name);
         }
     }

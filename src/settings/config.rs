@@ -52,7 +52,11 @@ pub struct Config {
 
 impl Config {
     /// Validates raw settings. `cwd` is the workspace when nothing names one.
-    pub fn from_raw(raw: &RawSettings, metadata: Metadata, cwd: &Path) -> Result<Self, SettingError> {
+    pub fn from_raw(
+        raw: &RawSettings,
+        metadata: Metadata,
+        cwd: &Path,
+    ) -> Result<Self, SettingError> {
         let mode = mode(raw)?;
         let workspace = workspace(raw, cwd)?;
         let mounts = mounts(raw, &workspace)?;
@@ -148,9 +152,8 @@ fn mounts(raw: &RawSettings, workspace: &Path) -> Result<Vec<Mount>, SettingErro
 
 fn key_template(raw: &RawSettings) -> Result<KeyTemplate, SettingError> {
     let source = raw.text("cache_key").unwrap_or(key::DEFAULT_TEMPLATE);
-    KeyTemplate::parse(source).map_err(|p| {
-        SettingError::unusable("cache_key", format!("cannot parse '{source}': {p}"))
-    })
+    KeyTemplate::parse(source)
+        .map_err(|p| SettingError::unusable("cache_key", format!("cannot parse '{source}': {p}")))
 }
 
 fn remote_root(raw: &RawSettings, metadata: &Metadata) -> Result<String, SettingError> {
@@ -176,7 +179,10 @@ fn remote_root(raw: &RawSettings, metadata: &Metadata) -> Result<String, Setting
         parts.push(clean);
     }
     if parts.is_empty() {
-        return Err(SettingError::unusable("remote_root", "is empty; use e.g. octocat/hello"));
+        return Err(SettingError::unusable(
+            "remote_root",
+            "is empty; use e.g. octocat/hello",
+        ));
     }
     Ok(parts.join("/"))
 }
@@ -190,7 +196,10 @@ fn storage(raw: &RawSettings) -> Result<StorageConfig, SettingError> {
             if !root.is_absolute() || root.parent().is_none() {
                 return Err(SettingError::unusable(
                     "filesystem_cache_root",
-                    format!("'{}' must be an absolute directory other than /", root.display()),
+                    format!(
+                        "'{}' must be an absolute directory other than /",
+                        root.display()
+                    ),
                 ));
             }
             Ok(StorageConfig::Filesystem { root })
@@ -264,9 +273,8 @@ fn endpoint_url(text: &str, disable_ssl: bool) -> Result<Url, SettingError> {
     } else {
         format!("https://{text}")
     };
-    let url = Url::parse(&with_scheme).map_err(|e| {
-        SettingError::unusable("endpoint", format!("'{text}' is not a URL: {e}"))
-    })?;
+    let url = Url::parse(&with_scheme)
+        .map_err(|e| SettingError::unusable("endpoint", format!("'{text}' is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(SettingError::unusable(
             "endpoint",
@@ -286,7 +294,12 @@ fn log_level(raw: &RawSettings) -> Result<tracing::Level, SettingError> {
     if raw.bool("debug") {
         return Ok(tracing::Level::DEBUG);
     }
-    match raw.text("log_level").unwrap_or("info").to_ascii_lowercase().as_str() {
+    match raw
+        .text("log_level")
+        .unwrap_or("info")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "error" => Ok(tracing::Level::ERROR),
         "warn" | "warning" => Ok(tracing::Level::WARN),
         "info" => Ok(tracing::Level::INFO),
@@ -347,15 +360,24 @@ mod tests {
         let err = config(&with(&[("PLUGIN_REBUILD", "true")])).unwrap_err();
         assert!(err.to_string().contains("both true"), "{err}");
         let err = config(&with(&[("PLUGIN_RESTORE", "false")])).unwrap_err();
-        assert!(err.to_string().contains("neither restore nor rebuild"), "{err}");
+        assert!(
+            err.to_string().contains("neither restore nor rebuild"),
+            "{err}"
+        );
     }
 
     #[test]
     fn errors_name_the_setting() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("PLUGIN_BACKEND", "floppy")], "setting backend"),
-            (&[("PLUGIN_ARCHIVE_FORMAT", "rar")], "setting archive_format"),
-            (&[("PLUGIN_COMPRESSION_LEVEL", "42")], "setting compression_level"),
+            (
+                &[("PLUGIN_ARCHIVE_FORMAT", "rar")],
+                "setting archive_format",
+            ),
+            (
+                &[("PLUGIN_COMPRESSION_LEVEL", "42")],
+                "setting compression_level",
+            ),
             (&[("PLUGIN_CACHE_KEY", "{{ .Nope }}")], "setting cache_key"),
             (&[("PLUGIN_MOUNT", "../up")], "setting mount"),
             (&[("PLUGIN_ENDPOINT", "ftp://x")], "setting endpoint"),
@@ -378,14 +400,18 @@ mod tests {
     #[test]
     fn endpoint_without_scheme_follows_disable_ssl() {
         let c = config(&with(&[("PLUGIN_ENDPOINT", "minio:9000")])).unwrap();
-        let StorageConfig::S3(s3) = c.storage else { panic!() };
+        let StorageConfig::S3(s3) = c.storage else {
+            panic!()
+        };
         assert_eq!(s3.endpoint.unwrap().as_str(), "https://minio:9000/");
         let c = config(&with(&[
             ("PLUGIN_ENDPOINT", "minio:9000"),
             ("PLUGIN_DISABLESSL", "true"),
         ]))
         .unwrap();
-        let StorageConfig::S3(s3) = c.storage else { panic!() };
+        let StorageConfig::S3(s3) = c.storage else {
+            panic!()
+        };
         assert_eq!(s3.endpoint.unwrap().scheme(), "http");
     }
 

@@ -200,11 +200,26 @@ pub static SETTINGS: &[Setting] = &[
 /// drone-cache settings larder recognises but does not implement. Setting one
 /// gets a warning instead of silence, so nobody believes it took effect.
 pub static UNSUPPORTED: &[(&str, &str)] = &[
-    ("PLUGIN_ACL", "objects are stored with the bucket's default ACL"),
-    ("PLUGIN_ENCRYPTION", "objects use the bucket's default encryption"),
-    ("PLUGIN_S3_BUCKET_PUBLIC", "anonymous access is not supported"),
-    ("PLUGIN_STS_ENDPOINT", "assume-role is not supported; use web identity or keys"),
-    ("PLUGIN_ASSUME_ROLE_ARN", "assume-role is not supported; use web identity or keys"),
+    (
+        "PLUGIN_ACL",
+        "objects are stored with the bucket's default ACL",
+    ),
+    (
+        "PLUGIN_ENCRYPTION",
+        "objects use the bucket's default encryption",
+    ),
+    (
+        "PLUGIN_S3_BUCKET_PUBLIC",
+        "anonymous access is not supported",
+    ),
+    (
+        "PLUGIN_STS_ENDPOINT",
+        "assume-role is not supported; use web identity or keys",
+    ),
+    (
+        "PLUGIN_ASSUME_ROLE_ARN",
+        "assume-role is not supported; use web identity or keys",
+    ),
     ("PLUGIN_LOG_FORMAT", "logs are plain text"),
 ];
 

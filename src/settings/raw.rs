@@ -202,14 +202,14 @@ fn parse_bool(text: &str) -> Result<bool, String> {
 
 /// Splits `a,b` (how Drone passes a YAML list); also accepts a JSON array.
 fn parse_list(text: &str) -> Vec<String> {
-    if text.starts_with('[') {
-        if let Ok(items) = serde_json::from_str::<Vec<String>>(text) {
-            return items
-                .into_iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-        }
+    if text.starts_with('[')
+        && let Ok(items) = serde_json::from_str::<Vec<String>>(text)
+    {
+        return items
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
     }
     text.split(',')
         .map(str::trim)
@@ -360,7 +360,11 @@ mod tests {
         ]);
         let warnings = environment_warnings(&e);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings.iter().any(|w| w.contains("did you mean cache_key")));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("did you mean cache_key"))
+        );
         assert!(warnings.iter().any(|w| w.contains("PLUGIN_ACL")));
     }
 }

@@ -66,7 +66,9 @@ pub async fn claim(store: &Store, path: &Path, holder: &str) -> anyhow::Result<C
                 stale => {
                     tracing::info!(
                         "taking over an abandoned claim on '{path}'{}",
-                        stale.map(|r| format!(" left by {}", r.holder)).unwrap_or_default()
+                        stale
+                            .map(|r| format!(" left by {}", r.holder))
+                            .unwrap_or_default()
                     );
                     delete(store, path).await?;
                 }
@@ -74,7 +76,9 @@ pub async fn claim(store: &Store, path: &Path, holder: &str) -> anyhow::Result<C
             Err(e) => return Err(store.error("claim of", path, e)),
         }
     }
-    Ok(Claimed::Held("another rebuild that took over the same abandoned claim".into()))
+    Ok(Claimed::Held(
+        "another rebuild that took over the same abandoned claim".into(),
+    ))
 }
 
 impl Claim {

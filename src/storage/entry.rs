@@ -4,8 +4,8 @@
 //! so changing `archive_format` never hides an existing entry.
 
 use futures::future::join_all;
-use object_store::{ObjectMeta, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
 
 use super::Store;
 use crate::archive::Compression;

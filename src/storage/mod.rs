@@ -93,7 +93,12 @@ impl Store {
     }
 
     /// Wraps a storage failure in a sentence naming backend, operation and object.
-    pub fn error(&self, operation: &str, path: &ObjectPath, err: object_store::Error) -> anyhow::Error {
+    pub fn error(
+        &self,
+        operation: &str,
+        path: &ObjectPath,
+        err: object_store::Error,
+    ) -> anyhow::Error {
         let (detail, hint) = explain(&err);
         let hint = hint.map(|h| format!(". {h}")).unwrap_or_default();
         anyhow::anyhow!(
@@ -109,18 +114,28 @@ fn explain(err: &object_store::Error) -> (String, Option<&'static str>) {
     let detail = chain(err);
     let lower = detail.to_ascii_lowercase();
     let hint = match err {
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-            Some("The credentials were rejected: check access_key and secret_key (or the role) and the bucket policy")
-        }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => Some(
+            "The credentials were rejected: check access_key and secret_key (or the role) and the bucket policy",
+        ),
         _ if lower.contains("signaturedoesnotmatch") || lower.contains("invalidaccesskeyid") => {
             Some("The credentials were rejected: check access_key and secret_key")
         }
-        _ if lower.contains("nosuchbucket") => Some("The bucket does not exist: check bucket and region"),
-        _ if lower.contains("timed out") || lower.contains("timeout") || lower.contains("deadline") => {
-            Some("No answer within backend_operation_timeout: the endpoint is unreachable or stalled")
+        _ if lower.contains("nosuchbucket") => {
+            Some("The bucket does not exist: check bucket and region")
+        }
+        _ if lower.contains("timed out")
+            || lower.contains("timeout")
+            || lower.contains("deadline") =>
+        {
+            Some(
+                "No answer within backend_operation_timeout: the endpoint is unreachable or stalled",
+            )
         }
         _ if lower.contains("connect") || lower.contains("dns") || lower.contains("resolve") => {
-            Some("Cannot reach the endpoint: check endpoint, DNS and network access from the runner")
+            Some(
+                "Cannot reach the endpoint: check endpoint, DNS and network access from the runner",
+            )
         }
         _ => None,
     };

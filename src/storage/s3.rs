@@ -62,14 +62,22 @@ pub fn open(options: &S3Options, timeout: Duration) -> anyhow::Result<Store> {
             builder = builder
                 .with_endpoint(endpoint.as_str().trim_end_matches('/'))
                 .with_virtual_hosted_style_request(false);
-            format!("s3://{} at {}", options.bucket, endpoint.as_str().trim_end_matches('/'))
+            format!(
+                "s3://{} at {}",
+                options.bucket,
+                endpoint.as_str().trim_end_matches('/')
+            )
         }
         Some(endpoint) => {
             let hosted = virtual_host(endpoint, &options.bucket)?;
             builder = builder
                 .with_endpoint(hosted.as_str().trim_end_matches('/'))
                 .with_virtual_hosted_style_request(true);
-            format!("s3://{} at {}", options.bucket, hosted.as_str().trim_end_matches('/'))
+            format!(
+                "s3://{} at {}",
+                options.bucket,
+                hosted.as_str().trim_end_matches('/')
+            )
         }
         None => {
             builder = builder.with_virtual_hosted_style_request(!options.path_style);
@@ -92,7 +100,9 @@ fn virtual_host(endpoint: &Url, bucket: &str) -> anyhow::Result<Url> {
     let host = endpoint.host_str().unwrap_or_default();
     let mut url = endpoint.clone();
     url.set_host(Some(&format!("{bucket}.{host}")))
-        .with_context(|| format!("bucket '{bucket}' cannot be used as a host name; set path_style: true"))?;
+        .with_context(|| {
+            format!("bucket '{bucket}' cannot be used as a host name; set path_style: true")
+        })?;
     Ok(url)
 }
 

@@ -1,0 +1,459 @@
+//! The storage conformance suite: every scenario runs against every backend
+//! (the filesystem, and S3 on the project's s3s-fs server). A backend passes
+//! only if the whole suite passes.
+
+mod common;
+
+use std::fs;
+use std::thread;
+
+use common::tree::{self, assert_same, snapshot};
+use common::{Backend, Step, unique_root, workspace};
+
+macro_rules! suite {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            fn backend() -> Backend {
+                Backend::$backend()
+            }
+
+            #[test]
+            fn round_trip_is_exact() {
+                super::round_trip_is_exact(&backend());
+            }
+            #[test]
+            fn round_trip_in_every_format() {
+                super::round_trip_in_every_format(&backend());
+            }
+            #[test]
+            fn restore_replaces_an_existing_read_only_copy() {
+                super::restore_replaces_an_existing_read_only_copy(&backend());
+            }
+            #[test]
+            fn existing_key_is_skipped() {
+                super::existing_key_is_skipped(&backend());
+            }
+            #[test]
+            fn override_replaces_the_entry() {
+                super::override_replaces_the_entry(&backend());
+            }
+            #[test]
+            fn missing_key_is_a_miss() {
+                super::missing_key_is_a_miss(&backend());
+            }
+            #[test]
+            fn truncated_entry_leaves_the_workspace_alone() {
+                super::truncated_entry_leaves_the_workspace_alone(&backend());
+            }
+            #[test]
+            fn corrupt_entry_leaves_the_workspace_alone() {
+                super::corrupt_entry_leaves_the_workspace_alone(&backend());
+            }
+            #[test]
+            fn concurrent_rebuilds_store_one_entry() {
+                super::concurrent_rebuilds_store_one_entry(&backend());
+            }
+            #[test]
+            fn readers_never_see_a_partial_entry() {
+                super::readers_never_see_a_partial_entry(&backend());
+            }
+            #[test]
+            fn several_mounts_share_one_entry() {
+                super::several_mounts_share_one_entry(&backend());
+            }
+            #[test]
+            fn nothing_to_cache_uploads_nothing() {
+                super::nothing_to_cache_uploads_nothing(&backend());
+            }
+            #[test]
+            fn failures_follow_exit_code() {
+                super::failures_follow_exit_code(&backend());
+            }
+            #[test]
+            fn secrets_never_reach_the_log() {
+                super::secrets_never_reach_the_log(&backend());
+            }
+        }
+    };
+}
+
+suite!(filesystem);
+suite!(s3);
+
+fn entry(root: &str, ext: &str) -> String {
+    format!("{root}/gomod-main.{ext}")
+}
+
+fn round_trip_is_exact(backend: &Backend) {
+    let root = unique_root("round-trip");
+    let ws = workspace();
+    tree::rich(ws.path());
+    let before = snapshot(&ws.path().join("pkg.mod"));
+    Step::new(ws.path(), backend, &root)
+        .rebuild()
+        .assert_code(0)
+        .assert_log("rebuild: stored key");
+    assert_eq!(backend.list(&root), vec![entry(&root, "tar.gz")]);
+
+    // A new, empty workspace, as on the next pipeline run.
+    let fresh = workspace();
+    Step::new(fresh.path(), backend, &root)
+        .restore()
+        .assert_code(0)
+        .assert_log("restore: hit");
+    assert_same(&before, &snapshot(&fresh.path().join("pkg.mod")));
+    let leftovers: Vec<_> = fs::read_dir(fresh.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec!["pkg.mod"], "staging left behind");
+}
+
+fn round_trip_in_every_format(backend: &Backend) {
+    for (format, ext) in [("zstd", "tar.zst"), ("tar", "tar"), ("gzip", "tar.gz")] {
+        let root = unique_root(format);
+        let ws = workspace();
+        tree::rich(ws.path());
+        let before = snapshot(&ws.path().join("pkg.mod"));
+        Step::new(ws.path(), backend, &root)
+            .set("PLUGIN_ARCHIVE_FORMAT", format)
+            .set("PLUGIN_COMPRESSION_LEVEL", "1")
+            .rebuild()
+            .assert_code(0);
+        assert_eq!(backend.list(&root), vec![entry(&root, ext)], "{format}");
+        // The restore step may say another format: the bytes decide.
+        let fresh = workspace();
+        Step::new(fresh.path(), backend, &root)
+            .set("PLUGIN_ARCHIVE_FORMAT", "gzip")
+            .restore()
+            .assert_code(0);
+        assert_same(&before, &snapshot(&fresh.path().join("pkg.mod")));
+    }
+}
+
+/// The Go module cache case, as an unprivileged user so that permission
+/// bits apply: the workspace already holds a read-only copy.
+fn restore_replaces_an_existing_read_only_copy(backend: &Backend) {
+    let root = unique_root("read-only");
+    let ws = workspace();
+    tree::rich(ws.path());
+    tree::give_to_nobody(ws.path());
+    let before = snapshot(&ws.path().join("pkg.mod"));
+    Step::new(ws.path(), backend, &root)
+        .unprivileged()
+        .rebuild()
+        .assert_code(0);
+
+    // Change the workspace copy (still read-only), then restore over it.
+    let module = ws.path().join("pkg.mod/example.com/lib@v1.0.0");
+    tree::chmod(&module, 0o755);
+    fs::write(module.join("stale.go"), "stale").unwrap();
+    tree::chmod(&module, 0o555);
+    tree::give_to_nobody(ws.path());
+    Step::new(ws.path(), backend, &root)
+        .unprivileged()
+        .restore()
+        .assert_code(0)
+        .assert_log("pkg.mod (replaced)");
+    assert_same(&before, &snapshot(&ws.path().join("pkg.mod")));
+    let names: Vec<_> = fs::read_dir(ws.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec!["pkg.mod"], "old copy or staging left behind");
+}
+
+fn existing_key_is_skipped(backend: &Backend) {
+    let root = unique_root("skip");
+    let ws = workspace();
+    tree::rich(ws.path());
+    let step = Step::new(ws.path(), backend, &root);
+    step.rebuild().assert_code(0);
+    let stored = backend.get(&entry(&root, "tar.gz")).unwrap();
+    fs::write(ws.path().join("pkg.mod/new-file"), "new").unwrap();
+    step.rebuild()
+        .assert_code(0)
+        .assert_log("is already stored")
+        .assert_log("override: true");
+    assert_eq!(backend.get(&entry(&root, "tar.gz")).unwrap(), stored);
+    // A different format setting does not hide the stored entry either.
+    step.set("PLUGIN_ARCHIVE_FORMAT", "zstd")
+        .rebuild()
+        .assert_code(0)
+        .assert_log("is already stored");
+    assert_eq!(backend.list(&root), vec![entry(&root, "tar.gz")]);
+}
+
+fn override_replaces_the_entry(backend: &Backend) {
+    let root = unique_root("override");
+    let ws = workspace();
+    tree::rich(ws.path());
+    Step::new(ws.path(), backend, &root)
+        .rebuild()
+        .assert_code(0);
+    fs::write(ws.path().join("pkg.mod/new-file"), "new").unwrap();
+    let after = snapshot(&ws.path().join("pkg.mod"));
+    Step::new(ws.path(), backend, &root)
+        .set("PLUGIN_OVERRIDE", "true")
+        .set("PLUGIN_ARCHIVE_FORMAT", "zstd")
+        .rebuild()
+        .assert_code(0)
+        .assert_log("rebuild: stored key");
+    // The gzip entry was replaced by the zstd one, not left beside it.
+    assert_eq!(backend.list(&root), vec![entry(&root, "tar.zst")]);
+    let fresh = workspace();
+    Step::new(fresh.path(), backend, &root)
+        .restore()
+        .assert_code(0);
+    assert_same(&after, &snapshot(&fresh.path().join("pkg.mod")));
+}
+
+fn missing_key_is_a_miss(backend: &Backend) {
+    let root = unique_root("miss");
+    let ws = workspace();
+    tree::rich(ws.path());
+    let before = snapshot(ws.path());
+    Step::new(ws.path(), backend, &root)
+        .restore()
+        .assert_code(0)
+        .assert_log("restore: miss")
+        .assert_log("gomod-main");
+    assert_same(&before, &snapshot(ws.path()));
+}
+
+/// Plants `bytes` as the entry, restores over an existing copy, and checks
+/// the restore failed and changed nothing.
+fn bad_entry_changes_nothing(backend: &Backend, name: &str, damage: impl Fn(&mut Vec<u8>)) {
+    for (format, ext) in [("gzip", "tar.gz"), ("zstd", "tar.zst"), ("tar", "tar")] {
+        let root = unique_root(name);
+        let ws = workspace();
+        tree::rich(ws.path());
+        Step::new(ws.path(), backend, &root)
+            .set("PLUGIN_ARCHIVE_FORMAT", format)
+            .rebuild()
+            .assert_code(0);
+        let object = entry(&root, ext);
+        let mut bytes = backend.get(&object).unwrap();
+        damage(&mut bytes);
+        backend.put(&object, bytes);
+        fs::write(ws.path().join("pkg.mod/mine"), "local work").unwrap();
+        let before = snapshot(ws.path());
+        let run = Step::new(ws.path(), backend, &root).restore();
+        run.assert_code(1)
+            .assert_log("workspace was left as it was");
+        println!("{name}: checking {format}");
+        assert_same(&before, &snapshot(ws.path()));
+    }
+}
+
+fn truncated_entry_leaves_the_workspace_alone(backend: &Backend) {
+    // Cut at several places: inside the data, at a block boundary, near the end.
+    for cut in [3, 2, 1] {
+        bad_entry_changes_nothing(backend, "truncated", |bytes| {
+            let keep = bytes.len() * cut / 4;
+            bytes.truncate(keep - keep % 512);
+        });
+    }
+    bad_entry_changes_nothing(backend, "truncated-end", |bytes| {
+        let len = bytes.len();
+        bytes.truncate(len - 600);
+    });
+}
+
+fn corrupt_entry_leaves_the_workspace_alone(backend: &Backend) {
+    bad_entry_changes_nothing(backend, "corrupt", |bytes| {
+        let at = bytes.len() / 3;
+        for b in &mut bytes[at..at + 64] {
+            *b ^= 0xa5;
+        }
+    });
+}
+
+fn concurrent_rebuilds_store_one_entry(backend: &Backend) {
+    let root = unique_root("concurrent");
+    let ws = workspace();
+    tree::rich(ws.path());
+    // Enough data that both uploads overlap in time.
+    fs::write(
+        ws.path().join("pkg.mod/large.bin"),
+        tree::noise(9, 24 << 20),
+    )
+    .unwrap();
+    let before = snapshot(&ws.path().join("pkg.mod"));
+    let runs: Vec<_> = thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| Step::new(ws.path(), backend, &root).rebuild()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let stored = runs
+        .iter()
+        .filter(|r| r.log().contains("rebuild: stored key"))
+        .count();
+    let skipped = runs
+        .iter()
+        .filter(|r| {
+            r.log().contains("is being stored right now")
+                || r.log().contains("already stored")
+                || r.log().contains("a moment ago")
+        })
+        .count();
+    for run in &runs {
+        run.assert_code(0);
+    }
+    assert_eq!((stored, skipped), (1, 2), "logs:\n{:#?}", runs);
+    assert_eq!(
+        backend.list(&root),
+        vec![entry(&root, "tar.gz")],
+        "claim or staging left behind"
+    );
+    let fresh = workspace();
+    Step::new(fresh.path(), backend, &root)
+        .restore()
+        .assert_code(0);
+    assert_same(&before, &snapshot(&fresh.path().join("pkg.mod")));
+}
+
+fn readers_never_see_a_partial_entry(backend: &Backend) {
+    let root = unique_root("torn");
+    let ws = workspace();
+    tree::rich(ws.path());
+    fs::write(
+        ws.path().join("pkg.mod/large.bin"),
+        tree::noise(10, 32 << 20),
+    )
+    .unwrap();
+    let before = snapshot(&ws.path().join("pkg.mod"));
+    let mut writer = Step::new(ws.path(), backend, &root)
+        .set("PLUGIN_ARCHIVE_FORMAT", "tar")
+        .command("rebuild");
+    let mut child = writer.spawn().unwrap();
+    let mut hits = 0;
+    let mut misses = 0;
+    loop {
+        let done = child.try_wait().unwrap().is_some();
+        let reader = workspace();
+        let run = Step::new(reader.path(), backend, &root).restore();
+        run.assert_code(0);
+        if run.log().contains("restore: hit") {
+            assert_same(&before, &snapshot(&reader.path().join("pkg.mod")));
+            hits += 1;
+        } else {
+            run.assert_log("restore: miss");
+            assert!(!reader.path().join("pkg.mod").exists());
+            misses += 1;
+        }
+        if done {
+            break;
+        }
+    }
+    assert!(hits >= 1, "the final restore must hit ({misses} misses)");
+}
+
+fn several_mounts_share_one_entry(backend: &Backend) {
+    let root = unique_root("mounts");
+    let ws = workspace();
+    tree::rich(ws.path());
+    fs::create_dir_all(ws.path().join(".cache/go-build/ab")).unwrap();
+    fs::write(ws.path().join(".cache/go-build/ab/obj"), "compiled").unwrap();
+    fs::write(ws.path().join("single-file.db"), "db").unwrap();
+    let outside = workspace();
+    fs::write(outside.path().join("tool.cfg"), "outside the workspace").unwrap();
+    let outside_mount = outside.path().join("tool.cfg");
+    let mounts = format!(
+        "pkg.mod,.cache/go-build,single-file.db,not-there,{}",
+        outside_mount.display()
+    );
+    Step::new(ws.path(), backend, &root)
+        .set("PLUGIN_MOUNT", &mounts)
+        .rebuild()
+        .assert_code(0)
+        .assert_log("mount not-there does not exist");
+    assert_eq!(backend.list(&root).len(), 1, "one entry for all mounts");
+    let parts = ["pkg.mod", ".cache/go-build", "single-file.db"];
+    let before: Vec<_> = parts.iter().map(|p| snapshot(&ws.path().join(p))).collect();
+    fs::remove_file(&outside_mount).unwrap();
+    let fresh = workspace();
+    Step::new(fresh.path(), backend, &root)
+        .set("PLUGIN_MOUNT", &mounts)
+        .restore()
+        .assert_code(0)
+        .assert_log("nothing for mount not-there");
+    for (part, expected) in parts.iter().zip(&before) {
+        assert_same(expected, &snapshot(&fresh.path().join(part)));
+    }
+    assert_eq!(
+        fs::read_to_string(&outside_mount).unwrap(),
+        "outside the workspace"
+    );
+}
+
+fn nothing_to_cache_uploads_nothing(backend: &Backend) {
+    let root = unique_root("empty");
+    let ws = workspace();
+    Step::new(ws.path(), backend, &root)
+        .set("PLUGIN_MOUNT", "missing-a,missing-b")
+        .rebuild()
+        .assert_code(0)
+        .assert_log("nothing to cache");
+    assert!(backend.list(&root).is_empty());
+}
+
+fn failures_follow_exit_code(backend: &Backend) {
+    let root = unique_root("exit-code");
+    let ws = workspace();
+    tree::rich(ws.path());
+    Step::new(ws.path(), backend, &root)
+        .rebuild()
+        .assert_code(0);
+    backend.put(&entry(&root, "tar.gz"), b"not an archive at all".to_vec());
+    Step::new(ws.path(), backend, &root)
+        .set("PLUGIN_EXIT_CODE", "true")
+        .restore()
+        .assert_code(1)
+        .assert_log("ERROR: restore failed");
+    Step::new(ws.path(), backend, &root)
+        .set("PLUGIN_EXIT_CODE", "false")
+        .restore()
+        .assert_code(0)
+        .assert_log("WARNING: restore failed")
+        .assert_log("exit_code");
+}
+
+fn secrets_never_reach_the_log(backend: &Backend) {
+    let root = unique_root("secrets");
+    let ws = workspace();
+    tree::rich(ws.path());
+    let secret = backend
+        .setting("PLUGIN_SECRET_KEY")
+        .unwrap_or("filesystem-has-no-secret")
+        .to_string();
+    let step = Step::new(ws.path(), backend, &root)
+        .set("PLUGIN_DEBUG", "true")
+        .set("PLUGIN_SESSION_TOKEN", "session-token-value");
+    let step = if backend.name == "filesystem" {
+        step.set("PLUGIN_SECRET_KEY", &secret)
+            .set("PLUGIN_ACCESS_KEY", "AKIDFS")
+    } else {
+        step
+    };
+    for run in [step.rebuild(), step.restore()] {
+        assert!(
+            run.log().contains("debug:"),
+            "debug logging is on:\n{}",
+            run.log()
+        );
+        assert!(
+            !run.log().contains(&secret),
+            "secret in log:\n{}",
+            run.log()
+        );
+        assert!(
+            !run.log().contains("session-token-value"),
+            "token in log:\n{}",
+            run.log()
+        );
+    }
+}
