@@ -7,6 +7,7 @@ mod common;
 use std::fs;
 use std::thread;
 
+use common::hostile::{self, Raw};
 use common::tree::{self, assert_same, snapshot};
 use common::{Backend, Step, unique_root, workspace};
 
@@ -74,6 +75,14 @@ macro_rules! suite {
             #[test]
             fn secrets_never_reach_the_log() {
                 super::secrets_never_reach_the_log(&backend());
+            }
+            #[test]
+            fn hostile_entries_are_refused() {
+                super::hostile_entries_are_refused(&backend());
+            }
+            #[test]
+            fn special_files_are_skipped_and_setuid_dropped() {
+                super::special_files_are_skipped_and_setuid_dropped(&backend());
             }
         }
     };
@@ -456,4 +465,99 @@ fn secrets_never_reach_the_log(backend: &Backend) {
             run.log()
         );
     }
+}
+
+fn hostile_entries_are_refused(backend: &Backend) {
+    let outside = workspace();
+    let victim = outside.path().join("victim");
+    fs::create_dir(&victim).unwrap();
+    let victim_name = victim.display().to_string();
+    let cases: Vec<(&str, Vec<Raw>, String)> = vec![
+        ("parent", vec![Raw::file("pkg.mod/../evil", b"x")], "../evil".into()),
+        (
+            "deep parent",
+            vec![Raw::dir("pkg.mod/"), Raw::file("pkg.mod/a/../../../evil", b"x")],
+            "a/../../../evil".into(),
+        ),
+        (
+            "absolute",
+            vec![Raw::file(&format!("{victim_name}/evil"), b"x")],
+            format!("{victim_name}/evil"),
+        ),
+        ("other dir", vec![Raw::file("elsewhere/evil", b"x")], "elsewhere/evil".into()),
+        (
+            "through symlink",
+            vec![
+                Raw::dir("pkg.mod/"),
+                Raw::symlink("pkg.mod/link", &victim_name),
+                Raw::file("pkg.mod/link/evil", b"x"),
+            ],
+            "symbolic link".into(),
+        ),
+        (
+            "through symlinked root",
+            vec![Raw::symlink("pkg.mod", &victim_name), Raw::file("pkg.mod/evil", b"x")],
+            "symbolic link".into(),
+        ),
+        (
+            "hard link out",
+            vec![Raw::dir("pkg.mod/"), Raw::hardlink("pkg.mod/passwd", "/etc/passwd")],
+            "/etc/passwd".into(),
+        ),
+        (
+            "hard link through symlink",
+            vec![
+                Raw::dir("pkg.mod/"),
+                Raw::symlink("pkg.mod/link", "/etc"),
+                Raw::hardlink("pkg.mod/passwd", "pkg.mod/link/passwd"),
+            ],
+            "symbolic link".into(),
+        ),
+        (
+            "file over directory",
+            vec![Raw::dir("pkg.mod/"), Raw::dir("pkg.mod/d/"), Raw::file("pkg.mod/d", b"x")],
+            "entry 'pkg.mod/d': the name of an earlier directory entry is reused".into(),
+        ),
+    ];
+    for (name, entries, expected) in cases {
+        let root = unique_root("hostile");
+        let ws = workspace();
+        tree::rich(ws.path());
+        let before = snapshot(ws.path());
+        backend.put(&entry(&root, "tar"), hostile::tar(&entries));
+        let run = Step::new(ws.path(), backend, &root).restore();
+        assert_eq!(run.code, 1, "{name}: {}", run.log());
+        run.assert_log(&expected);
+        if name != "file over directory" {
+            run.assert_log("refusing entry");
+        }
+        assert_same(&before, &snapshot(ws.path()));
+        assert!(
+            fs::read_dir(&victim).unwrap().next().is_none(),
+            "{name}: wrote outside the workspace"
+        );
+        assert!(!outside.path().join("evil").exists() && !ws.path().join("evil").exists());
+    }
+}
+
+fn special_files_are_skipped_and_setuid_dropped(backend: &Backend) {
+    let root = unique_root("special");
+    let entries = vec![
+        Raw::dir("pkg.mod/"),
+        Raw::file("pkg.mod/tool", b"#!/bin/sh\n").mode(0o6755),
+        Raw::special("pkg.mod/fifo", tar::EntryType::Fifo),
+        Raw::special("pkg.mod/null", tar::EntryType::Char),
+        Raw::special("pkg.mod/disk", tar::EntryType::Block),
+    ];
+    backend.put(&entry(&root, "tar"), hostile::tar(&entries));
+    let ws = workspace();
+    Step::new(ws.path(), backend, &root)
+        .restore()
+        .assert_code(0)
+        .assert_log("skipped 3 device or FIFO entries");
+    let tool = ws.path().join("pkg.mod/tool");
+    let mode = tree::snapshot(&tool)[std::path::Path::new("")].mode;
+    assert_eq!(mode, 0o755, "setuid and setgid must be dropped");
+    let names: Vec<_> = fs::read_dir(ws.path().join("pkg.mod")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec!["tool"]);
 }

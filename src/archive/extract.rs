@@ -162,13 +162,21 @@ impl Extractor<'_> {
         let kind = entry.header().entry_type();
         let raw_name = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_name).into_owned();
-        let Some(place) = self
-            .place(&raw_name)
-            .with_context(|| format!("refusing entry '{shown}'"))?
-        else {
+        let refuse = || format!("refusing entry '{shown}'");
+        let Some(place) = self.place(&raw_name).with_context(refuse)? else {
             return Ok(());
         };
-        self.create(&mut entry, kind, &place)
+        let source = match kind {
+            EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| anyhow!("hard link without a target"))
+                    .with_context(refuse)?;
+                Some(self.link_source(&target, place.mount).with_context(refuse)?)
+            }
+            _ => None,
+        };
+        self.create(&mut entry, kind, &place, source)
             .with_context(|| format!("cannot restore entry '{shown}'"))
     }
 
@@ -231,15 +239,18 @@ impl Extractor<'_> {
         entry: &mut tar::Entry<'_, R>,
         kind: EntryType,
         place: &Place,
+        link_source: Option<Place>,
     ) -> anyhow::Result<()> {
+        // Some writers leave numeric fields blank: fall back to sane values
+        // rather than refusing an otherwise fine archive.
         let header = entry.header();
-        let mode = header.mode()? & MODE_MASK;
-        let owner = if self.owner {
-            Some((header.uid()? as u32, header.gid()? as u32))
-        } else {
-            None
+        let default_mode = if kind == EntryType::Directory { 0o755 } else { 0o644 };
+        let mode = header.mode().unwrap_or(default_mode) & MODE_MASK;
+        let owner = match (self.owner, header.uid(), header.gid()) {
+            (true, Ok(uid), Ok(gid)) => Some((uid as u32, gid as u32)),
+            _ => None,
         };
-        let mtime = mtime(entry)?;
+        let mtime = mtime(entry);
         match kind {
             EntryType::Directory => {
                 self.make_dir(&place.path)?;
@@ -283,16 +294,13 @@ impl Extractor<'_> {
                 self.stats.symlinks += 1;
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| anyhow!("hard link without a target"))?;
-                let source = self.link_source(&target, place.mount)?;
+                let source = link_source.ok_or_else(|| anyhow!("hard link without a target"))?;
                 self.parent(&place.path)?;
                 replace_non_dir(&place.path)?;
                 fs::hard_link(&source.path, &place.path).with_context(|| {
                     format!(
                         "hard link to '{}' failed (it must be an earlier entry)",
-                        String::from_utf8_lossy(&target)
+                        source.rel.display()
                     )
                 })?;
                 if self.symlinks.contains(&(source.mount, source.rel)) {
@@ -426,19 +434,19 @@ fn replace_non_dir(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The entry's mtime, with the PAX fraction when present.
-fn mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> anyhow::Result<FileTime> {
-    let secs = entry.header().mtime()? as i64;
-    if let Some(records) = entry.pax_extensions()? {
+/// The entry's mtime, with the PAX fraction when present (0 if unreadable).
+fn mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> FileTime {
+    let secs = entry.header().mtime().unwrap_or(0) as i64;
+    if let Ok(Some(records)) = entry.pax_extensions() {
         for record in records.flatten() {
             if record.key() == Ok("mtime")
                 && let Some(time) = record.value().ok().and_then(parse_pax_time)
             {
-                return Ok(time);
+                return time;
             }
         }
     }
-    Ok(FileTime::from_unix_time(secs, 0))
+    FileTime::from_unix_time(secs, 0)
 }
 
 fn parse_pax_time(text: &str) -> Option<FileTime> {

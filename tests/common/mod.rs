@@ -2,6 +2,7 @@
 //! against real storage servers, and compare directory trees exactly.
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
