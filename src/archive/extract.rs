@@ -172,7 +172,10 @@ impl Extractor<'_> {
                     .link_name_bytes()
                     .ok_or_else(|| anyhow!("hard link without a target"))
                     .with_context(refuse)?;
-                Some(self.link_source(&target, place.mount).with_context(refuse)?)
+                Some(
+                    self.link_source(&target, place.mount)
+                        .with_context(refuse)?,
+                )
             }
             _ => None,
         };
@@ -244,7 +247,11 @@ impl Extractor<'_> {
         // Some writers leave numeric fields blank: fall back to sane values
         // rather than refusing an otherwise fine archive.
         let header = entry.header();
-        let default_mode = if kind == EntryType::Directory { 0o755 } else { 0o644 };
+        let default_mode = if kind == EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        };
         let mode = header.mode().unwrap_or(default_mode) & MODE_MASK;
         let owner = match (self.owner, header.uid(), header.gid()) {
             (true, Ok(uid), Ok(gid)) => Some((uid as u32, gid as u32)),

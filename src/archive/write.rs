@@ -2,7 +2,7 @@
 //!
 //! Links are stored as links and never followed. Hard links inside one mount
 //! are stored once plus link entries. Names that do not fit ustar (long,
-//! absolute, not UTF-8) and sub-second mtimes go into PAX records, which GNU
+//! absolute) and sub-second mtimes go into PAX records, which GNU
 //! tar, bsdtar and Go's archive/tar all read.
 
 use std::collections::HashMap;
@@ -199,13 +199,6 @@ impl Pax {
     fn add(&mut self, key: &'static str, value: impl Into<Vec<u8>>) {
         self.records.push((key, value.into()));
     }
-
-    /// Marks the names as raw bytes, as PAX requires for names that are not UTF-8.
-    fn binary_charset(&mut self) {
-        if !self.records.iter().any(|(k, _)| *k == "hdrcharset") {
-            self.add("hdrcharset", "BINARY");
-        }
-    }
 }
 
 fn set_number(
@@ -243,10 +236,8 @@ fn set_name(header: &mut Header, pax: &mut Pax, name: &[u8]) {
     if !name.starts_with(b"/") && name.is_ascii() && header.set_path(path).is_ok() {
         return;
     }
+    // Raw bytes, as GNU tar writes them (it warns about `hdrcharset`).
     pax.add("path", name);
-    if std::str::from_utf8(name).is_err() {
-        pax.binary_charset();
-    }
     let relative = name.strip_prefix(b"/").unwrap_or(name);
     let short = &relative[..relative.len().min(99)];
     if let Some(ustar) = header.as_ustar_mut() {
@@ -260,9 +251,6 @@ fn set_link(header: &mut Header, pax: &mut Pax, link: &[u8]) {
         return;
     }
     pax.add("linkpath", link);
-    if std::str::from_utf8(link).is_err() {
-        pax.binary_charset();
-    }
 }
 
 /// Appends a PAX global header holding one record (the manifest, the digest).

@@ -14,16 +14,14 @@ use crate::mount::Mount;
 use crate::pipe::ChunkWriter;
 use crate::report;
 use crate::settings::Config;
-use crate::storage::claim::{self, Claimed};
+use crate::storage::claim::{self, Claim, Claimed};
 use crate::storage::{Store, entry, transfer};
 
 pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let mounts = existing_mounts(&config.mounts);
     if mounts.is_empty() {
-        info!(
-            "rebuild: none of the mounts exist, so there is nothing to cache; nothing was uploaded"
-        );
+        info!("rebuild: skipped: none of the mounts exist, so there is nothing to cache");
         return Ok(Outcome::Empty);
     }
     let root = &config.remote_root;
@@ -33,7 +31,7 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
     if !config.override_existing {
         if let Some(existing) = entry::find(store, root, key).await? {
             info!(
-                "rebuild: key '{key}' is already stored ('{}', {}); keys are immutable, so \
+                "rebuild: skipped: key '{key}' is already stored ('{}', {}). Keys are immutable, so \
                  nothing was uploaded. Put a lockfile checksum in cache_key to get a new key \
                  when dependencies change, or set override: true to replace entries",
                 existing.meta.location,
@@ -44,9 +42,7 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
         match claim::claim(store, &entry::claim_path(root, key), &holder(config)).await? {
             Claimed::Won(claim) => held = Some(claim),
             Claimed::Held(by) => {
-                info!(
-                    "rebuild: key '{key}' is being stored right now by {by}; nothing was uploaded"
-                );
+                info!("rebuild: skipped: key '{key}' is being stored right now by {by}");
                 return Ok(Outcome::Skipped);
             }
         }
@@ -55,22 +51,20 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
             if let Some(claim) = held.take() {
                 claim.release().await;
             }
-            info!(
-                "rebuild: key '{key}' was stored by another rebuild a moment ago; nothing was uploaded"
-            );
+            info!("rebuild: skipped: key '{key}' was stored by another rebuild a moment ago");
             return Ok(Outcome::Skipped);
         }
     }
 
-    let result = upload(config, store, &mounts, &target, started).await;
+    let result = upload(config, store, &mounts, &target, started, held.as_ref()).await;
     if let Some(claim) = held {
         claim.release().await;
     }
-    result?;
-    if config.override_existing {
+    let outcome = result?;
+    if outcome == Outcome::Stored && config.override_existing {
         remove_other_formats(config, store, key).await;
     }
-    Ok(Outcome::Stored)
+    Ok(outcome)
 }
 
 async fn upload(
@@ -79,7 +73,8 @@ async fn upload(
     mounts: &[Mount],
     target: &object_store::path::Path,
     started: Instant,
-) -> anyhow::Result<()> {
+    claim: Option<&Claim>,
+) -> anyhow::Result<Outcome> {
     info!(
         "rebuild: archiving {} with {} level {} into '{target}' in {} {}",
         names(mounts),
@@ -108,7 +103,28 @@ async fn upload(
             .context("cannot hand the archive to the upload")?;
         Ok(packed)
     });
-    let (packed, sent) = transfer::upload(store, target, rx, producer).await?;
+    let (packed, pending) = transfer::upload(store, target, rx, producer).await?;
+    let ours = match claim {
+        Some(claim) => claim.still_ours().await,
+        None => Ok(true),
+    };
+    match ours {
+        Ok(true) => {}
+        Ok(false) => {
+            pending.discard().await;
+            info!(
+                "rebuild: skipped: another rebuild took over the key while this one uploaded; \
+                 its entry stands and this upload was discarded"
+            );
+            return Ok(Outcome::Skipped);
+        }
+        Err(e) => {
+            pending.discard().await;
+            return Err(e);
+        }
+    }
+    let sent = pending.bytes;
+    pending.publish().await?;
     let elapsed = started.elapsed();
     let stats = packed.stats;
     info!(
@@ -128,7 +144,7 @@ async fn upload(
             report::count(stats.skipped)
         );
     }
-    Ok(())
+    Ok(Outcome::Stored)
 }
 
 /// The mounts that exist, warning about each one that does not.

@@ -60,16 +60,10 @@ pub async fn claim(store: &Store, path: &Path, holder: &str) -> anyhow::Result<C
         {
             Ok(_) => return Ok(Claimed::Won(Claim::start(store, path, token, record))),
             Err(object_store::Error::AlreadyExists { .. }) => match read(store, path).await? {
-                Some(existing) if existing.expires > now() => {
-                    return Ok(Claimed::Held(existing.holder));
-                }
-                stale => {
-                    tracing::info!(
-                        "taking over an abandoned claim on '{path}'{}",
-                        stale
-                            .map(|r| format!(" left by {}", r.holder))
-                            .unwrap_or_default()
-                    );
+                Found::Live(holder) => return Ok(Claimed::Held(holder)),
+                Found::Gone => {}
+                Found::Stale(holder) => {
+                    tracing::info!("taking over an abandoned claim on '{path}' left by {holder}");
                     delete(store, path).await?;
                 }
             },
@@ -107,18 +101,27 @@ impl Claim {
         }
     }
 
+    /// Whether the claim still carries our token. Checked just before the
+    /// entry is published: if a server's conditional put was not atomic, or
+    /// a slow upload's claim was taken over, only one writer publishes.
+    pub async fn still_ours(&self) -> anyhow::Result<bool> {
+        Ok(read_record(&self.store, &self.path)
+            .await?
+            .is_some_and(|(record, _)| record.is_some_and(|r| r.token == self.token)))
+    }
+
     /// Stops renewing and removes the claim if it is still ours.
     pub async fn release(mut self) {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
         }
-        match read(&self.store, &self.path).await {
-            Ok(Some(record)) if record.token == self.token => {
+        match self.still_ours().await {
+            Ok(true) => {
                 if let Err(e) = delete(&self.store, &self.path).await {
                     tracing::warn!("{e}; the claim expires by itself in {}s", LEASE.as_secs());
                 }
             }
-            Ok(_) => {}
+            Ok(false) => {}
             Err(e) => tracing::warn!("{e}"),
         }
     }
@@ -136,14 +139,40 @@ fn payload(record: &Record) -> PutPayload {
     PutPayload::from(serde_json::to_vec(record).unwrap_or_default())
 }
 
-async fn read(store: &Store, path: &Path) -> anyhow::Result<Option<Record>> {
+/// What an existing claim says.
+enum Found {
+    /// Held by a live rebuild (the text says which).
+    Live(String),
+    /// Expired; the text names who left it.
+    Stale(String),
+    /// Removed since the conditional put failed.
+    Gone,
+}
+
+async fn read(store: &Store, path: &Path) -> anyhow::Result<Found> {
+    Ok(match read_record(store, path).await? {
+        None => Found::Gone,
+        Some((Some(record), _)) if record.expires > now() => Found::Live(record.holder),
+        Some((Some(record), _)) => Found::Stale(record.holder),
+        // Unreadable: another writer's claim may be half written on a server
+        // without atomic writes. Only its age can say it is abandoned.
+        Some((None, modified)) if now().saturating_sub(modified) > LEASE.as_secs() => {
+            Found::Stale("an unreadable claim".into())
+        }
+        Some((None, _)) => Found::Live("another rebuild".into()),
+    })
+}
+
+/// The claim's record (if it parses) and its modification time in Unix seconds.
+async fn read_record(store: &Store, path: &Path) -> anyhow::Result<Option<(Option<Record>, u64)>> {
     match store.inner().get(path).await {
         Ok(result) => {
+            let modified = u64::try_from(result.meta.last_modified.timestamp()).unwrap_or(0);
             let bytes = result
                 .bytes()
                 .await
                 .map_err(|e| store.error("read of claim", path, e))?;
-            Ok(serde_json::from_slice(&bytes).ok())
+            Ok(Some((serde_json::from_slice(&bytes).ok(), modified)))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(store.error("read of claim", path, e)),

@@ -29,17 +29,49 @@ const RANGE_SIZE: u64 = 8 << 20;
 /// Ranges downloading at once.
 const DOWNLOAD_CONCURRENCY: usize = 4;
 
+/// An upload whose data is all sent but which is not yet visible: it
+/// becomes the entry on `publish` and disappears on `discard`.
+pub struct PendingUpload {
+    writer: WriteMultipart,
+    store: Store,
+    path: Path,
+    /// Compressed bytes sent.
+    pub bytes: u64,
+}
+
+impl PendingUpload {
+    /// Completes the multipart upload: the entry appears, whole, at once.
+    pub async fn publish(self) -> anyhow::Result<()> {
+        let PendingUpload {
+            writer,
+            store,
+            path,
+            ..
+        } = self;
+        writer
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| store.error("upload of", &path, e))
+    }
+
+    /// Aborts the upload; nothing of it stays visible.
+    pub async fn discard(self) {
+        abort(self.writer, &self.path).await;
+    }
+}
+
 /// Uploads the chunks from `chunks` to `path` while `producer` writes them.
 ///
-/// The upload completes only if every chunk arrived and the producer
-/// returned `Ok`; otherwise it is aborted and the producer's or the
-/// storage's error is returned. Returns the producer's value and the bytes sent.
+/// Returns the producer's value and the upload, ready to publish, only if
+/// every chunk arrived and the producer returned `Ok`; otherwise the upload
+/// is aborted and the producer's or the storage's error is returned.
 pub async fn upload<T>(
     store: &Store,
     path: &Path,
     mut chunks: mpsc::Receiver<Bytes>,
     producer: JoinHandle<anyhow::Result<T>>,
-) -> anyhow::Result<(T, u64)> {
+) -> anyhow::Result<(T, PendingUpload)> {
     let upload = match store.inner().put_multipart(path).await {
         Ok(upload) => upload,
         Err(e) => {
@@ -62,14 +94,19 @@ pub async fn upload<T>(
     // Closing the channel stops a producer that is still writing.
     drop(chunks);
     let produced = producer.await;
+    if sending.is_ok() {
+        sending = writer.wait_for_capacity(1).await;
+    }
     match (sending, produced) {
-        (Ok(()), Ok(Ok(value))) => {
-            writer
-                .finish()
-                .await
-                .map_err(|e| store.error("upload of", path, e))?;
-            Ok((value, sent))
-        }
+        (Ok(()), Ok(Ok(value))) => Ok((
+            value,
+            PendingUpload {
+                writer,
+                store: store.clone(),
+                path: path.clone(),
+                bytes: sent,
+            },
+        )),
         (Err(e), _) => {
             abort(writer, path).await;
             Err(store.error("upload of", path, e))

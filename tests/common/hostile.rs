@@ -22,11 +22,23 @@ impl Raw {
     }
 
     pub fn symlink(name: &str, target: &str) -> Raw {
-        Raw::new(name, EntryType::Symlink, Vec::new(), Some(target.into()), 0o777)
+        Raw::new(
+            name,
+            EntryType::Symlink,
+            Vec::new(),
+            Some(target.into()),
+            0o777,
+        )
     }
 
     pub fn hardlink(name: &str, target: &str) -> Raw {
-        Raw::new(name, EntryType::Link, Vec::new(), Some(target.into()), 0o644)
+        Raw::new(
+            name,
+            EntryType::Link,
+            Vec::new(),
+            Some(target.into()),
+            0o644,
+        )
     }
 
     pub fn special(name: &str, kind: EntryType) -> Raw {

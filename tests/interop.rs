@@ -1,0 +1,234 @@
+//! Real clients check larder's output: GNU tar (with gzip and zstd) extracts
+//! our entries exactly, larder restores archives GNU tar made, and the Go
+//! toolchain builds offline from a module cache that went through larder.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::tree::{self, assert_same, snapshot};
+use common::{Backend, Step, unique_root, workspace};
+
+#[track_caller]
+fn sh(cmd: &mut Command) -> String {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stderr.is_empty() || cmd.get_program() == "go",
+        "{cmd:?} warned:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stored_file(backend: &Backend, root: &str, ext: &str) -> std::path::PathBuf {
+    let cache = backend.setting("PLUGIN_FILESYSTEM_CACHE_ROOT").unwrap();
+    Path::new(cache).join(format!("{root}/gomod-main.{ext}"))
+}
+
+#[test]
+fn gnu_tar_extracts_our_entries_exactly() {
+    let backend = Backend::filesystem();
+    for (format, ext, check) in [
+        ("gzip", "tar.gz", ["gzip", "-t"]),
+        ("zstd", "tar.zst", ["zstd", "-tq"]),
+        ("tar", "tar", ["tar", "-tf"]),
+    ] {
+        let root = unique_root(format);
+        let ws = workspace();
+        tree::rich(ws.path());
+        let before = snapshot(&ws.path().join("pkg.mod"));
+        Step::new(ws.path(), &backend, &root)
+            .set("PLUGIN_ARCHIVE_FORMAT", format)
+            .rebuild()
+            .assert_code(0);
+        let file = stored_file(&backend, &root, ext);
+        // The compressor's own tool accepts the stream.
+        sh(Command::new(check[0]).arg(check[1]).arg(&file));
+        // GNU tar extracts it (detecting the compression itself) without a warning.
+        let out = workspace();
+        sh(Command::new("tar")
+            .arg("-xf")
+            .arg(&file)
+            .arg("-C")
+            .arg(out.path()));
+        assert_same(&before, &snapshot(&out.path().join("pkg.mod")));
+        // And one entry can be pulled out by hand.
+        let one = workspace();
+        sh(Command::new("tar")
+            .arg("-xf")
+            .arg(&file)
+            .arg("-C")
+            .arg(one.path())
+            .arg("pkg.mod/bin/tool"));
+        assert_eq!(
+            fs::read(one.path().join("pkg.mod/bin/tool")).unwrap(),
+            b"#!/bin/sh\necho tool\n"
+        );
+    }
+}
+
+#[test]
+fn larder_restores_what_gnu_tar_wrote() {
+    let backend = Backend::filesystem();
+    for (flag, ext) in [
+        ("-z", "tar.gz"),
+        ("--zstd", "tar.zst"),
+        ("--format=gnu", "tar"),
+    ] {
+        let root = unique_root("gnu");
+        let ws = workspace();
+        tree::rich(ws.path());
+        let before = snapshot(&ws.path().join("pkg.mod"));
+        let file = stored_file(&backend, &root, ext);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let mut tar = Command::new("tar");
+        tar.arg("-c").arg(flag);
+        if flag != "--format=gnu" {
+            tar.arg("--posix");
+        }
+        sh(tar
+            .arg("-f")
+            .arg(&file)
+            .arg("-C")
+            .arg(ws.path())
+            .arg("pkg.mod"));
+        let fresh = workspace();
+        Step::new(fresh.path(), &backend, &root)
+            .restore()
+            .assert_code(0)
+            .assert_log("restore: hit");
+        let after = snapshot(&fresh.path().join("pkg.mod"));
+        // GNU's own format stores whole seconds only; compare what it keeps.
+        let trim = |s: &tree::Snapshot| -> tree::Snapshot {
+            s.iter()
+                .map(|(p, n)| {
+                    let mut n = n.clone();
+                    if flag == "--format=gnu" {
+                        n.mtime.1 = 0;
+                    }
+                    (p.clone(), n)
+                })
+                .collect()
+        };
+        assert_same(&trim(&before), &trim(&after));
+    }
+}
+
+/// Writes a module proxy (GOPROXY file layout) holding example.com/greet.
+fn module_proxy(dir: &Path) {
+    let v = dir.join("example.com/greet/@v");
+    fs::create_dir_all(&v).unwrap();
+    fs::write(v.join("list"), "v1.0.0\n").unwrap();
+    fs::write(
+        v.join("v1.0.0.info"),
+        r#"{"Version":"v1.0.0","Time":"2024-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    fs::write(
+        v.join("v1.0.0.mod"),
+        "module example.com/greet\n\ngo 1.19\n",
+    )
+    .unwrap();
+    let script = r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    p = "example.com/greet@v1.0.0/"
+    z.writestr(p + "go.mod", "module example.com/greet\n\ngo 1.19\n")
+    z.writestr(p + "greet.go", 'package greet\n\nfunc Hello() string { return "hello from the cache" }\n')
+"#;
+    sh(Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(v.join("v1.0.0.zip")));
+}
+
+fn go(ws: &Path, proxy: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("go");
+    cmd.args(args)
+        .current_dir(ws)
+        .env("GOMODCACHE", ws.join("pkg.mod"))
+        .env("GOCACHE", ws.join(".gocache"))
+        .env("GOPATH", ws.join(".gopath"))
+        .env("HOME", ws)
+        .env("GOPROXY", proxy)
+        .env("GOSUMDB", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local");
+    sh(&mut cmd)
+}
+
+/// The issue's own pipeline: GOMODCACHE in the workspace, cached by larder,
+/// restored into a fresh workspace, then `go build` with the network off.
+#[test]
+fn go_builds_offline_from_a_restored_module_cache() {
+    assert!(
+        Command::new("go").arg("version").output().is_ok(),
+        "the Go toolchain is missing: run scripts/ci-services.sh install (it installs golang-go)"
+    );
+    let backend = Backend::filesystem();
+    let root = unique_root("go");
+    let proxy_dir = workspace();
+    module_proxy(proxy_dir.path());
+    let proxy = format!("file://{}", proxy_dir.path().display());
+
+    let app = |ws: &Path| {
+        fs::write(
+            ws.join("go.mod"),
+            "module example.com/app\n\ngo 1.19\n\nrequire example.com/greet v1.0.0\n",
+        )
+        .unwrap();
+        fs::write(
+            ws.join("main.go"),
+            "package main\n\nimport (\n\t\"fmt\"\n\t\"example.com/greet\"\n)\n\nfunc main() { fmt.Println(greet.Hello()) }\n",
+        )
+        .unwrap();
+    };
+    let first = workspace();
+    app(first.path());
+    go(first.path(), &proxy, &["mod", "download", "all"]);
+    go(first.path(), &proxy, &["build", "-o", "app", "."]);
+    let module = first.path().join("pkg.mod/example.com/greet@v1.0.0");
+    assert!(module.join("greet.go").is_file(), "go populated GOMODCACHE");
+    let step = |ws: &Path| {
+        Step::new(ws, &backend, &root).set("PLUGIN_CACHE_KEY", "gomod-{{ checksum \"go.sum\" }}")
+    };
+    step(first.path()).rebuild().assert_code(0);
+
+    // Next pipeline run: a fresh clone, no network for Go.
+    let second = workspace();
+    app(second.path());
+    fs::copy(first.path().join("go.sum"), second.path().join("go.sum")).unwrap();
+    step(second.path())
+        .restore()
+        .assert_code(0)
+        .assert_log("restore: hit");
+    let restored = second.path().join("pkg.mod/example.com/greet@v1.0.0");
+    let mode = |p: &Path| snapshot(p)[Path::new("")].mode;
+    assert_eq!(mode(&restored), 0o555, "module directories stay read-only");
+    assert_eq!(
+        mode(&restored.join("greet.go")),
+        0o444,
+        "module files stay read-only"
+    );
+    assert!(go(second.path(), "off", &["mod", "verify"]).contains("all modules verified"));
+    go(second.path(), "off", &["build", "-o", "app", "."]);
+    let out = sh(&mut Command::new(second.path().join("app")));
+    assert_eq!(out.trim(), "hello from the cache");
+
+    // Restoring again over the read-only copy works too.
+    step(second.path())
+        .restore()
+        .assert_code(0)
+        .assert_log("pkg.mod (replaced)");
+    go(second.path(), "off", &["build", "-o", "app", "."]);
+}
