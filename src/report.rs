@@ -30,6 +30,25 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// `1 file`, `3 files`.
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", count(n))
+    }
+}
+
+/// `1,234 files, 56 dirs, 7 links`: what an archive holds.
+pub fn contents(stats: &crate::archive::Stats) -> String {
+    format!(
+        "{}, {}, {}",
+        plural(stats.files, "file"),
+        plural(stats.dirs, "dir"),
+        plural(stats.symlinks + stats.hardlinks, "link")
+    )
+}
+
 /// `2.41 s`
 pub fn seconds(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
@@ -61,6 +80,8 @@ mod tests {
         assert_eq!(count(15234), "15,234");
         assert_eq!(count(999), "999");
         assert_eq!(count(1_000_000), "1,000,000");
+        assert_eq!(plural(1, "file"), "1 file");
+        assert_eq!(plural(1200, "dir"), "1,200 dirs");
         assert_eq!(seconds(Duration::from_millis(2410)), "2.41 s");
         assert_eq!(rate(270_000_000, Duration::from_secs(1)), "270.0 MB/s");
         assert_eq!(ratio(19, 100), "19%");

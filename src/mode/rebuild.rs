@@ -31,11 +31,11 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
     if !config.override_existing {
         if let Some(existing) = entry::find(store, root, key).await? {
             info!(
-                "rebuild: skipped: key '{key}' is already stored ('{}', {}). Keys are immutable, so \
-                 nothing was uploaded. Put a lockfile checksum in cache_key to get a new key \
-                 when dependencies change, or set override: true to replace entries",
+                "rebuild: skipped: key '{key}' is already stored ('{}', {}). Keys are immutable, \
+                 so nothing was uploaded{}",
                 existing.meta.location,
-                report::bytes(existing.meta.size)
+                report::bytes(existing.meta.size),
+                immutability_hint(config)
             );
             return Ok(Outcome::Skipped);
         }
@@ -56,7 +56,7 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
         }
     }
 
-    let result = upload(config, store, &mounts, &target, started, held.as_ref()).await;
+    let result = upload(config, store, key, &mounts, &target, started, held.as_ref()).await;
     if let Some(claim) = held {
         claim.release().await;
     }
@@ -70,6 +70,7 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
 async fn upload(
     config: &Config,
     store: &Store,
+    key: &str,
     mounts: &[Mount],
     target: &object_store::path::Path,
     started: Instant,
@@ -128,12 +129,11 @@ async fn upload(
     let elapsed = started.elapsed();
     let stats = packed.stats;
     info!(
-        "rebuild: stored key as '{target}': {} files, {} dirs, {} links; {} -> {} ({} of the tar stream) in {} ({})",
-        report::count(stats.files),
-        report::count(stats.dirs),
-        report::count(stats.symlinks + stats.hardlinks),
+        "rebuild: stored key '{key}' as '{target}': {}; {} -> {} {} ({}) in {}, {}",
+        report::contents(&stats),
         report::bytes(packed.tar_bytes),
         report::bytes(sent),
+        config.compression,
         report::ratio(sent, packed.tar_bytes),
         report::seconds(elapsed),
         report::rate(packed.tar_bytes, elapsed)
@@ -182,6 +182,17 @@ async fn remove_other_formats(config: &Config, store: &Store, key: &str) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => warn!("{}", store.error("removal of the replaced", &path, e)),
         }
+    }
+}
+
+/// What to do about an existing key, depending on how the key is built.
+fn immutability_hint(config: &Config) -> &'static str {
+    let source = &config.key.source;
+    if source.contains("checksum") || source.contains("hashFiles") {
+        "; the entry matches these inputs (set override: true to replace entries)"
+    } else {
+        ". Put a lockfile checksum in cache_key, e.g. {{ checksum \"go.sum\" }}, so changed \
+         dependencies get a new key, or set override: true to replace entries"
     }
 }
 

@@ -19,14 +19,14 @@ pub async fn restore(config: &Config, store: &Store, key: &str) -> anyhow::Resul
     let root = &config.remote_root;
     let Some(found) = entry::find(store, root, key).await? else {
         info!(
-            "restore: miss: no entry for key '{key}' under '{root}' in {} {}; nothing was restored",
+            "restore: miss for key '{key}': no entry under '{root}' in {} {}; nothing was restored",
             store.backend, store.location
         );
         return Ok(Outcome::Miss);
     };
     let size = found.meta.size;
     info!(
-        "restore: hit: key '{key}' is '{}' ({}); downloading and unpacking",
+        "restore: found key '{key}' as '{}' ({}); downloading and unpacking",
         found.meta.location,
         report::bytes(size)
     );
@@ -61,11 +61,9 @@ pub async fn restore(config: &Config, store: &Store, key: &str) -> anyhow::Resul
     let elapsed = started.elapsed();
     let stats = extracted.stats;
     info!(
-        "restore: restored {} ({} files, {} dirs, {} links): {} {} -> {} in {} ({})",
+        "restore: hit for key '{key}': restored {}: {}; {} {} -> {} in {}, {}",
         placed_names(&placed),
-        report::count(stats.files),
-        report::count(stats.dirs),
-        report::count(stats.symlinks + stats.hardlinks),
+        report::contents(&stats),
         report::bytes(size),
         extracted.compression,
         report::bytes(extracted.tar_bytes),
