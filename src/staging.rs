@@ -111,6 +111,10 @@ impl Staging {
             }
         }
         self.committed = true;
+        // Parents made for mounts the entry did not hold are empty: remove them.
+        for dir in self.created_dirs.iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
         let mut placed = Placed::default();
         for (index, old) in swapped {
             let name = self.mounts[index].mount.name.clone();

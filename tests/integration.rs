@@ -368,7 +368,7 @@ fn several_mounts_share_one_entry(backend: &Backend) {
     fs::write(outside.path().join("tool.cfg"), "outside the workspace").unwrap();
     let outside_mount = outside.path().join("tool.cfg");
     let mounts = format!(
-        "pkg.mod,.cache/go-build,single-file.db,not-there,{}",
+        "pkg.mod,.cache/go-build,single-file.db,not-there,deep/not-there,{}",
         outside_mount.display()
     );
     Step::new(ws.path(), backend, &root)
@@ -392,6 +392,10 @@ fn several_mounts_share_one_entry(backend: &Backend) {
     assert_eq!(
         fs::read_to_string(&outside_mount).unwrap(),
         "outside the workspace"
+    );
+    assert!(
+        !fresh.path().join("deep").exists(),
+        "parent made for an absent mount stays"
     );
 }
 

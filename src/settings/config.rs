@@ -234,26 +234,8 @@ fn s3_options(raw: &RawSettings) -> Result<S3Options, SettingError> {
             session_token: raw.secret("session_token").cloned(),
         }),
         (None, None) => None,
-        (Some(_), None) => {
-            return Err(SettingError::unusable(
-                "secret_key",
-                format!(
-                    "access_key is set (from {}) but secret_key is not; set both, \
-                     or neither to use the AWS credential chain",
-                    raw.source("access_key")
-                ),
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(SettingError::unusable(
-                "access_key",
-                format!(
-                    "secret_key is set (from {}) but access_key is not; set both, \
-                     or neither to use the AWS credential chain",
-                    raw.source("secret_key")
-                ),
-            ));
-        }
+        (Some(_), None) => return Err(half_a_key_pair(raw, "access_key", "secret_key")),
+        (None, Some(_)) => return Err(half_a_key_pair(raw, "secret_key", "access_key")),
     };
     Ok(S3Options {
         bucket: bucket.to_string(),
@@ -262,6 +244,17 @@ fn s3_options(raw: &RawSettings) -> Result<S3Options, SettingError> {
         path_style: raw.bool("path_style"),
         keys,
     })
+}
+
+fn half_a_key_pair(raw: &RawSettings, given: &'static str, missing: &'static str) -> SettingError {
+    SettingError::unusable(
+        missing,
+        format!(
+            "{given} is set (from {}) but {missing} is not; set both, \
+             or neither to use the AWS credential chain",
+            raw.source(given)
+        ),
+    )
 }
 
 /// Accepts `host:port` as drone-cache did (https unless `disable_ssl`) or a full URL.

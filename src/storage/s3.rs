@@ -57,33 +57,23 @@ pub fn open(options: &S3Options, timeout: Duration) -> anyhow::Result<Store> {
             }
         }
     }
-    let location = match &options.endpoint {
-        Some(endpoint) if options.path_style => {
-            builder = builder
-                .with_endpoint(endpoint.as_str().trim_end_matches('/'))
-                .with_virtual_hosted_style_request(false);
-            format!(
-                "s3://{} at {}",
-                options.bucket,
-                endpoint.as_str().trim_end_matches('/')
-            )
-        }
-        Some(endpoint) => {
-            let hosted = virtual_host(endpoint, &options.bucket)?;
-            builder = builder
-                .with_endpoint(hosted.as_str().trim_end_matches('/'))
-                .with_virtual_hosted_style_request(true);
-            format!(
-                "s3://{} at {}",
-                options.bucket,
-                hosted.as_str().trim_end_matches('/')
-            )
-        }
-        None => {
-            builder = builder.with_virtual_hosted_style_request(!options.path_style);
-            format!("s3://{} ({region})", options.bucket)
-        }
+    // With a custom endpoint, address the bucket as the AWS SDKs do:
+    // endpoint/bucket for path style, bucket.endpoint otherwise.
+    let endpoint = match &options.endpoint {
+        Some(endpoint) if options.path_style => Some(endpoint.clone()),
+        Some(endpoint) => Some(virtual_host(endpoint, &options.bucket)?),
+        None => None,
     };
+    let location = match &endpoint {
+        Some(endpoint) => {
+            let endpoint = endpoint.as_str().trim_end_matches('/');
+            builder = builder.with_endpoint(endpoint);
+            format!("s3://{} at {endpoint}", options.bucket)
+        }
+        None => format!("s3://{} ({region})", options.bucket),
+    };
+    // object_store expects the bucket in a virtual-hosted endpoint already.
+    builder = builder.with_virtual_hosted_style_request(!options.path_style);
     let store = builder
         .build()
         .with_context(|| format!("cannot set up S3 access to {location}"))?;
