@@ -105,7 +105,7 @@ fn run(config: &Config) -> u8 {
     };
     let result = runtime.block_on(async {
         interrupt::listen();
-        let store = Store::open(&config.storage, config.timeout)?;
+        let store = Store::open(&config.storage, config.timeout).await?;
         mode::run(config, &store, &key).await
     });
     // Do not wait for background work (a claim renewal) once the result is known.

@@ -11,7 +11,9 @@ use common::hostile::{self, Raw};
 use common::tree::{self, assert_same, snapshot};
 use common::{Backend, Step, unique_root, workspace};
 
-macro_rules! suite {
+/// Scenarios that need the backend to serve reads; entries are stored by
+/// larder where the server accepts its writes, else planted (see `Step::store_entry`).
+macro_rules! read_suite {
     ($backend:ident) => {
         mod $backend {
             use super::*;
@@ -37,10 +39,6 @@ macro_rules! suite {
                 super::existing_key_is_skipped(&backend());
             }
             #[test]
-            fn override_replaces_the_entry() {
-                super::override_replaces_the_entry(&backend());
-            }
-            #[test]
             fn missing_key_is_a_miss() {
                 super::missing_key_is_a_miss(&backend());
             }
@@ -51,14 +49,6 @@ macro_rules! suite {
             #[test]
             fn corrupt_entry_leaves_the_workspace_alone() {
                 super::corrupt_entry_leaves_the_workspace_alone(&backend());
-            }
-            #[test]
-            fn concurrent_rebuilds_store_one_entry() {
-                super::concurrent_rebuilds_store_one_entry(&backend());
-            }
-            #[test]
-            fn readers_never_see_a_partial_entry() {
-                super::readers_never_see_a_partial_entry(&backend());
             }
             #[test]
             fn several_mounts_share_one_entry() {
@@ -88,8 +78,44 @@ macro_rules! suite {
     };
 }
 
-suite!(filesystem);
-suite!(s3);
+/// Scenarios about larder's own writes: replacing, racing, publishing.
+macro_rules! write_suite {
+    ($backend:ident, $module:ident) => {
+        mod $module {
+            use super::*;
+
+            fn backend() -> Backend {
+                Backend::$backend()
+            }
+
+            #[test]
+            fn override_replaces_the_entry() {
+                super::override_replaces_the_entry(&backend());
+            }
+            #[test]
+            fn concurrent_rebuilds_store_one_entry() {
+                super::concurrent_rebuilds_store_one_entry(&backend());
+            }
+            #[test]
+            fn readers_never_see_a_partial_entry() {
+                super::readers_never_see_a_partial_entry(&backend());
+            }
+        }
+    };
+}
+
+read_suite!(filesystem);
+read_suite!(s3);
+read_suite!(sftp);
+read_suite!(azure);
+// GCS: reads only. No GCS emulator that installs here accepts object_store's
+// XML-API writes (fake-gcs-server has no XML PUT or multipart), so larder's
+// GCS writes are untested; README documents GCS via its S3 API instead.
+read_suite!(gcs);
+write_suite!(filesystem, filesystem_writes);
+write_suite!(s3, s3_writes);
+write_suite!(sftp, sftp_writes);
+write_suite!(azure, azure_writes);
 
 fn entry(root: &str, ext: &str) -> String {
     format!("{root}/gomod-main.{ext}")
@@ -101,8 +127,7 @@ fn round_trip_is_exact(backend: &Backend) {
     tree::rich(ws.path());
     let before = snapshot(&ws.path().join("pkg.mod"));
     Step::new(ws.path(), backend, &root)
-        .rebuild()
-        .assert_code(0)
+        .store_entry()
         .assert_log("rebuild: stored key");
     assert_eq!(backend.list(&root), vec![entry(&root, "tar.gz")]);
 
@@ -129,8 +154,7 @@ fn round_trip_in_every_format(backend: &Backend) {
         Step::new(ws.path(), backend, &root)
             .set("PLUGIN_ARCHIVE_FORMAT", format)
             .set("PLUGIN_COMPRESSION_LEVEL", "1")
-            .rebuild()
-            .assert_code(0);
+            .store_entry();
         assert_eq!(backend.list(&root), vec![entry(&root, ext)], "{format}");
         // The restore step may say another format: the bytes decide.
         let fresh = workspace();
@@ -152,8 +176,7 @@ fn restore_replaces_an_existing_read_only_copy(backend: &Backend) {
     let before = snapshot(&ws.path().join("pkg.mod"));
     Step::new(ws.path(), backend, &root)
         .unprivileged()
-        .rebuild()
-        .assert_code(0);
+        .store_entry();
 
     // Change the workspace copy (still read-only), then restore over it.
     let module = ws.path().join("pkg.mod/example.com/lib@v1.0.0");
@@ -179,7 +202,7 @@ fn existing_key_is_skipped(backend: &Backend) {
     let ws = workspace();
     tree::rich(ws.path());
     let step = Step::new(ws.path(), backend, &root);
-    step.rebuild().assert_code(0);
+    step.store_entry();
     let stored = backend.get(&entry(&root, "tar.gz")).unwrap();
     fs::write(ws.path().join("pkg.mod/new-file"), "new").unwrap();
     step.rebuild()
@@ -241,8 +264,7 @@ fn bad_entry_changes_nothing(backend: &Backend, name: &str, damage: impl Fn(&mut
         tree::rich(ws.path());
         Step::new(ws.path(), backend, &root)
             .set("PLUGIN_ARCHIVE_FORMAT", format)
-            .rebuild()
-            .assert_code(0);
+            .store_entry();
         let object = entry(&root, ext);
         let mut bytes = backend.get(&object).unwrap();
         damage(&mut bytes);
@@ -373,8 +395,7 @@ fn several_mounts_share_one_entry(backend: &Backend) {
     );
     Step::new(ws.path(), backend, &root)
         .set("PLUGIN_MOUNT", &mounts)
-        .rebuild()
-        .assert_code(0)
+        .store_entry()
         .assert_log("mount not-there does not exist");
     assert_eq!(backend.list(&root).len(), 1, "one entry for all mounts");
     let parts = ["pkg.mod", ".cache/go-build", "single-file.db"];
@@ -414,9 +435,7 @@ fn failures_follow_exit_code(backend: &Backend) {
     let root = unique_root("exit-code");
     let ws = workspace();
     tree::rich(ws.path());
-    Step::new(ws.path(), backend, &root)
-        .rebuild()
-        .assert_code(0);
+    Step::new(ws.path(), backend, &root).store_entry();
     backend.put(&entry(&root, "tar.gz"), b"not an archive at all".to_vec());
     Step::new(ws.path(), backend, &root)
         .set("PLUGIN_EXIT_CODE", "true")
@@ -448,7 +467,7 @@ fn secrets_never_reach_the_log(backend: &Backend) {
     } else {
         step
     };
-    for run in [step.rebuild(), step.restore()] {
+    for run in [step.store_entry(), step.restore()] {
         assert!(
             run.log().contains("debug:"),
             "debug logging is on:\n{}",

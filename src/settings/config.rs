@@ -7,14 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use url::Url;
-
 use super::error::SettingError;
 use super::raw::RawSettings;
 use crate::archive::Compression;
 use crate::key::{self, KeyTemplate, Metadata};
 use crate::mount::{self, Mount};
-use crate::storage::{S3Keys, S3Options, StorageConfig};
+use crate::storage::StorageConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -87,7 +85,7 @@ impl Config {
             level,
             skip_symlinks: raw.bool("skip_symlinks"),
             override_existing: raw.bool("override"),
-            storage: storage(raw)?,
+            storage: super::backends::storage(raw)?,
             timeout: raw
                 .duration("backend_operation_timeout")
                 .unwrap_or(Duration::from_secs(180)),
@@ -185,102 +183,6 @@ fn remote_root(raw: &RawSettings, metadata: &Metadata) -> Result<String, Setting
         ));
     }
     Ok(parts.join("/"))
-}
-
-fn storage(raw: &RawSettings) -> Result<StorageConfig, SettingError> {
-    let backend = raw.text("backend").unwrap_or("s3").to_ascii_lowercase();
-    match backend.as_str() {
-        "filesystem" | "fs" | "volume" => {
-            let root = raw.text("filesystem_cache_root").unwrap_or("/tmp/cache");
-            let root = PathBuf::from(root);
-            if !root.is_absolute() || root.parent().is_none() {
-                return Err(SettingError::unusable(
-                    "filesystem_cache_root",
-                    format!(
-                        "'{}' must be an absolute directory other than /",
-                        root.display()
-                    ),
-                ));
-            }
-            Ok(StorageConfig::Filesystem { root })
-        }
-        "s3" => Ok(StorageConfig::S3(s3_options(raw)?)),
-        "sftp" | "azure" | "gcs" => Err(SettingError::unusable(
-            "backend",
-            format!("'{backend}' is not available in this version of larder; use s3 or filesystem"),
-        )),
-        other => Err(SettingError::unusable(
-            "backend",
-            format!("'{other}' is not a backend; use s3 or filesystem"),
-        )),
-    }
-}
-
-fn s3_options(raw: &RawSettings) -> Result<S3Options, SettingError> {
-    let bucket = raw.text("bucket").ok_or_else(|| {
-        SettingError::unusable(
-            "bucket",
-            "backend s3 needs a bucket; set bucket: <name> (or backend: filesystem for a volume)",
-        )
-    })?;
-    let endpoint = raw
-        .text("endpoint")
-        .map(|e| endpoint_url(e, raw.bool("disable_ssl")))
-        .transpose()?;
-    let keys = match (raw.secret("access_key"), raw.secret("secret_key")) {
-        (Some(access_key), Some(secret_key)) => Some(S3Keys {
-            access_key: access_key.clone(),
-            secret_key: secret_key.clone(),
-            session_token: raw.secret("session_token").cloned(),
-        }),
-        (None, None) => None,
-        (Some(_), None) => return Err(half_a_key_pair(raw, "access_key", "secret_key")),
-        (None, Some(_)) => return Err(half_a_key_pair(raw, "secret_key", "access_key")),
-    };
-    Ok(S3Options {
-        bucket: bucket.to_string(),
-        endpoint,
-        region: raw.text("region").map(str::to_string),
-        path_style: raw.bool("path_style"),
-        keys,
-    })
-}
-
-fn half_a_key_pair(raw: &RawSettings, given: &'static str, missing: &'static str) -> SettingError {
-    SettingError::unusable(
-        missing,
-        format!(
-            "{given} is set (from {}) but {missing} is not; set both, \
-             or neither to use the AWS credential chain",
-            raw.source(given)
-        ),
-    )
-}
-
-/// Accepts `host:port` as drone-cache did (https unless `disable_ssl`) or a full URL.
-fn endpoint_url(text: &str, disable_ssl: bool) -> Result<Url, SettingError> {
-    let with_scheme = if text.contains("://") {
-        text.to_string()
-    } else if disable_ssl {
-        format!("http://{text}")
-    } else {
-        format!("https://{text}")
-    };
-    let url = Url::parse(&with_scheme)
-        .map_err(|e| SettingError::unusable("endpoint", format!("'{text}' is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(SettingError::unusable(
-            "endpoint",
-            format!("'{text}' must be an http or https URL such as https://minio.example.com:9000"),
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(SettingError::unusable(
-            "endpoint",
-            "must not contain credentials; use access_key and secret_key",
-        ));
-    }
-    Ok(url)
 }
 
 fn log_level(raw: &RawSettings) -> Result<tracing::Level, SettingError> {
@@ -388,24 +290,6 @@ mod tests {
             .collect();
         let err = config(&no_bucket).unwrap_err().to_string();
         assert!(err.contains("setting bucket"), "{err}");
-    }
-
-    #[test]
-    fn endpoint_without_scheme_follows_disable_ssl() {
-        let c = config(&with(&[("PLUGIN_ENDPOINT", "minio:9000")])).unwrap();
-        let StorageConfig::S3(s3) = c.storage else {
-            panic!()
-        };
-        assert_eq!(s3.endpoint.unwrap().as_str(), "https://minio:9000/");
-        let c = config(&with(&[
-            ("PLUGIN_ENDPOINT", "minio:9000"),
-            ("PLUGIN_DISABLESSL", "true"),
-        ]))
-        .unwrap();
-        let StorageConfig::S3(s3) = c.storage else {
-            panic!()
-        };
-        assert_eq!(s3.endpoint.unwrap().scheme(), "http");
     }
 
     #[test]

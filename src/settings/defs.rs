@@ -32,17 +32,23 @@ pub enum Group {
     Storage,
     S3,
     Filesystem,
+    Sftp,
+    Azure,
+    Gcs,
     Output,
 }
 
 impl Group {
-    pub const ALL: [Group; 7] = [
+    pub const ALL: [Group; 10] = [
         Group::Mode,
         Group::Cache,
         Group::Archive,
         Group::Storage,
         Group::S3,
         Group::Filesystem,
+        Group::Sftp,
+        Group::Azure,
+        Group::Gcs,
         Group::Output,
     ];
 
@@ -54,6 +60,9 @@ impl Group {
             Group::Storage => "Storage",
             Group::S3 => "S3 and S3-compatible storage (backend: s3)",
             Group::Filesystem => "Mounted volume (backend: filesystem)",
+            Group::Sftp => "SFTP server (backend: sftp)",
+            Group::Azure => "Azure Blob Storage (backend: azure)",
+            Group::Gcs => "Google Cloud Storage (backend: gcs)",
             Group::Output => "Logging and failure handling",
         }
     }
@@ -150,17 +159,19 @@ pub static SETTINGS: &[Setting] = &[
         "Leave symbolic links out of the archive. By default they are stored as links \
          (never followed) and restored as links."),
     setting!("backend", Text, Storage, default: Some("s3"), aliases: [], flags: [],
-        "Where entries are stored: s3 (AWS S3 or any S3-compatible server) or \
-         filesystem (a mounted volume)."),
+        "Where entries are stored: s3 (AWS S3 or any S3-compatible server), filesystem \
+         (a mounted volume), sftp, azure or gcs."),
     setting!("backend_operation_timeout", Duration, Storage, default: Some("3m"),
         aliases: ["BACKEND_OPERATION_TIMEOUT"], flags: ["backend.operation-timeout"],
         "Longest time one storage request may take (one upload part, one download \
          range, one lookup) before the step gives up. Whole transfers may take longer."),
-    setting!("bucket", Text, S3, default: None, aliases: ["S3_BUCKET"], flags: [],
-        "Bucket name. Required for backend s3."),
-    setting!("endpoint", Text, S3, default: None, aliases: ["S3_ENDPOINT"], flags: [],
-        "S3-compatible server URL, e.g. https://minio.example.com:9000. \
-         Default: AWS for the region."),
+    setting!("bucket", Text, S3, default: None, aliases: ["S3_BUCKET", "GCS_BUCKET"], flags: [],
+        "Bucket name. Required for backends s3 and gcs."),
+    setting!("endpoint", Text, S3, default: None, aliases: ["S3_ENDPOINT", "GCS_ENDPOINT"],
+        flags: [],
+        "Server URL for an S3-compatible server (https://minio.example.com:9000), a GCS \
+         emulator, or an Azure endpoint (https://account.blob.core.chinacloudapi.cn, Azurite). \
+         Default: the provider's public endpoint."),
     setting!("region", Text, S3, default: None,
         aliases: ["S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"], flags: [],
         "Bucket region. Default: us-east-1."),
@@ -186,6 +197,63 @@ pub static SETTINGS: &[Setting] = &[
         aliases: ["FILESYSTEM_CACHE_ROOT"], flags: ["filesystem.cache-root"],
         "Directory that holds the entries, usually a host volume mounted into the \
          step. Created if missing."),
+    setting!("sftp_host", Text, Sftp, default: None, aliases: ["SFTP_HOST"], flags: [],
+        "SFTP server host name or address. Required for backend sftp."),
+    setting!("sftp_port", Int, Sftp, default: Some("22"), aliases: ["SFTP_PORT"], flags: [],
+        "SFTP server port."),
+    setting!("sftp_username", Text, Sftp, default: None,
+        aliases: ["PLUGIN_USERNAME", "SFTP_USERNAME"], flags: [],
+        "User to log in as."),
+    setting!("sftp_password", Secret, Sftp, default: None,
+        aliases: ["PLUGIN_PASSWORD", "SFTP_PASSWORD"], flags: [],
+        "Password, for password login."),
+    setting!("sftp_public_key_file", Text, Sftp, default: None,
+        aliases: ["PLUGIN_PUBLIC_KEY_FILE", "SFTP_PUBLIC_KEY_FILE"], flags: [],
+        "Path to the private key file for key login (drone-cache's name for it)."),
+    setting!("sftp_private_key", Secret, Sftp, default: None, aliases: ["SFTP_PRIVATE_KEY"],
+        flags: [],
+        "The private key itself (OpenSSH or PEM text), for key login from a secret."),
+    setting!("sftp_key_passphrase", Secret, Sftp, default: None,
+        aliases: ["SFTP_KEY_PASSPHRASE"], flags: [],
+        "Passphrase of an encrypted private key."),
+    setting!("sftp_auth_method", Text, Sftp, default: None, aliases: ["SFTP_AUTH_METHOD"],
+        flags: [],
+        "PASSWORD or PUBLIC_KEY_FILE. Default: the key when one is given, else the password."),
+    setting!("sftp_cache_root", Text, Sftp, default: None, aliases: ["SFTP_CACHE_ROOT"],
+        flags: [],
+        "Directory on the server that holds the entries; relative paths start in the \
+         user's home. Created if missing. Default: the home directory."),
+    setting!("sftp_known_hosts", Text, Sftp, default: None, aliases: ["SFTP_KNOWN_HOSTS"],
+        flags: [],
+        "The server's known_hosts lines (as printed by ssh-keyscan -p PORT HOST), or a \
+         path to such a file. The host key is checked against it."),
+    setting!("sftp_host_key_fingerprint", Text, Sftp, default: None,
+        aliases: ["SFTP_HOST_KEY_FINGERPRINT"], flags: [],
+        "The server's host key fingerprint, SHA256:... as printed by ssh-keygen -lf; an \
+         alternative to sftp_known_hosts."),
+    setting!("sftp_insecure_ignore_host_key", Bool, Sftp, default: Some("false"),
+        aliases: ["SFTP_INSECURE_IGNORE_HOST_KEY"], flags: [],
+        "Accept any host key without checking. Anyone on the network path can then \
+         impersonate the server; every run logs a warning."),
+    setting!("account_name", Text, Azure, default: None, aliases: ["AZURE_ACCOUNT_NAME"],
+        flags: [],
+        "Storage account name. Required for backend azure."),
+    setting!("account_key", Secret, Azure, default: None, aliases: ["AZURE_ACCOUNT_KEY"],
+        flags: [],
+        "Storage account key. Required for backend azure."),
+    setting!("container", Text, Azure, default: None,
+        aliases: ["AZURE_CONTAINER_NAME", "AZURE_CONTAINER"], flags: [],
+        "Blob container that holds the entries. Required for backend azure."),
+    setting!("blob_storage_url", Text, Azure, default: None,
+        aliases: ["AZURE_BLOB_STORAGE_URL"], flags: ["azure.blob-storage-url"],
+        "Blob service domain for sovereign clouds (blob.core.chinacloudapi.cn), used as \
+         https://<account>.<domain>; a full URL is used as given. Default: blob.core.windows.net."),
+    setting!("json_key", Secret, Gcs, default: None, aliases: ["GCS_CACHE_JSON_KEY"], flags: [],
+        "Service account key JSON, the content itself (from a secret)."),
+    setting!("json_key_file", Text, Gcs, default: None,
+        aliases: ["GOOGLE_APPLICATION_CREDENTIALS"], flags: [],
+        "Path to a service account key JSON file. Without json_key or json_key_file, \
+         the runner's workload identity or metadata server is used."),
     setting!("exit_code", Bool, Output, default: Some("false"), aliases: ["EXIT_CODE"],
         flags: [],
         "Fail the step (exit 1) when restore or rebuild fails. By default a failure is \
@@ -221,6 +289,12 @@ pub static UNSUPPORTED: &[(&str, &str)] = &[
         "assume-role is not supported; use web identity or keys",
     ),
     ("PLUGIN_LOG_FORMAT", "logs are plain text"),
+    ("PLUGIN_API_KEY", "GCS API keys cannot write; use json_key"),
+    ("PLUGIN_GCS_ACL", "objects use the bucket's default ACL"),
+    (
+        "PLUGIN_GCS_ENCRYPTION_KEY",
+        "customer-supplied keys are not supported",
+    ),
 ];
 
 /// Looks a setting up by its name.

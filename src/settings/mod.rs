@@ -2,6 +2,7 @@
 //! (`raw`), validated into a `Config` (`config`). `cli` generates `--help`
 //! and the settings reference from the same table.
 
+pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod defs;

@@ -2,10 +2,13 @@
 //! larder builds on top of it (entry names, first-writer claims, streaming
 //! transfers, readable errors). Each backend only has to build its store.
 
+pub mod azure;
 pub mod claim;
 pub mod entry;
 pub mod filesystem;
+pub mod gcs;
 pub mod s3;
+pub mod sftp;
 pub mod transfer;
 
 use std::fmt;
@@ -15,52 +18,15 @@ use std::time::Duration;
 
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use url::Url;
-
-use crate::settings::Secret;
 
 /// Which backend to use, validated from the settings.
 #[derive(Clone, Debug)]
 pub enum StorageConfig {
     Filesystem { root: PathBuf },
-    S3(S3Options),
-}
-
-#[derive(Clone, Debug)]
-pub struct S3Options {
-    pub bucket: String,
-    pub endpoint: Option<Url>,
-    pub region: Option<String>,
-    pub path_style: bool,
-    /// Static keys; `None` means the AWS credential chain.
-    pub keys: Option<S3Keys>,
-}
-
-#[derive(Clone, Debug)]
-pub struct S3Keys {
-    pub access_key: Secret,
-    pub secret_key: Secret,
-    pub session_token: Option<Secret>,
-}
-
-impl StorageConfig {
-    /// Values that must be scrubbed from any text before it is logged.
-    pub fn secrets(&self) -> Vec<String> {
-        match self {
-            StorageConfig::S3(S3Options {
-                keys: Some(keys), ..
-            }) => [
-                Some(&keys.access_key),
-                Some(&keys.secret_key),
-                keys.session_token.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .map(|s| s.expose().to_string())
-            .collect(),
-            _ => Vec::new(),
-        }
-    }
+    S3(s3::S3Options),
+    Sftp(sftp::SftpOptions),
+    Azure(azure::AzureOptions),
+    Gcs(gcs::GcsOptions),
 }
 
 /// An opened backend and how to describe it in logs.
@@ -80,11 +46,15 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the configured backend. Nothing is sent over the network yet.
-    pub fn open(config: &StorageConfig, timeout: Duration) -> anyhow::Result<Store> {
+    /// Opens the configured backend. Object stores connect lazily; SFTP
+    /// logs in here, so a bad password or host key fails before any work.
+    pub async fn open(config: &StorageConfig, timeout: Duration) -> anyhow::Result<Store> {
         match config {
             StorageConfig::Filesystem { root } => filesystem::open(root),
             StorageConfig::S3(options) => s3::open(options, timeout),
+            StorageConfig::Sftp(options) => sftp::open(options, timeout).await,
+            StorageConfig::Azure(options) => azure::open(options, timeout),
+            StorageConfig::Gcs(options) => gcs::open(options, timeout),
         }
     }
 

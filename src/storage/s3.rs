@@ -9,7 +9,25 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{ClientOptions, RetryConfig};
 use url::Url;
 
-use super::{S3Options, Store};
+use super::Store;
+use crate::settings::Secret;
+
+#[derive(Clone, Debug)]
+pub struct S3Options {
+    pub bucket: String,
+    pub endpoint: Option<Url>,
+    pub region: Option<String>,
+    pub path_style: bool,
+    /// Static keys; `None` means the AWS credential chain.
+    pub keys: Option<S3Keys>,
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Keys {
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    pub session_token: Option<Secret>,
+}
 
 /// AWS credential-chain variables passed through when no static keys are set:
 /// web identity (EKS IRSA), ECS and EKS Pod Identity container credentials,

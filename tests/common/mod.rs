@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -20,7 +22,19 @@ pub struct Backend {
     pub name: &'static str,
     settings: Vec<(String, String)>,
     store: Arc<dyn ObjectStore>,
+    /// How tests plant objects, when object_store cannot write to the server.
+    writer: Writer,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// How `Backend::put` writes an object.
+enum Writer {
+    ObjectStore,
+    /// fake-gcs-server's JSON upload API (object_store only speaks the XML API).
+    GcsJson {
+        endpoint: String,
+        bucket: String,
+    },
 }
 
 fn required(var: &str) -> String {
@@ -52,6 +66,7 @@ impl Backend {
                 ),
             ],
             store: Arc::new(store),
+            writer: Writer::ObjectStore,
             _dir: Some(dir),
         }
     }
@@ -81,8 +96,122 @@ impl Backend {
                 ("PLUGIN_SECRET_KEY".into(), secret),
             ],
             store: Arc::new(store),
+            writer: Writer::ObjectStore,
             _dir: None,
         }
+    }
+
+    /// The project's sshd, logging in with a key; the host key is pinned.
+    pub fn sftp() -> Backend {
+        let host = required("LARDER_TEST_SFTP_HOST");
+        let port = required("LARDER_TEST_SFTP_PORT");
+        let user = required("LARDER_TEST_SFTP_KEY_USER");
+        let home = required("LARDER_TEST_SFTP_HOME");
+        // Each test gets its own cache root under the user's home.
+        let root = format!("cache-{}", uuid::Uuid::new_v4().simple());
+        let local = std::path::Path::new(&home).join(&user).join(&root);
+        std::fs::create_dir_all(&local).unwrap();
+        let uid = std::fs::metadata(local.parent().unwrap()).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.uid(), m.gid())
+        });
+        if let Ok((uid, gid)) = uid {
+            let _ = std::os::unix::fs::chown(&local, Some(uid), Some(gid));
+        }
+        let store = LocalFileSystem::new_with_prefix(&local).expect("local view of the sftp root");
+        // A copy of the client key that the unprivileged test user may read too.
+        let dir = tempfile::tempdir().expect("temp dir");
+        tree::chmod(dir.path(), 0o755);
+        let key = dir.path().join("id_ed25519");
+        std::fs::copy(required("LARDER_TEST_SFTP_KEY_FILE"), &key).unwrap();
+        tree::chmod(&key, 0o600);
+        if is_root() {
+            std::os::unix::fs::chown(&key, Some(65534), Some(65534)).unwrap();
+        }
+        Backend {
+            name: "sftp",
+            settings: vec![
+                ("PLUGIN_BACKEND".into(), "sftp".into()),
+                ("PLUGIN_SFTP_HOST".into(), host),
+                ("PLUGIN_SFTP_PORT".into(), port),
+                ("PLUGIN_SFTP_USERNAME".into(), user),
+                (
+                    "PLUGIN_SFTP_PUBLIC_KEY_FILE".into(),
+                    key.display().to_string(),
+                ),
+                (
+                    "PLUGIN_SFTP_KNOWN_HOSTS".into(),
+                    required("LARDER_TEST_SFTP_KNOWN_HOSTS"),
+                ),
+                ("PLUGIN_SFTP_CACHE_ROOT".into(), root),
+            ],
+            store: Arc::new(store),
+            writer: Writer::ObjectStore,
+            _dir: Some(dir),
+        }
+    }
+
+    /// Azurite, with the development account and a named container.
+    pub fn azure() -> Backend {
+        let endpoint = required("LARDER_TEST_AZURE_ENDPOINT");
+        let account = required("LARDER_TEST_AZURE_ACCOUNT");
+        let key = required("LARDER_TEST_AZURE_KEY");
+        let container = required("LARDER_TEST_AZURE_CONTAINER");
+        let store = MicrosoftAzureBuilder::new()
+            .with_account(&account)
+            .with_access_key(&key)
+            .with_container_name(&container)
+            .with_endpoint(endpoint.clone())
+            .with_allow_http(true)
+            .build()
+            .expect("azure client");
+        Backend {
+            name: "azure",
+            settings: vec![
+                ("PLUGIN_BACKEND".into(), "azure".into()),
+                ("PLUGIN_ENDPOINT".into(), endpoint),
+                ("PLUGIN_ACCOUNT_NAME".into(), account),
+                ("PLUGIN_ACCOUNT_KEY".into(), key),
+                ("PLUGIN_CONTAINER".into(), container),
+            ],
+            store: Arc::new(store),
+            writer: Writer::ObjectStore,
+            _dir: None,
+        }
+    }
+
+    /// fake-gcs-server: larder reads through object_store; the tests plant
+    /// entries through the emulator's JSON API, because no emulator here
+    /// accepts object_store's XML-API writes.
+    pub fn gcs() -> Backend {
+        let endpoint = required("LARDER_TEST_GCS_ENDPOINT");
+        let bucket = required("LARDER_TEST_GCS_BUCKET");
+        let key = format!(
+            r#"{{"gcs_base_url":"{endpoint}","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}}"#
+        );
+        let store = GoogleCloudStorageBuilder::new()
+            .with_bucket_name(&bucket)
+            .with_service_account_key(&key)
+            .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
+            .build()
+            .expect("gcs client");
+        Backend {
+            name: "gcs",
+            settings: vec![
+                ("PLUGIN_BACKEND".into(), "gcs".into()),
+                ("PLUGIN_ENDPOINT".into(), endpoint.clone()),
+                ("PLUGIN_BUCKET".into(), bucket.clone()),
+                ("PLUGIN_JSON_KEY".into(), key),
+            ],
+            store: Arc::new(store),
+            writer: Writer::GcsJson { endpoint, bucket },
+            _dir: None,
+        }
+    }
+
+    /// Whether larder itself can write entries to this backend's server.
+    pub fn writable(&self) -> bool {
+        matches!(self.writer, Writer::ObjectStore)
     }
 
     pub fn settings(&self) -> &[(String, String)] {
@@ -97,11 +226,40 @@ impl Backend {
     }
 
     pub fn put(&self, object: &str, bytes: Vec<u8>) {
-        block_on(
-            self.store
-                .put(&ObjectPath::from(object), PutPayload::from(bytes)),
-        )
-        .unwrap_or_else(|e| panic!("put {object}: {e}"));
+        match &self.writer {
+            Writer::ObjectStore => {
+                block_on(
+                    self.store
+                        .put(&ObjectPath::from(object), PutPayload::from(bytes)),
+                )
+                .unwrap_or_else(|e| panic!("put {object}: {e}"));
+            }
+            Writer::GcsJson { endpoint, bucket } => {
+                use std::io::Write;
+                let url = format!(
+                    "{endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={object}"
+                );
+                let mut curl = Command::new("curl")
+                    .args([
+                        "-sf",
+                        "-o",
+                        "/dev/null",
+                        "-X",
+                        "POST",
+                        "--data-binary",
+                        "@-",
+                        &url,
+                    ])
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("curl");
+                curl.stdin.take().unwrap().write_all(&bytes).unwrap();
+                assert!(
+                    curl.wait().unwrap().success(),
+                    "uploading {object} to fake-gcs-server failed"
+                );
+            }
+        }
     }
 
     pub fn get(&self, object: &str) -> Option<Vec<u8>> {
@@ -246,6 +404,30 @@ impl<'a> Step<'a> {
 
     pub fn rebuild(&self) -> Run {
         self.run("rebuild")
+    }
+
+    /// Stores an entry for this step's key: a larder rebuild on a writable
+    /// backend; on a read-only test server, a rebuild into a scratch
+    /// filesystem backend whose objects are then planted on the server.
+    pub fn store_entry(&self) -> Run {
+        if self.backend.writable() {
+            let run = self.rebuild();
+            run.assert_code(0);
+            return run;
+        }
+        let scratch = Backend::filesystem();
+        let mut step = Step::new(&self.workspace, &scratch, "unused");
+        step.env = self.env.clone();
+        step.env
+            .retain(|(k, _)| !self.backend.settings().iter().any(|(b, _)| b == k));
+        step.env.extend(scratch.settings().iter().cloned());
+        step.unprivileged = self.unprivileged;
+        let run = step.rebuild();
+        run.assert_code(0);
+        for object in scratch.list("") {
+            self.backend.put(&object, scratch.get(&object).unwrap());
+        }
+        run
     }
 
     pub fn restore(&self) -> Run {
