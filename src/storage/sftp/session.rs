@@ -162,10 +162,8 @@ impl client::Handler for HostKeyChecker {
             }
         };
         let verdict = verify(&self.check, &self.host, self.port, &key);
-        if let Err(reason) = &verdict {
-            if let Ok(mut refusal) = self.refusal.lock() {
-                *refusal = Some(reason.clone());
-            }
+        if let (Err(reason), Ok(mut refusal)) = (&verdict, self.refusal.lock()) {
+            *refusal = Some(reason.clone());
         }
         Ok(verdict.is_ok())
     }
@@ -237,17 +235,22 @@ fn known_keys(lines: &str, host: &str, port: u16) -> Vec<PublicKey> {
         }
     }
     if !with_hosts.is_empty() {
-        if let Ok(file) = tempfile::NamedTempFile::new() {
-            if std::fs::write(file.path(), &with_hosts).is_ok() {
-                if let Ok(found) =
-                    russh::keys::known_hosts::known_host_keys_path(host, port, file.path())
-                {
-                    keys.extend(found.into_iter().map(|(_, key)| key));
-                }
-            }
-        }
+        keys.extend(keys_for_host(&with_hosts, host, port));
     }
     keys
+}
+
+/// Standard known_hosts lines, matched by russh (plain and hashed names).
+fn keys_for_host(lines: &str, host: &str, port: u16) -> Vec<PublicKey> {
+    let Ok(file) = tempfile::NamedTempFile::new() else {
+        return Vec::new();
+    };
+    if std::fs::write(file.path(), lines).is_err() {
+        return Vec::new();
+    }
+    russh::keys::known_hosts::known_host_keys_path(host, port, file.path())
+        .map(|found| found.into_iter().map(|(_, key)| key).collect())
+        .unwrap_or_default()
 }
 
 fn is_key_type(word: &str) -> bool {
