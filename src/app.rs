@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
-use crate::settings::{self, Config, Loaded};
+use crate::mode::Keys;
+use crate::mount::MountSpec;
+use crate::result::{self, Outcome, Report};
+use crate::settings::{self, Config, Loaded, Mode};
 use crate::storage::Store;
 use crate::{interrupt, logging, mode};
 
@@ -70,26 +73,31 @@ fn secret_values(env: &HashMap<String, String>) -> Vec<String> {
 }
 
 fn run(config: &Config) -> u8 {
-    let key = match config.key.render(&config.metadata, &config.workspace) {
-        Ok(key) => key,
+    let keys = match render_keys(config) {
+        Ok(keys) => keys,
         Err(problem) => {
-            error!(
-                "setting cache_key: '{}' cannot be rendered: {problem}",
-                config.key.source
-            );
+            error!("{problem}");
             return EXIT_CONFIG;
         }
     };
-    info!(
-        "larder {}: {} of {} with key '{key}' under '{}'",
-        env!("CARGO_PKG_VERSION"),
-        config.mode,
-        config
+    let what = match config.mode {
+        Mode::Flush => "old entries".to_string(),
+        _ if config.mounts.is_empty() => "the whole entry".to_string(),
+        _ => config
             .mounts
             .iter()
-            .map(|m| m.name.as_str())
+            .map(MountSpec::text)
             .collect::<Vec<_>>()
             .join(", "),
+    };
+    let key = match config.mode {
+        Mode::Flush => String::new(),
+        _ => format!(" with key '{}'", keys.key),
+    };
+    info!(
+        "larder {}: {} of {what}{key} under '{}'",
+        env!("CARGO_PKG_VERSION"),
+        config.mode,
         config.remote_root
     );
     debug!("configuration: {config:?}");
@@ -106,11 +114,30 @@ fn run(config: &Config) -> u8 {
     let result = runtime.block_on(async {
         interrupt::listen();
         let store = Store::open(&config.storage, config.timeout).await?;
-        mode::run(config, &store, &key).await
+        mode::run(config, &store, &keys).await
     });
     // Do not wait for background work (a claim renewal) once the result is known.
     runtime.shutdown_timeout(Duration::from_secs(5));
+    let report = match &result {
+        Ok(report) => report.clone(),
+        Err(e) => {
+            let mut report = Report::new(config.mode, Outcome::Failed);
+            report.key = (config.mode != Mode::Flush).then(|| keys.key.clone());
+            report.error = Some(format!("{e:#}"));
+            report
+        }
+    };
+    if let Some(path) = &config.result_file {
+        match result::write(path, &report) {
+            Ok(()) => debug!("wrote the result to {}", path.display()),
+            Err(e) => warn!("could not write result_file {}: {e}", path.display()),
+        }
+    }
     match result {
+        Ok(report) if report.result == Outcome::Miss && config.fail_on_miss => {
+            error!("restore found no entry and fail_on_miss is true");
+            EXIT_FAILED
+        }
         Ok(_) => EXIT_OK,
         Err(e) if config.exit_code => {
             error!("{} failed: {e:#}", config.mode);
@@ -125,4 +152,37 @@ fn run(config: &Config) -> u8 {
             EXIT_OK
         }
     }
+}
+
+/// Renders `cache_key` and the restore keys; an error names the setting.
+fn render_keys(config: &Config) -> Result<Keys, String> {
+    if config.mode == Mode::Flush {
+        return Ok(Keys {
+            key: String::new(),
+            restore_prefixes: Vec::new(),
+        });
+    }
+    let render = |setting: &str, template: &crate::key::KeyTemplate| {
+        template
+            .render(&config.metadata, &config.workspace)
+            .map_err(|problem| {
+                format!(
+                    "setting {setting}: '{}' cannot be rendered: {problem}",
+                    template.source
+                )
+            })
+    };
+    let key = render("cache_key", &config.key)?;
+    let restore_prefixes = match config.mode {
+        Mode::Restore => config
+            .restore_keys
+            .iter()
+            .map(|t| render("restore_keys", t))
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    Ok(Keys {
+        key,
+        restore_prefixes,
+    })
 }

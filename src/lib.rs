@@ -14,6 +14,7 @@ pub mod mode;
 pub mod mount;
 pub mod pipe;
 pub mod report;
+pub mod result;
 pub mod settings;
 pub mod staging;
 pub mod storage;

@@ -45,14 +45,19 @@ pub struct Placed {
 }
 
 impl Staging {
-    /// Reserves a staging name beside every mount, creating missing parents.
-    pub fn prepare(mounts: &[Mount]) -> io::Result<Staging> {
-        let mut staging = Staging {
+    /// A staging with no mounts, which commits to nothing.
+    pub fn empty() -> Staging {
+        Staging {
             mounts: Vec::new(),
             created_dirs: Vec::new(),
             parent_times: Vec::new(),
             committed: false,
-        };
+        }
+    }
+
+    /// Reserves a staging name beside every mount, creating missing parents.
+    pub fn prepare(mounts: &[Mount]) -> io::Result<Staging> {
+        let mut staging = Staging::empty();
         for mount in mounts {
             let parent = mount.path.parent().ok_or_else(|| {
                 io::Error::other(format!("{} has no parent directory", mount.path.display()))

@@ -77,7 +77,7 @@ fn configuration_errors_name_the_setting_and_exit_2() {
             &[("PLUGIN_RESTORE", "true"), ("PLUGIN_REBUILD", "true")],
             "restore and rebuild are both true",
         ),
-        (&[], "neither restore nor rebuild"),
+        (&[], "none of restore, rebuild and flush"),
         (
             &[("PLUGIN_RESTORE", "true"), ("PLUGIN_BACKEND", "dropbox")],
             "setting backend",

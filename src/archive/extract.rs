@@ -40,9 +40,14 @@ pub struct Extracted {
     pub tar_bytes: u64,
 }
 
-/// Reads the archive from `input` into `staging`. On error the caller drops
-/// `staging`, which removes everything written so far.
-pub fn extract(input: impl Read, staging: &mut Staging) -> anyhow::Result<Extracted> {
+/// Decides where to restore, once the entry's manifest (its first member)
+/// says which mounts it holds; `None` for an archive without one.
+pub type Planner<'a> = &'a dyn Fn(Option<&Manifest>) -> anyhow::Result<Staging>;
+
+/// Reads the archive from `input` into staging planned by `plan`, and
+/// returns the staging for the caller to commit. On error the staging is
+/// dropped, which removes everything written so far.
+pub fn extract(input: impl Read, plan: Planner<'_>) -> anyhow::Result<(Extracted, Staging)> {
     let mut input = BufReader::with_capacity(256 * 1024, input);
     let head = input.fill_buf().context("cannot read the entry")?;
     if head.is_empty() {
@@ -53,7 +58,8 @@ pub fn extract(input: impl Read, staging: &mut Staging) -> anyhow::Result<Extrac
     let mut stream = Verifier::new(decoder);
     let progress = stream.progress();
     let mut extractor = Extractor {
-        staging,
+        plan,
+        staging: None,
         owner: rustix::process::geteuid().is_root(),
         stats: Stats::default(),
         manifest: None,
@@ -93,12 +99,17 @@ pub fn extract(input: impl Read, staging: &mut Staging) -> anyhow::Result<Extrac
         .map_err(|e| anyhow!("corrupt archive after the last entry: {e}"))?;
     extractor.finish_dirs()?;
     let tar_bytes = progress.borrow().count;
-    Ok(Extracted {
-        stats: extractor.stats,
-        compression,
-        manifest: extractor.manifest,
-        tar_bytes,
-    })
+    extractor.staging()?;
+    let staging = extractor.staging.take().unwrap_or_else(Staging::empty);
+    Ok((
+        Extracted {
+            stats: extractor.stats,
+            compression,
+            manifest: extractor.manifest,
+            tar_bytes,
+        },
+        staging,
+    ))
 }
 
 struct DirMeta {
@@ -109,7 +120,9 @@ struct DirMeta {
 }
 
 struct Extractor<'a> {
-    staging: &'a mut Staging,
+    plan: Planner<'a>,
+    /// Created by `plan` once the manifest has been read.
+    staging: Option<Staging>,
     /// Restore ownership too (as GNU tar does when run as root).
     owner: bool,
     stats: Stats,
@@ -133,6 +146,16 @@ struct Place {
 }
 
 impl Extractor<'_> {
+    /// The staging, planned on first use: after the manifest, before the
+    /// first entry that needs a place.
+    fn staging(&mut self) -> anyhow::Result<&mut Staging> {
+        let staging = match self.staging.take() {
+            Some(staging) => staging,
+            None => (self.plan)(self.manifest.as_ref())?,
+        };
+        Ok(self.staging.insert(staging))
+    }
+
     /// A PAX global header: the manifest (first) or the digest trailer (last).
     fn global<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> anyhow::Result<()> {
         // Taken before reading the records: the hash of everything up to this header.
@@ -187,7 +210,8 @@ impl Extractor<'_> {
     /// an error for a name that would land outside every mount.
     fn place(&mut self, raw: &[u8]) -> anyhow::Result<Option<Place>> {
         let name = normalize(raw)?;
-        let found = self.staging.mounts.iter().enumerate().find_map(|(i, s)| {
+        let staging = self.staging()?;
+        let found = staging.mounts.iter().enumerate().find_map(|(i, s)| {
             s.mount
                 .relative_part(&name)
                 .map(|rel| (i, rel.to_path_buf()))
@@ -197,7 +221,7 @@ impl Extractor<'_> {
                 return Ok(None);
             }
             let mounts: Vec<&str> = self
-                .staging
+                .staging()?
                 .mounts
                 .iter()
                 .map(|s| s.mount.name.as_str())
@@ -211,13 +235,13 @@ impl Extractor<'_> {
             if self.symlinks.contains(&(mount, ancestor.to_path_buf())) {
                 bail!(
                     "it lies beneath the symbolic link '{}' from the same archive",
-                    Path::new(&self.staging.mounts[mount].mount.name)
+                    Path::new(&self.staging()?.mounts[mount].mount.name)
                         .join(ancestor)
                         .display()
                 );
             }
         }
-        let staged = &mut self.staging.mounts[mount];
+        let staged = &mut self.staging()?.mounts[mount];
         staged.present = true;
         let path = if rel.as_os_str().is_empty() {
             staged.root.clone()

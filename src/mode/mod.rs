@@ -1,30 +1,45 @@
-//! The two things larder does: restore an entry, or rebuild one.
+//! The three things larder does: restore an entry, rebuild one, or flush
+//! old ones. Each returns a `Report` for the log and the result file.
 
+pub mod flush;
 pub mod rebuild;
 pub mod restore;
 
+use crate::result::Report;
 use crate::settings::{Config, Mode};
 use crate::storage::Store;
 
-/// How a run ended, when it did not fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Restore found the key and unpacked it.
-    Hit,
-    /// Restore found nothing for the key.
-    Miss,
-    /// Rebuild uploaded a new entry.
-    Stored,
-    /// Rebuild found the key already stored, or being stored, and left it.
-    Skipped,
-    /// Rebuild had nothing to archive.
-    Empty,
+/// The rendered keys of a run: the exact key, and the restore-key prefixes.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub key: String,
+    pub restore_prefixes: Vec<String>,
 }
 
-/// Runs the configured mode for an already rendered key.
-pub async fn run(config: &Config, store: &Store, key: &str) -> anyhow::Result<Outcome> {
+pub async fn run(config: &Config, store: &Store, keys: &Keys) -> anyhow::Result<Report> {
     match config.mode {
-        Mode::Restore => restore::restore(config, store, key).await,
-        Mode::Rebuild => rebuild::rebuild(config, store, key).await,
+        Mode::Restore => restore::restore(config, store, keys).await,
+        Mode::Rebuild => rebuild::rebuild(config, store, &keys.key).await,
+        Mode::Flush => flush::flush(config, store).await,
     }
+}
+
+/// Why writes are refused for this build, if they are: pull requests may
+/// read the cache but not write it, so a pull request from anyone cannot
+/// plant an entry that trusted builds then restore (cache poisoning, as in
+/// CVE-2025-36852), unless `allow_pull_request_writes` is set.
+pub fn pull_request_block(config: &Config) -> Option<String> {
+    if config.allow_pull_request_writes {
+        return None;
+    }
+    let field = crate::key::metadata::field(".Build.Event")?;
+    let event = config.metadata.get(field)?;
+    event.starts_with("pull_request").then(|| {
+        format!(
+            "this is a pull request build ({} is '{event}'), and pull requests do not write to \
+             the cache, so one cannot plant entries that other builds restore. Set \
+             allow_pull_request_writes: true to allow it",
+            field.sources_text()
+        )
+    })
 }

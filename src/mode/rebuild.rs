@@ -1,5 +1,6 @@
 //! Rebuild: archive the mounts and upload them under the key, unless the
-//! key is already stored (keys are immutable unless `override` is set).
+//! key is already stored (keys are immutable unless `override` is set) or
+//! the build is a pull request.
 
 use std::time::Instant;
 
@@ -8,21 +9,36 @@ use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::Outcome;
 use crate::archive::{self, write::WriteOptions};
-use crate::mount::Mount;
+use crate::mount::{self, Mount};
 use crate::pipe::ChunkWriter;
 use crate::report;
+use crate::result::{Outcome, Report};
 use crate::settings::Config;
 use crate::storage::claim::{self, Claim, Claimed};
 use crate::storage::{Store, entry, transfer};
 
-pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Result<Outcome> {
+pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let mounts = existing_mounts(&config.mounts);
+    let skipped = |reason: String| {
+        info!("rebuild: skipped: {reason}");
+        Ok(Report::new("rebuild", Outcome::Skipped)
+            .key(key)
+            .reason(reason))
+    };
+    if let Some(reason) = super::pull_request_block(config) {
+        return skipped(reason);
+    }
+    let (mounts, notes) = mount::for_rebuild(&config.mounts, &config.workspace);
+    for note in notes {
+        warn!("rebuild: {note}");
+    }
     if mounts.is_empty() {
-        info!("rebuild: skipped: none of the mounts exist, so there is nothing to cache");
-        return Ok(Outcome::Empty);
+        let reason = "none of the mounts exist, so there is nothing to cache";
+        info!("rebuild: skipped: {reason}");
+        return Ok(Report::new("rebuild", Outcome::Empty)
+            .key(key)
+            .reason(reason));
     }
     let root = &config.remote_root;
     let target = entry::path(root, key, config.compression);
@@ -30,20 +46,18 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
     let mut held = None;
     if !config.override_existing {
         if let Some(existing) = entry::find(store, root, key).await? {
-            info!(
-                "rebuild: skipped: key '{key}' is already stored ('{}', {}). Keys are immutable, \
-                 so nothing was uploaded{}",
+            return skipped(format!(
+                "key '{key}' is already stored ('{}', {}). Keys are immutable, so nothing \
+                 was uploaded{}",
                 existing.meta.location,
                 report::bytes(existing.meta.size),
                 immutability_hint(config)
-            );
-            return Ok(Outcome::Skipped);
+            ));
         }
         match claim::claim(store, &entry::claim_path(root, key), &holder(config)).await? {
             Claimed::Won(claim) => held = Some(claim),
             Claimed::Held(by) => {
-                info!("rebuild: skipped: key '{key}' is being stored right now by {by}");
-                return Ok(Outcome::Skipped);
+                return skipped(format!("key '{key}' is being stored right now by {by}"));
             }
         }
         // Another rebuild may have finished between the lookup and the claim.
@@ -51,8 +65,9 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
             if let Some(claim) = held.take() {
                 claim.release().await;
             }
-            info!("rebuild: skipped: key '{key}' was stored by another rebuild a moment ago");
-            return Ok(Outcome::Skipped);
+            return skipped(format!(
+                "key '{key}' was stored by another rebuild a moment ago"
+            ));
         }
     }
 
@@ -60,11 +75,11 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
     if let Some(claim) = held {
         claim.release().await;
     }
-    let outcome = result?;
-    if outcome == Outcome::Stored && config.override_existing {
+    let report = result?;
+    if report.result == Outcome::Stored && config.override_existing {
         remove_other_formats(config, store, key).await;
     }
-    Ok(outcome)
+    Ok(report)
 }
 
 async fn upload(
@@ -75,10 +90,10 @@ async fn upload(
     target: &object_store::path::Path,
     started: Instant,
     claim: Option<&Claim>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Report> {
     info!(
         "rebuild: archiving {} with {} level {} into '{target}' in {} {}",
-        names(mounts),
+        mount::names(mounts),
         config.compression,
         config.level,
         store.backend,
@@ -113,11 +128,12 @@ async fn upload(
         Ok(true) => {}
         Ok(false) => {
             pending.discard().await;
-            info!(
-                "rebuild: skipped: another rebuild took over the key while this one uploaded; \
-                 its entry stands and this upload was discarded"
-            );
-            return Ok(Outcome::Skipped);
+            let reason = "another rebuild took over the key while this one uploaded; \
+                          its entry stands and this upload was discarded";
+            info!("rebuild: skipped: {reason}");
+            return Ok(Report::new("rebuild", Outcome::Skipped)
+                .key(key)
+                .reason(reason));
         }
         Err(e) => {
             pending.discard().await;
@@ -144,30 +160,13 @@ async fn upload(
             report::count(stats.skipped)
         );
     }
-    Ok(Outcome::Stored)
-}
-
-/// The mounts that exist, warning about each one that does not.
-fn existing_mounts(mounts: &[Mount]) -> Vec<Mount> {
-    mounts
-        .iter()
-        .filter(|m| match m.path.symlink_metadata() {
-            Ok(meta) => {
-                if meta.file_type().is_symlink() {
-                    warn!(
-                        "rebuild: mount {} is a symbolic link; only the link is cached, not what it points to",
-                        m.name
-                    );
-                }
-                true
-            }
-            Err(_) => {
-                warn!("rebuild: mount {} does not exist ({}); it is left out", m.name, m.path.display());
-                false
-            }
-        })
-        .cloned()
-        .collect()
+    let mut report = Report::new("rebuild", Outcome::Stored).key(key);
+    report.object = Some(target.to_string());
+    report.files = stats.files;
+    report.bytes = packed.tar_bytes;
+    report.stored_bytes = sent;
+    report.seconds = elapsed.as_secs_f64();
+    Ok(report)
 }
 
 /// With `override`, an entry stored earlier in another format would linger
@@ -194,14 +193,6 @@ fn immutability_hint(config: &Config) -> &'static str {
         ". Put a lockfile checksum in cache_key, e.g. {{ checksum \"go.sum\" }}, so changed \
          dependencies get a new key, or set override: true to replace entries"
     }
-}
-
-fn names(mounts: &[Mount]) -> String {
-    mounts
-        .iter()
-        .map(|m| m.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Who holds a claim, for the log of a rebuild that has to wait.

@@ -59,6 +59,7 @@ fn arg(setting: &'static Setting) -> Arg {
         Kind::List => arg.action(ArgAction::Append).value_name("PATH"),
         Kind::Int => arg.value_name("N").allow_negative_numbers(true),
         Kind::Duration => arg.value_name("DURATION"),
+        Kind::Size => arg.value_name("SIZE"),
         Kind::Secret => arg.value_name("SECRET"),
         Kind::Text => arg.value_name("TEXT"),
     }

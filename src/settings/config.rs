@@ -11,13 +11,14 @@ use super::error::SettingError;
 use super::raw::RawSettings;
 use crate::archive::Compression;
 use crate::key::{self, KeyTemplate, Metadata};
-use crate::mount::{self, Mount};
+use crate::mount::{self, MountSpec};
 use crate::storage::StorageConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Restore,
     Rebuild,
+    Flush,
 }
 
 impl std::fmt::Display for Mode {
@@ -25,16 +26,32 @@ impl std::fmt::Display for Mode {
         f.write_str(match self {
             Mode::Restore => "restore",
             Mode::Rebuild => "rebuild",
+            Mode::Flush => "flush",
         })
     }
+}
+
+/// What `flush` deletes.
+#[derive(Clone, Debug, Default)]
+pub struct FlushOptions {
+    pub max_age: Option<Duration>,
+    pub max_size: Option<u64>,
+    pub dry_run: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub mode: Mode,
     pub workspace: PathBuf,
-    pub mounts: Vec<Mount>,
+    pub mounts: Vec<MountSpec>,
     pub key: KeyTemplate,
+    /// Prefix templates tried, in order, when the key has no entry.
+    pub restore_keys: Vec<KeyTemplate>,
+    pub fail_on_miss: bool,
+    pub allow_pull_request_writes: bool,
+    pub flush: FlushOptions,
+    /// Where to write the JSON summary (absolute).
+    pub result_file: Option<PathBuf>,
     /// The folder holding this repository's entries, e.g. `octocat/hello`.
     pub remote_root: String,
     pub compression: Compression,
@@ -57,8 +74,19 @@ impl Config {
     ) -> Result<Self, SettingError> {
         let mode = mode(raw)?;
         let workspace = workspace(raw, cwd)?;
-        let mounts = mounts(raw, &workspace)?;
+        let mounts = mounts(raw, mode, &workspace)?;
         let key = key_template(raw)?;
+        let restore_keys = raw
+            .list("restore_keys")
+            .iter()
+            .map(|source| {
+                KeyTemplate::parse(source).map_err(|p| {
+                    SettingError::unusable("restore_keys", format!("cannot parse '{source}': {p}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let flush = flush_options(raw, mode)?;
+        let result_file = raw.text("result_file").map(|f| workspace.join(f));
         let remote_root = remote_root(raw, &metadata)?;
         let compression = raw
             .text("archive_format")
@@ -80,6 +108,11 @@ impl Config {
             workspace,
             mounts,
             key,
+            restore_keys,
+            fail_on_miss: raw.bool("fail_on_miss"),
+            allow_pull_request_writes: raw.bool("allow_pull_request_writes"),
+            flush,
+            result_file,
             remote_root,
             compression,
             level,
@@ -97,20 +130,48 @@ impl Config {
 }
 
 fn mode(raw: &RawSettings) -> Result<Mode, SettingError> {
-    match (raw.bool("restore"), raw.bool("rebuild")) {
-        (true, false) => Ok(Mode::Restore),
-        (false, true) => Ok(Mode::Rebuild),
-        (true, true) => Err(SettingError::Conflict(
-            "restore and rebuild are both true; use one larder step with restore: true \
-             before the build and another with rebuild: true after it"
+    let chosen: Vec<Mode> = [
+        ("restore", Mode::Restore),
+        ("rebuild", Mode::Rebuild),
+        ("flush", Mode::Flush),
+    ]
+    .into_iter()
+    .filter(|(name, _)| raw.bool(name))
+    .map(|(_, mode)| mode)
+    .collect();
+    match chosen.as_slice() {
+        [mode] => Ok(*mode),
+        [] => Err(SettingError::Conflict(
+            "none of restore, rebuild and flush is true; set restore: true to fetch the cache, \
+             rebuild: true to store it, or flush: true to clean it up"
                 .into(),
         )),
-        (false, false) => Err(SettingError::Conflict(
-            "neither restore nor rebuild is true; set restore: true to fetch the cache \
-             or rebuild: true to store it"
-                .into(),
-        )),
+        several => Err(SettingError::Conflict(format!(
+            "{} are {} true; use one larder step per job (restore before the build, \
+             rebuild after it)",
+            several
+                .iter()
+                .map(Mode::to_string)
+                .collect::<Vec<_>>()
+                .join(" and "),
+            if several.len() == 2 { "both" } else { "all" }
+        ))),
     }
+}
+
+fn flush_options(raw: &RawSettings, mode: Mode) -> Result<FlushOptions, SettingError> {
+    let options = FlushOptions {
+        max_age: raw.duration("flush_age"),
+        max_size: raw.size("max_size"),
+        dry_run: raw.bool("dry_run"),
+    };
+    if mode == Mode::Flush && options.max_age.is_none() && options.max_size.is_none() {
+        return Err(SettingError::unusable(
+            "flush_age",
+            "flush needs flush_age (e.g. 14d), max_size (e.g. 10GB) or both",
+        ));
+    }
+    Ok(options)
 }
 
 fn workspace(raw: &RawSettings, cwd: &Path) -> Result<PathBuf, SettingError> {
@@ -137,15 +198,15 @@ fn normalize(path: &Path) -> PathBuf {
     path.components().collect()
 }
 
-fn mounts(raw: &RawSettings, workspace: &Path) -> Result<Vec<Mount>, SettingError> {
+fn mounts(raw: &RawSettings, mode: Mode, workspace: &Path) -> Result<Vec<MountSpec>, SettingError> {
     let texts = raw.list("mount");
-    if texts.is_empty() {
+    if texts.is_empty() && mode == Mode::Rebuild {
         return Err(SettingError::unusable(
             "mount",
             "nothing to cache; list directories relative to the workspace, e.g. mount: [pkg.mod]",
         ));
     }
-    mount::resolve_all(workspace, texts).map_err(|p| SettingError::unusable("mount", p))
+    mount::parse_specs(workspace, texts).map_err(|p| SettingError::unusable("mount", p))
 }
 
 fn key_template(raw: &RawSettings) -> Result<KeyTemplate, SettingError> {
@@ -253,10 +314,15 @@ mod tests {
     #[test]
     fn mode_errors_say_what_to_set() {
         let err = config(&with(&[("PLUGIN_REBUILD", "true")])).unwrap_err();
-        assert!(err.to_string().contains("both true"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("restore and rebuild are both true"),
+            "{err}"
+        );
         let err = config(&with(&[("PLUGIN_RESTORE", "false")])).unwrap_err();
         assert!(
-            err.to_string().contains("neither restore nor rebuild"),
+            err.to_string()
+                .contains("none of restore, rebuild and flush"),
             "{err}"
         );
     }

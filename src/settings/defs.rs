@@ -19,8 +19,10 @@ pub enum Kind {
     List,
     /// A whole number.
     Int,
-    /// A duration such as `90s`, `3m`, `1h30m`.
+    /// A duration such as `90s`, `3m`, `1h30m`, `14d`.
     Duration,
+    /// A size such as `10GB`, `500MiB`.
+    Size,
 }
 
 /// Where a setting is shown in `--help` and in the settings reference.
@@ -127,9 +129,18 @@ pub static SETTINGS: &[Setting] = &[
     setting!("rebuild", Bool, Mode, default: Some("false"), aliases: [], flags: [],
         "Archive the mounts and upload them under the key. If the key is already \
          stored the upload is skipped (see override)."),
+    setting!("flush", Bool, Mode, default: Some("false"), aliases: [], flags: [],
+        "Delete this repository's old entries: those older than flush_age, then the \
+         oldest until the rest fit in max_size. Other repositories' entries are never touched."),
     setting!("mount", List, Cache, default: None, aliases: [], flags: [],
         "Directories or files to cache, relative to the workspace (absolute paths \
-         are allowed). All mounts go into one cache entry. Example: [pkg.mod, .cache/go-build]."),
+         are allowed). All mounts go into one entry. Patterns with *, ? or ** \
+         (packages/**/node_modules) are expanded at rebuild, and restore brings back \
+         whatever they matched. Restore without mount restores the whole entry."),
+    setting!("restore_keys", List, Cache, default: None, aliases: [], flags: [],
+        "Fallbacks when cache_key has no entry: templates like cache_key, each used as a \
+         prefix, tried in order; the newest entry with that prefix is restored. \
+         Example: ['gomod-{{ .Commit.Branch }}-', 'gomod-']."),
     setting!("cache_key", Text, Cache, default: None, aliases: [], flags: ["cache.key"],
         "Template for the cache key, in drone-cache's Go-template syntax: \
          {{ .Commit.Branch }}, {{ checksum \"go.sum\" }}, {{ hashFiles \"**/go.sum\" }}, \
@@ -146,6 +157,20 @@ pub static SETTINGS: &[Setting] = &[
         "Replace an entry that already exists under the key. Off by default: keys are \
          immutable, so put a lockfile checksum in cache_key and a changed lockfile \
          makes a new entry. (drone-cache defaulted this to true.)"),
+    setting!("fail_on_miss", Bool, Cache, default: Some("false"),
+        aliases: ["PLUGIN_FAIL_RESTORE_IF_KEY_NOT_PRESENT"], flags: [],
+        "Fail the step (exit 1) when restore finds no entry for the key or the restore keys."),
+    setting!("allow_pull_request_writes", Bool, Cache, default: Some("false"), aliases: [],
+        flags: [],
+        "Let pull request builds rebuild and flush. Off by default, so a pull request \
+         cannot poison entries that other builds restore; restore still works."),
+    setting!("flush_age", Duration, Cache, default: None, aliases: [], flags: [],
+        "With flush: delete entries older than this, e.g. 14d."),
+    setting!("max_size", Size, Cache, default: None, aliases: [], flags: [],
+        "With flush: then delete the oldest entries until the repository's entries \
+         fit in this size, e.g. 10GB."),
+    setting!("dry_run", Bool, Cache, default: Some("false"), aliases: [], flags: [],
+        "With flush: list what would be deleted, delete nothing."),
     setting!("archive_format", Text, Archive, default: Some("gzip"), aliases: [],
         flags: ["archive.format"],
         "Compression of new entries: gzip (.tar.gz), zstd (.tar.zst) or tar (no compression). \
@@ -258,6 +283,9 @@ pub static SETTINGS: &[Setting] = &[
         flags: [],
         "Fail the step (exit 1) when restore or rebuild fails. By default a failure is \
          logged as a warning and the step succeeds, so a cache problem never breaks a build."),
+    setting!("result_file", Text, Output, default: None, aliases: [], flags: [],
+        "Write a JSON summary of the run here (relative to the workspace) for later \
+         steps: result (exact, partial, miss, stored, skipped...), keys, files, bytes, seconds."),
     setting!("debug", Bool, Output, default: Some("false"), aliases: ["DEBUG"], flags: [],
         "Log each step in detail. Secrets are never logged, with or without debug."),
     setting!("log_level", Text, Output, default: Some("info"), aliases: ["LOG_LEVEL"],

@@ -46,6 +46,7 @@ pub enum Value {
     List(Vec<String>),
     Int(i64),
     Duration(Duration),
+    Size(u64),
 }
 
 /// Where a value came from, so an error can point at the right line of the pipeline.
@@ -138,6 +139,13 @@ impl RawSettings {
         }
     }
 
+    pub fn size(&self, name: &str) -> Option<u64> {
+        match self.get(name).map(|r| &r.value) {
+            Some(Value::Size(s)) => Some(*s),
+            _ => None,
+        }
+    }
+
     /// Where the value of `name` came from, for error messages.
     pub fn source(&self, name: &str) -> Source {
         self.get(name)
@@ -189,6 +197,11 @@ pub fn parse_value(setting: &Setting, text: &str) -> Result<Value, String> {
                 .map_err(|_| format!("'{text}' is not a whole number"))?,
         ),
         Kind::Duration => Value::Duration(parse_duration(text)?),
+        Kind::Size => Value::Size(
+            text.parse::<bytesize::ByteSize>()
+                .map_err(|_| format!("'{text}' is not a size; write e.g. 10GB or 500MiB"))?
+                .as_u64(),
+        ),
     })
 }
 

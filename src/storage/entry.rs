@@ -46,3 +46,61 @@ pub async fn find(store: &Store, root: &str, key: &str) -> anyhow::Result<Option
     }
     Ok(found.into_iter().max_by_key(|e| e.meta.last_modified))
 }
+
+/// The newest entry whose key starts with `prefix`, and its key. Only the
+/// remote root's own objects are considered, not deeper folders.
+pub async fn newest_with_prefix(
+    store: &Store,
+    root: &str,
+    prefix: &str,
+) -> anyhow::Result<Option<(String, Entry)>> {
+    let folder = Path::from(root);
+    let listing = store
+        .inner()
+        .list_with_delimiter(Some(&folder))
+        .await
+        .map_err(|e| store.error("listing of", &folder, e))?;
+    Ok(listing
+        .objects
+        .into_iter()
+        .filter_map(|meta| {
+            let (key, named_format) = key_of(meta.location.filename()?)?;
+            let key = key.to_string();
+            key.starts_with(prefix)
+                .then_some((key, Entry { meta, named_format }))
+        })
+        .max_by_key(|(_, entry)| entry.meta.last_modified))
+}
+
+/// Splits an object's file name into its key and format; `None` for
+/// anything that is not an entry (claims, temporary files).
+pub fn key_of(file_name: &str) -> Option<(&str, Compression)> {
+    // Longest extension first: "x.tar.gz" must not be read as key "x.tar".
+    let mut formats = Compression::ALL;
+    formats.sort_by_key(|c| std::cmp::Reverse(c.extension().len()));
+    formats.into_iter().find_map(|c| {
+        file_name
+            .strip_suffix(c.extension())
+            .and_then(|rest| rest.strip_suffix('.'))
+            .filter(|key| !key.is_empty())
+            .map(|key| (key, c))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_of_reads_every_format_and_nothing_else() {
+        assert_eq!(
+            key_of("gomod-1.tar.gz"),
+            Some(("gomod-1", Compression::Gzip))
+        );
+        assert_eq!(key_of("k.tar.zst"), Some(("k", Compression::Zstd)));
+        assert_eq!(key_of("k.tar"), Some(("k", Compression::None)));
+        assert_eq!(key_of("x.tar.tar.gz"), Some(("x.tar", Compression::Gzip)));
+        assert_eq!(key_of("k.claim"), None);
+        assert_eq!(key_of(".tar.gz"), None);
+    }
+}
