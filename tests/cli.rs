@@ -122,6 +122,30 @@ fn configuration_errors_name_the_setting_and_exit_2() {
             ],
             "setting backend_operation_timeout",
         ),
+        (&[("PLUGIN_FLUSH", "true")], "setting flush_age"),
+        (
+            &[("PLUGIN_FLUSH", "true"), ("PLUGIN_MAX_SIZE", "lots")],
+            "setting max_size",
+        ),
+        (
+            &[
+                ("PLUGIN_RESTORE", "true"),
+                ("PLUGIN_RESTORE_KEYS", "a-,{{ .Nope }}"),
+            ],
+            "setting restore_keys",
+        ),
+        (
+            &[("PLUGIN_RESTORE", "true"), ("PLUGIN_FLUSH", "true")],
+            "restore and flush are both true",
+        ),
+        (
+            &[("PLUGIN_REBUILD", "true"), ("PLUGIN_MOUNT", "")],
+            "setting mount",
+        ),
+        (
+            &[("PLUGIN_REBUILD", "true"), ("PLUGIN_MOUNT", "/abs/**/x")],
+            "patterns must be relative",
+        ),
     ];
     for (extra, expected) in cases {
         let mut env = base.to_vec();

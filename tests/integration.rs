@@ -5,7 +5,9 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 use std::thread;
+use std::time::Duration;
 
 use common::hostile::{self, Raw};
 use common::tree::{self, assert_same, snapshot};
@@ -74,6 +76,26 @@ macro_rules! read_suite {
             fn special_files_are_skipped_and_setuid_dropped() {
                 super::special_files_are_skipped_and_setuid_dropped(&backend());
             }
+            #[test]
+            fn restore_keys_fall_back_to_the_newest_match() {
+                super::restore_keys_fall_back_to_the_newest_match(&backend());
+            }
+            #[test]
+            fn result_file_and_fail_on_miss() {
+                super::result_file_and_fail_on_miss(&backend());
+            }
+            #[test]
+            fn mount_patterns_come_back_into_an_empty_workspace() {
+                super::mount_patterns_come_back_into_an_empty_workspace(&backend());
+            }
+            #[test]
+            fn pull_requests_restore_but_do_not_write() {
+                super::pull_requests_restore_but_do_not_write(&backend());
+            }
+            #[test]
+            fn flush_deletes_old_entries_of_this_repository_only() {
+                super::flush_deletes_old_entries_of_this_repository_only(&backend());
+            }
         }
     };
 }
@@ -99,6 +121,14 @@ macro_rules! write_suite {
             #[test]
             fn readers_never_see_a_partial_entry() {
                 super::readers_never_see_a_partial_entry(&backend());
+            }
+            #[test]
+            fn a_partial_hit_is_rebuilt_under_the_exact_key() {
+                super::a_partial_hit_is_rebuilt_under_the_exact_key(&backend());
+            }
+            #[test]
+            fn pull_request_writes_can_be_allowed() {
+                super::pull_request_writes_can_be_allowed(&backend());
             }
         }
     };
@@ -603,4 +633,302 @@ fn special_files_are_skipped_and_setuid_dropped(backend: &Backend) {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, vec!["tool"]);
+}
+
+/// Stores the rich tree under `key`, with a marker file saying which key it is.
+fn store_keyed(backend: &Backend, root: &str, key: &str) {
+    let ws = workspace();
+    tree::rich(ws.path());
+    fs::write(ws.path().join("pkg.mod/which"), key).unwrap();
+    Step::new(ws.path(), backend, root)
+        .set("PLUGIN_CACHE_KEY", key)
+        .store_entry();
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap()
+}
+
+/// Entries must differ in modification time; some servers keep whole seconds.
+fn tick() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+fn restore_keys_fall_back_to_the_newest_match(backend: &Backend) {
+    let root = unique_root("restore-keys");
+    store_keyed(backend, &root, "gomod-older");
+    tick();
+    store_keyed(backend, &root, "gomod-newer");
+    tick();
+    store_keyed(backend, &root, "other-newest");
+    let ws = workspace();
+    let step = Step::new(ws.path(), backend, &root)
+        .set("PLUGIN_CACHE_KEY", "gomod-{{ .Commit.Branch }}-new")
+        .set("PLUGIN_RESTORE_KEYS", "nothing-,gomod-")
+        .set("PLUGIN_RESULT_FILE", "out/cache.json");
+    step.restore()
+        .assert_code(0)
+        .assert_log("restore key 'gomod-' found 'gomod-newer'")
+        .assert_log("restore: partial hit for key 'gomod-main-new' (restored 'gomod-newer')");
+    assert_eq!(
+        fs::read_to_string(ws.path().join("pkg.mod/which")).unwrap(),
+        "gomod-newer"
+    );
+    let result = read_json(&ws.path().join("out/cache.json"));
+    assert_eq!(result["result"], "partial");
+    assert_eq!(result["key"], "gomod-main-new");
+    assert_eq!(result["matched_key"], "gomod-newer");
+    assert_eq!(result["restore_key"], "gomod-");
+    assert!(result["files"].as_u64().unwrap() > 5, "{result}");
+    // The exact key wins over any restore key.
+    let exact = workspace();
+    Step::new(exact.path(), backend, &root)
+        .set("PLUGIN_CACHE_KEY", "gomod-older")
+        .set("PLUGIN_RESTORE_KEYS", "gomod-")
+        .restore()
+        .assert_code(0)
+        .assert_log("restore: hit for key 'gomod-older'");
+    assert_eq!(
+        fs::read_to_string(exact.path().join("pkg.mod/which")).unwrap(),
+        "gomod-older"
+    );
+    // Nothing under any prefix is a miss that names what was tried.
+    let none = workspace();
+    Step::new(none.path(), backend, &root)
+        .set("PLUGIN_CACHE_KEY", "npm-x")
+        .set("PLUGIN_RESTORE_KEYS", "npm-,yarn-")
+        .restore()
+        .assert_code(0)
+        .assert_log("nor for the restore keys 'npm-', 'yarn-'");
+}
+
+fn result_file_and_fail_on_miss(backend: &Backend) {
+    let root = unique_root("result-file");
+    let ws = workspace();
+    tree::rich(ws.path());
+    let step = Step::new(ws.path(), backend, &root).set("PLUGIN_RESULT_FILE", ".cache-result.json");
+    step.restore().assert_code(0).assert_log("restore: miss");
+    let result = read_json(&ws.path().join(".cache-result.json"));
+    assert_eq!(
+        (result["mode"].as_str(), result["result"].as_str()),
+        (Some("restore"), Some("miss"))
+    );
+    step.clone_with("PLUGIN_FAIL_ON_MISS", "true")
+        .restore()
+        .assert_code(1)
+        .assert_log("fail_on_miss");
+    // The fork's name for the same setting.
+    step.clone_with("PLUGIN_FAIL_RESTORE_IF_KEY_NOT_PRESENT", "true")
+        .restore()
+        .assert_code(1);
+    // A rebuild reports what it stored.
+    step.store_entry();
+    let result = read_json(&ws.path().join(".cache-result.json"));
+    assert_eq!(result["result"], "stored", "{result}");
+    assert!(result["bytes"].as_u64().unwrap() > result["stored_bytes"].as_u64().unwrap());
+    assert!(result["seconds"].as_f64().is_some());
+    // A failed restore writes the error.
+    backend.put(&entry(&root, "tar.gz"), b"garbage".to_vec());
+    step.clone_with("PLUGIN_EXIT_CODE", "false")
+        .restore()
+        .assert_code(0);
+    let result = read_json(&ws.path().join(".cache-result.json"));
+    assert_eq!(result["result"], "failed");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be restored"),
+        "{result}"
+    );
+}
+
+fn mount_patterns_come_back_into_an_empty_workspace(backend: &Backend) {
+    let root = unique_root("patterns");
+    let ws = workspace();
+    for (dir, file) in [
+        ("packages/a/node_modules/left-pad", "index.js"),
+        ("packages/a/node_modules/x/node_modules/y", "nested.js"),
+        ("packages/b/node_modules/.bin", "tool"),
+        ("packages/c/src", "main.js"),
+    ] {
+        fs::create_dir_all(ws.path().join(dir)).unwrap();
+        fs::write(ws.path().join(dir).join(file), dir).unwrap();
+    }
+    let run = Step::new(ws.path(), backend, &root)
+        .set("PLUGIN_MOUNT", "packages/**/node_modules,missing/**/dist")
+        .store_entry();
+    run.assert_log("mount pattern missing/**/dist matches nothing");
+    for mounts in ["packages/**/node_modules", ""] {
+        let fresh = workspace();
+        let step = Step::new(fresh.path(), backend, &root);
+        let step = if mounts.is_empty() {
+            step.unset("PLUGIN_MOUNT")
+        } else {
+            step.set("PLUGIN_MOUNT", mounts)
+        };
+        step.restore().assert_code(0).assert_log("restore: hit");
+        for part in ["packages/a/node_modules", "packages/b/node_modules"] {
+            tree::assert_same(
+                &snapshot(&ws.path().join(part)),
+                &snapshot(&fresh.path().join(part)),
+            );
+        }
+        assert!(
+            !fresh.path().join("packages/c").exists(),
+            "unmatched directory restored"
+        );
+    }
+}
+
+fn pull_requests_restore_but_do_not_write(backend: &Backend) {
+    let root = unique_root("pull-request");
+    let ws = workspace();
+    tree::rich(ws.path());
+    for (var, value) in [
+        ("DRONE_BUILD_EVENT", "pull_request"),
+        ("CI_PIPELINE_EVENT", "pull_request"),
+    ] {
+        let pr = Step::new(ws.path(), backend, &root).set(var, value);
+        pr.rebuild()
+            .assert_code(0)
+            .assert_log("rebuild: skipped: this is a pull request build")
+            .assert_log("allow_pull_request_writes: true");
+        assert!(
+            backend.list(&root).is_empty(),
+            "a pull request wrote to the cache"
+        );
+    }
+    // The default branch's entry is restored in a pull request build.
+    Step::new(ws.path(), backend, &root)
+        .set("DRONE_BUILD_EVENT", "push")
+        .store_entry();
+    let fresh = workspace();
+    Step::new(fresh.path(), backend, &root)
+        .set("DRONE_BUILD_EVENT", "pull_request")
+        .restore()
+        .assert_code(0)
+        .assert_log("restore: hit");
+    // Flush is a write too.
+    Step::new(ws.path(), backend, &root)
+        .set("DRONE_BUILD_EVENT", "pull_request")
+        .set("PLUGIN_FLUSH_AGE", "1s")
+        .run("flush")
+        .assert_code(0)
+        .assert_log("flush: skipped: this is a pull request build");
+    assert_eq!(backend.list(&root).len(), 1);
+}
+
+fn flush_deletes_old_entries_of_this_repository_only(backend: &Backend) {
+    let root = unique_root("flush");
+    // Three seconds apart: wide against whole-second server clocks.
+    store_keyed(backend, &root, "k-old");
+    std::thread::sleep(Duration::from_secs(3));
+    store_keyed(backend, &root, "k-mid");
+    std::thread::sleep(Duration::from_secs(3));
+    store_keyed(backend, &root, "k-new");
+    // Neighbours: a nested folder and a sibling repository, both old enough.
+    let nested = format!("{root}/sub");
+    let sibling = format!("{root}-sibling");
+    backend.put(&format!("{nested}/k-old.tar.gz"), b"nested".to_vec());
+    backend.put(&format!("{sibling}/k-old.tar.gz"), b"sibling".to_vec());
+    std::thread::sleep(Duration::from_millis(600));
+    let ws = workspace();
+    let flush = |extra: &[(&str, &str)]| {
+        let mut step = Step::new(ws.path(), backend, &root).unset("PLUGIN_MOUNT");
+        for (k, v) in extra {
+            step = step.set(k, v);
+        }
+        step.run("flush")
+    };
+    let keys = |prefix: &str| -> Vec<String> {
+        backend
+            .list(prefix)
+            .into_iter()
+            .filter(|o| !o.contains("/sub/"))
+            .collect()
+    };
+    // An age between the oldest entry's and the middle one's, measured now:
+    // servers keep their own clocks (and some whole seconds only).
+    let between = || {
+        let now = chrono::Utc::now();
+        let age_of = |key: &str| {
+            let meta = backend.meta(&entry_named(&root, key)).unwrap();
+            (now - meta.last_modified).num_milliseconds()
+        };
+        format!("{}ms", (age_of("k-old") + age_of("k-mid")) / 2)
+    };
+    // Dry run: says what would go, deletes nothing.
+    flush(&[("PLUGIN_FLUSH_AGE", &between()), ("PLUGIN_DRY_RUN", "true")])
+        .assert_code(0)
+        .assert_log("flush: would delete 'k-old'")
+        .assert_log("dry run, nothing was deleted");
+    assert_eq!(keys(&root).len(), 3);
+    // By age: only the oldest is older than that.
+    flush(&[("PLUGIN_FLUSH_AGE", &between())])
+        .assert_code(0)
+        .assert_log("flush: deleted 'k-old'")
+        .assert_log("flush: kept 'k-mid'")
+        .assert_log("flush: deleted 1 entry");
+    assert_eq!(
+        keys(&root),
+        vec![entry_named(&root, "k-mid"), entry_named(&root, "k-new")]
+    );
+    // By size: the oldest go until the rest fit.
+    let newest = backend.get(&entry_named(&root, "k-new")).unwrap().len();
+    flush(&[
+        ("PLUGIN_MAX_SIZE", &format!("{}B", newest + 10)),
+        ("PLUGIN_RESULT_FILE", "flush.json"),
+    ])
+    .assert_code(0)
+    .assert_log("flush: deleted 'k-mid'")
+    .assert_log("max_size");
+    assert_eq!(keys(&root), vec![entry_named(&root, "k-new")]);
+    let result = read_json(&ws.path().join("flush.json"));
+    assert_eq!(
+        (result["deleted"].as_u64(), result["kept"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // Never outside this repository's own folder.
+    assert_eq!(
+        backend.list(&nested),
+        vec![format!("{nested}/k-old.tar.gz")]
+    );
+    assert_eq!(
+        backend.list(&sibling),
+        vec![format!("{sibling}/k-old.tar.gz")]
+    );
+}
+
+fn entry_named(root: &str, key: &str) -> String {
+    format!("{root}/{key}.tar.gz")
+}
+
+fn a_partial_hit_is_rebuilt_under_the_exact_key(backend: &Backend) {
+    let root = unique_root("partial-rebuild");
+    store_keyed(backend, &root, "gomod-aaa");
+    let ws = workspace();
+    let step = Step::new(ws.path(), backend, &root)
+        .set("PLUGIN_CACHE_KEY", "gomod-bbb")
+        .set("PLUGIN_RESTORE_KEYS", "gomod-");
+    step.restore().assert_code(0).assert_log("partial hit");
+    step.rebuild()
+        .assert_code(0)
+        .assert_log("rebuild: stored key 'gomod-bbb'");
+    step.restore()
+        .assert_code(0)
+        .assert_log("restore: hit for key 'gomod-bbb'");
+}
+
+fn pull_request_writes_can_be_allowed(backend: &Backend) {
+    let root = unique_root("pr-allowed");
+    let ws = workspace();
+    tree::rich(ws.path());
+    Step::new(ws.path(), backend, &root)
+        .set("DRONE_BUILD_EVENT", "pull_request")
+        .set("PLUGIN_ALLOW_PULL_REQUEST_WRITES", "true")
+        .rebuild()
+        .assert_code(0)
+        .assert_log("rebuild: stored key");
 }

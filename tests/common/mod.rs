@@ -271,6 +271,15 @@ impl Backend {
         }
     }
 
+    /// An object's metadata as the server reports it.
+    pub fn meta(&self, object: &str) -> Option<object_store::ObjectMeta> {
+        match block_on(self.store.head(&ObjectPath::from(object))) {
+            Ok(meta) => Some(meta),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("head {object}: {e}"),
+        }
+    }
+
     /// Every object under `prefix`, sorted.
     pub fn list(&self, prefix: &str) -> Vec<String> {
         use futures::TryStreamExt;
@@ -365,6 +374,19 @@ impl<'a> Step<'a> {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_string(), value.to_string()));
         self
+    }
+
+    /// A copy of this step with one more setting.
+    pub fn clone_with(&self, key: &str, value: &str) -> Step<'a> {
+        let mut step = Step {
+            workspace: self.workspace.clone(),
+            backend: self.backend,
+            env: self.env.clone(),
+            unprivileged: self.unprivileged,
+        };
+        step.env.retain(|(k, _)| k != key);
+        step.env.push((key.to_string(), value.to_string()));
+        step
     }
 
     pub fn unset(mut self, key: &str) -> Self {
