@@ -121,6 +121,15 @@ fn larder_restores_what_gnu_tar_wrote() {
                 .collect()
         };
         assert_same(&trim(&before), &trim(&after));
+        // Without a manifest, larder cannot know what the archive's mounts
+        // are: restoring without `mount` says so instead of guessing.
+        let blind = workspace();
+        Step::new(blind.path(), &backend, &root)
+            .unset("PLUGIN_MOUNT")
+            .restore()
+            .assert_code(1)
+            .assert_log("not written by larder")
+            .assert_log("list the directories to restore in mount");
     }
 }
 

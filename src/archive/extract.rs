@@ -220,12 +220,19 @@ impl Extractor<'_> {
             if self.in_unrequested_mount(&name) {
                 return Ok(None);
             }
+            let no_manifest = self.manifest.is_none();
             let mounts: Vec<&str> = self
                 .staging()?
                 .mounts
                 .iter()
                 .map(|s| s.mount.name.as_str())
                 .collect();
+            if mounts.is_empty() && no_manifest {
+                bail!(
+                    "the entry was not written by larder (it has no manifest), so list the \
+                     directories to restore in mount"
+                );
+            }
             bail!(
                 "it is outside the mounts being restored ({})",
                 mounts.join(", ")
