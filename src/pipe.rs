@@ -93,3 +93,82 @@ impl Read for ChunkReader {
         Ok(n)
     }
 }
+
+/// Runs a reader (a decompressor) on its own thread, a few chunks ahead of
+/// the consumer, so decompression overlaps with what consumes its output.
+/// Buffers go back and forth between the threads instead of being
+/// reallocated.
+pub struct ReadAhead {
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    spare: std::sync::mpsc::SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl ReadAhead {
+    const CHUNK: usize = 256 * 1024;
+    const DEPTH: usize = 4;
+
+    pub fn spawn(mut inner: impl Read + Send + 'static) -> ReadAhead {
+        let (chunk_tx, chunks) = std::sync::mpsc::sync_channel(Self::DEPTH);
+        let (spare, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(Self::DEPTH + 2);
+        std::thread::spawn(move || {
+            loop {
+                let mut buf = spare_rx.try_recv().unwrap_or_default();
+                buf.resize(Self::CHUNK, 0);
+                let mut filled = 0;
+                let result = loop {
+                    match inner.read(&mut buf[filled..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == buf.len() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                buf.truncate(filled);
+                let end = filled == 0 || result.is_err();
+                let message = match result {
+                    Ok(()) => Ok(buf),
+                    Err(e) => Err(e),
+                };
+                if (filled > 0 || message.is_err()) && chunk_tx.send(message).is_err() {
+                    return;
+                }
+                if end {
+                    return;
+                }
+            }
+        });
+        ReadAhead {
+            chunks,
+            spare,
+            current: Vec::new(),
+            position: 0,
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.position == self.current.len() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    let _ = self.spare.try_send(used);
+                    self.position = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.position);
+        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
+}

@@ -367,10 +367,10 @@ fn cancelling_a_rebuild_leaves_nothing_behind() {
         let root = unique_root("cancel");
         let ws = workspace();
         fs::create_dir(ws.path().join("pkg.mod")).unwrap();
-        for i in 0..8 {
+        for i in 0..12 {
             fs::write(
                 ws.path().join(format!("pkg.mod/blob{i}")),
-                tree::noise(i, 8 << 20),
+                tree::noise(i, 24 << 20),
             )
             .unwrap();
         }
@@ -380,7 +380,7 @@ fn cancelling_a_rebuild_leaves_nothing_behind() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(700));
+        std::thread::sleep(Duration::from_millis(400));
         let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
         let output = child.wait_with_output().unwrap();

@@ -3,14 +3,14 @@
 use std::io::{self, BufRead, Read, Write};
 
 use flate2::bufread::MultiGzDecoder;
-use flate2::write::GzEncoder;
 
-use super::Compression;
+use super::{Compression, gzip_blocks};
+use crate::pipe::ReadAhead;
 
 /// A writer that compresses into `W`; `finish` writes the trailer and returns `W`.
 pub enum Encoder<W: Write> {
     None(W),
-    Gzip(GzEncoder<W>),
+    Gzip(gzip_blocks::Writer<W>),
     Zstd(zstd::Encoder<'static, W>),
 }
 
@@ -18,10 +18,7 @@ impl<W: Write> Encoder<W> {
     pub fn new(compression: Compression, level: i32, out: W) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Encoder::None(out),
-            Compression::Gzip => Encoder::Gzip(GzEncoder::new(
-                out,
-                flate2::Compression::new(level.clamp(1, 9) as u32),
-            )),
+            Compression::Gzip => Encoder::Gzip(gzip_blocks::Writer::new(out, level.clamp(1, 9))?),
             Compression::Zstd => {
                 let mut encoder = zstd::Encoder::new(out, level)?;
                 encoder.include_checksum(true)?;
@@ -61,32 +58,22 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
-/// A reader that decompresses; every format checks its own integrity
-/// (gzip CRC-32 and length per member, zstd content checksum).
-pub enum Decoder<R: BufRead> {
-    None(R),
-    Gzip(Box<MultiGzDecoder<R>>),
-    Zstd(Box<zstd::Decoder<'static, R>>),
-}
-
-impl<R: BufRead> Decoder<R> {
-    pub fn new(compression: Compression, input: R) -> io::Result<Self> {
-        Ok(match compression {
-            Compression::None => Decoder::None(input),
-            Compression::Gzip => Decoder::Gzip(Box::new(MultiGzDecoder::new(input))),
-            Compression::Zstd => Decoder::Zstd(Box::new(zstd::Decoder::with_buffer(input)?)),
-        })
-    }
-}
-
-impl<R: BufRead> Read for Decoder<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Decoder::None(r) => r.read(buf),
-            Decoder::Gzip(d) => d.read(buf),
-            Decoder::Zstd(d) => d.read(buf),
+/// A reader that decompresses `input`; every format checks its own
+/// integrity (gzip CRC-32 and length per member, zstd content checksum).
+/// Decompression runs on other threads: larder's own gzip entries in
+/// parallel, member by member; zstd and other gzip one thread ahead.
+pub fn decoder<R: BufRead + Send + 'static>(
+    compression: Compression,
+    mut input: R,
+) -> io::Result<Box<dyn Read + Send>> {
+    Ok(match compression {
+        Compression::None => Box::new(input),
+        Compression::Gzip if gzip_blocks::is_blocked(input.fill_buf()?) => {
+            Box::new(gzip_blocks::Reader::new(input))
         }
-    }
+        Compression::Gzip => Box::new(ReadAhead::spawn(MultiGzDecoder::new(input))),
+        Compression::Zstd => Box::new(ReadAhead::spawn(zstd::Decoder::with_buffer(input)?)),
+    })
 }
 
 #[cfg(test)]
@@ -101,7 +88,7 @@ mod tests {
 
     fn decompress(c: Compression, data: &[u8]) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        Decoder::new(c, data)?.read_to_end(&mut out)?;
+        decoder(c, io::Cursor::new(data.to_vec()))?.read_to_end(&mut out)?;
         Ok(out)
     }
 

@@ -10,10 +10,10 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, Permissions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
@@ -21,9 +21,10 @@ use anyhow::{Context, anyhow, bail};
 use filetime::FileTime;
 use tar::EntryType;
 
-use super::codec::Decoder;
+use super::codec;
 use super::digest::{self, Progress, Verifier};
 use super::manifest::{Manifest, pax_value};
+use super::writers::{FileJob, SMALL_FILE, Writers, create_file, finish_file, replace_non_dir};
 use super::{Compression, Stats};
 use crate::staging::Staging;
 
@@ -47,14 +48,17 @@ pub type Planner<'a> = &'a dyn Fn(Option<&Manifest>) -> anyhow::Result<Staging>;
 /// Reads the archive from `input` into staging planned by `plan`, and
 /// returns the staging for the caller to commit. On error the staging is
 /// dropped, which removes everything written so far.
-pub fn extract(input: impl Read, plan: Planner<'_>) -> anyhow::Result<(Extracted, Staging)> {
+pub fn extract(
+    input: impl Read + Send + 'static,
+    plan: Planner<'_>,
+) -> anyhow::Result<(Extracted, Staging)> {
     let mut input = BufReader::with_capacity(256 * 1024, input);
     let head = input.fill_buf().context("cannot read the entry")?;
     if head.is_empty() {
         bail!("the entry is empty (0 bytes)");
     }
     let compression = Compression::detect(head);
-    let decoder = Decoder::new(compression, input)?;
+    let decoder = codec::decoder(compression, input)?;
     let mut stream = Verifier::new(decoder);
     let progress = stream.progress();
     let mut extractor = Extractor {
@@ -65,6 +69,7 @@ pub fn extract(input: impl Read, plan: Planner<'_>) -> anyhow::Result<(Extracted
         manifest: None,
         verified: false,
         progress: Rc::clone(&progress),
+        writers: Writers::new(),
         dirs: Vec::new(),
         symlinks: HashSet::new(),
         created: HashSet::new(),
@@ -129,6 +134,8 @@ struct Extractor<'a> {
     manifest: Option<Manifest>,
     /// Whether the digest trailer was seen and matched.
     verified: bool,
+    /// Writes small files on other threads.
+    writers: Writers,
     progress: Rc<RefCell<Progress>>,
     /// Directory metadata, applied last so read-only directories can be filled.
     dirs: Vec<DirMeta>,
@@ -202,7 +209,7 @@ impl Extractor<'_> {
             }
             _ => None,
         };
-        self.create(&mut entry, kind, &place, source)
+        self.create(&mut entry, kind, &place, source, &shown)
             .with_context(|| format!("cannot restore entry '{shown}'"))
     }
 
@@ -274,6 +281,7 @@ impl Extractor<'_> {
         kind: EntryType,
         place: &Place,
         link_source: Option<Place>,
+        shown: &str,
     ) -> anyhow::Result<()> {
         // Some writers leave numeric fields blank: fall back to sane values
         // rather than refusing an otherwise fine archive.
@@ -302,17 +310,30 @@ impl Extractor<'_> {
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.parent(&place.path)?;
-                let mut file = create_file(&place.path)?;
+                self.writers.settle(&[&place.path])?;
+                if self.created.contains(&place.path) {
+                    bail!("the name of an earlier directory entry is reused for a non-directory");
+                }
                 let size = entry.size();
-                let copied = io::copy(entry, &mut file)?;
-                if copied != size {
-                    bail!("the archive is truncated: {copied} of {size} bytes present");
+                if size <= SMALL_FILE {
+                    // Small files: read here, written by the pool.
+                    let mut data = Vec::with_capacity(size as usize);
+                    entry.read_to_end(&mut data)?;
+                    check_size(data.len() as u64, size)?;
+                    self.writers.submit(FileJob {
+                        name: shown.to_string(),
+                        path: place.path.clone(),
+                        data,
+                        mode,
+                        mtime,
+                        owner,
+                    })?;
+                } else {
+                    let mut file = create_file(&place.path)?;
+                    let copied = io::copy(entry, &mut file)?;
+                    check_size(copied, size)?;
+                    finish_file(&file, mode, mtime, owner)?;
                 }
-                if let Some((uid, gid)) = owner {
-                    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
-                }
-                file.set_permissions(Permissions::from_mode(mode))?;
-                filetime::set_file_handle_times(&file, None, Some(mtime))?;
                 self.stats.files += 1;
                 self.stats.bytes += size;
             }
@@ -322,6 +343,7 @@ impl Extractor<'_> {
                     .ok_or_else(|| anyhow!("symbolic link without a target"))?;
                 let target = OsStr::from_bytes(&target).to_owned();
                 self.parent(&place.path)?;
+                self.writers.settle(&[&place.path])?;
                 replace_non_dir(&place.path)?;
                 std::os::unix::fs::symlink(&target, &place.path)?;
                 if let Some((uid, gid)) = owner {
@@ -334,6 +356,7 @@ impl Extractor<'_> {
             EntryType::Link => {
                 let source = link_source.ok_or_else(|| anyhow!("hard link without a target"))?;
                 self.parent(&place.path)?;
+                self.writers.settle(&[&place.path, &source.path])?;
                 replace_non_dir(&place.path)?;
                 fs::hard_link(&source.path, &place.path).with_context(|| {
                     format!(
@@ -374,6 +397,7 @@ impl Extractor<'_> {
             return Ok(());
         }
         self.parent(path)?;
+        self.writers.settle(&[path])?;
         match fs::create_dir(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -396,6 +420,7 @@ impl Extractor<'_> {
         if self.created.contains(parent) {
             return Ok(());
         }
+        self.writers.settle(&[parent])?;
         match parent.symlink_metadata() {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => bail!("its parent {} is not a directory", parent.display()),
@@ -410,6 +435,7 @@ impl Extractor<'_> {
     /// Applies directory modes, owners and times deepest first, so a
     /// read-only directory is only locked once everything inside is written.
     fn finish_dirs(&mut self) -> anyhow::Result<()> {
+        self.writers.wait_all()?;
         self.dirs
             .sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
         for dir in &self.dirs {
@@ -443,33 +469,11 @@ fn normalize(raw: &[u8]) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-fn create_file(path: &Path) -> io::Result<File> {
-    let open = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-    };
-    match open() {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            replace_non_dir(path)?;
-            open()
-        }
-        other => other,
+fn check_size(got: u64, want: u64) -> anyhow::Result<()> {
+    if got != want {
+        bail!("the archive is truncated: {got} of {want} bytes present");
     }
-}
-
-/// Removes an earlier entry with the same name (later entries win, as in
-/// tar), but never a directory: that would drop what was extracted into it.
-fn replace_non_dir(path: &Path) -> io::Result<()> {
-    match path.symlink_metadata() {
-        Ok(meta) if meta.is_dir() => Err(io::Error::other(
-            "the name of an earlier directory entry is reused for a non-directory",
-        )),
-        Ok(_) => fs::remove_file(path),
-        Err(_) => Ok(()),
-    }
+    Ok(())
 }
 
 /// The entry's mtime, with the PAX fraction when present (0 if unreadable).

@@ -4,8 +4,10 @@ pub mod codec;
 pub mod digest;
 pub mod extract;
 pub mod format;
+pub mod gzip_blocks;
 pub mod manifest;
 pub mod write;
+pub mod writers;
 
 pub use format::Compression;
 

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Benchmarks larder against the GNU pipelines, in the same run, on the same
+# corpus (a generated Go module cache), and prints medians and ratios.
+#
+#   scripts/bench.sh [--size-mb 600] [--files 15000] [--runs 5] [--only fs|s3]
+#
+# Rebuild is compared with `tar -cf - | zstd -3 -T2` and `tar -cf - | pigz -6 -p2`,
+# restore with `zstd -dc | tar -x` and `gzip -dc | tar -x`, on the filesystem
+# backend and on S3 (s3s-fs on 127.0.0.1). Ratios below 1 mean larder is faster.
+# Peak RSS comes from /usr/bin/time. Machines here are noisy: compare ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SIZE_MB=600 FILES=15000 RUNS=5 ONLY=all
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size-mb) SIZE_MB=$2; shift 2 ;;
+    --files) FILES=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    *) echo "usage: $0 [--size-mb N] [--files N] [--runs N] [--only fs|s3]" >&2; exit 2 ;;
+  esac
+done
+
+WORK=${LARDER_BENCH_DIR:-$ROOT/target/bench}
+CORPUS=$WORK/corpus-$SIZE_MB-$FILES
+OUT=$WORK/out
+RESULTS=$WORK/results.tsv
+mkdir -p "$WORK"
+
+command -v pigz >/dev/null || { echo "bench: installing pigz" >&2; apt-get install -y -qq pigz >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq pigz >/dev/null; }; }
+for tool in tar zstd gzip pigz /usr/bin/time python3; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
+done
+
+cargo build --release --locked --quiet
+LARDER=$ROOT/target/release/larder
+
+if [ ! -d "$CORPUS/pkg.mod" ]; then
+  echo "bench: generating the corpus ($SIZE_MB MB, $FILES files)" >&2
+  rm -rf "$CORPUS.tmp"
+  python3 scripts/bench-corpus.py "$CORPUS.tmp" --size-mb "$SIZE_MB" --files "$FILES" >&2
+  mv "$CORPUS.tmp" "$CORPUS"
+fi
+
+if [ "$ONLY" != fs ]; then
+  scripts/ci-services.sh install >&2
+  scripts/ci-services.sh start >&2
+  trap 'scripts/ci-services.sh stop >&2' EXIT
+  # shellcheck source=/dev/null
+  source target/ci-run/env
+fi
+
+wipe() { [ -e "$1" ] && chmod -R u+w "$1" && rm -rf "$1"; mkdir -p "$1"; }
+
+# measure NAME COMMAND...: runs once, appends "name seconds maxrss_kib".
+measure() {
+  local name=$1; shift
+  sync
+  local t0 t1 rss
+  t0=$(date +%s.%N)
+  if ! /usr/bin/time -f "%M" "$@" >/dev/null 2>"$WORK/stderr"; then
+    echo "bench: $name failed:" >&2; cat "$WORK/stderr" >&2; exit 1
+  fi
+  t1=$(date +%s.%N)
+  rss=$(tail -1 "$WORK/stderr")
+  echo -e "$name\t$(awk "BEGIN { print $t1 - $t0 }")\t$rss" >>"$RESULTS"
+}
+
+larder_env() { # backend-specific settings for larder, as a pipeline would pass them
+  local backend=$1
+  echo PLUGIN_MOUNT=pkg.mod PLUGIN_REMOTE_ROOT=bench PLUGIN_EXIT_CODE=true
+  if [ "$backend" = fs ]; then
+    echo PLUGIN_BACKEND=filesystem PLUGIN_FILESYSTEM_CACHE_ROOT="$OUT/cache"
+  else
+    echo PLUGIN_BACKEND=s3 PLUGIN_BUCKET="$LARDER_TEST_S3_BUCKET" PLUGIN_ENDPOINT="$LARDER_TEST_S3_ENDPOINT" \
+      PLUGIN_PATH_STYLE=true PLUGIN_ACCESS_KEY="$LARDER_TEST_S3_ACCESS_KEY" PLUGIN_SECRET_KEY="$LARDER_TEST_S3_SECRET_KEY"
+  fi
+}
+
+rm -f "$RESULTS"
+wipe "$OUT"
+backends=(fs s3); [ "$ONLY" = fs ] && backends=(fs); [ "$ONLY" = s3 ] && backends=(s3)
+for run in $(seq 1 "$RUNS"); do
+  echo "bench: run $run of $RUNS" >&2
+  # GNU pipelines.
+  measure gnu-rebuild-zstd bash -c "tar -cf - -C '$CORPUS' pkg.mod | zstd -q -3 -T2 -o '$OUT/gnu.tar.zst' -f"
+  measure gnu-rebuild-gzip bash -c "tar -cf - -C '$CORPUS' pkg.mod | pigz -6 -p2 > '$OUT/gnu.tar.gz'"
+  wipe "$OUT/x"
+  measure gnu-restore-zstd bash -c "zstd -dc '$OUT/gnu.tar.zst' | tar -x -C '$OUT/x'"
+  wipe "$OUT/x"
+  measure gnu-restore-gzip bash -c "gzip -dc '$OUT/gnu.tar.gz' | tar -x -C '$OUT/x'"
+  # larder, as a pipeline runs it.
+  for backend in "${backends[@]}"; do
+    for format in zstd gzip; do
+      # shellcheck disable=SC2046
+      measure "larder-$backend-rebuild-$format" env $(larder_env "$backend") PLUGIN_REBUILD=true \
+        PLUGIN_OVERRIDE=true PLUGIN_ARCHIVE_FORMAT=$format PLUGIN_CACHE_KEY=$format DRONE_WORKSPACE="$CORPUS" "$LARDER"
+      wipe "$OUT/x"
+      # shellcheck disable=SC2046
+      measure "larder-$backend-restore-$format" env $(larder_env "$backend") PLUGIN_RESTORE=true \
+        PLUGIN_CACHE_KEY=$format DRONE_WORKSPACE="$OUT/x" "$LARDER"
+    done
+    # shellcheck disable=SC2046
+    measure "larder-$backend-rebuild-existing" env $(larder_env "$backend") PLUGIN_REBUILD=true \
+      PLUGIN_CACHE_KEY=zstd DRONE_WORKSPACE="$CORPUS" "$LARDER"
+  done
+done
+wipe "$OUT/x"
+
+python3 - "$RESULTS" "$SIZE_MB" "$FILES" "$RUNS" <<'PY'
+import statistics, sys
+path, size, files, runs = sys.argv[1:]
+rows = {}
+for line in open(path):
+    name, secs, rss = line.split("\t")
+    rows.setdefault(name, []).append((float(secs), int(rss)))
+med = {k: statistics.median(s for s, _ in v) for k, v in rows.items()}
+rss = {k: max(r for _, r in v) / 1024 for k, v in rows.items()}
+print(f"\ncorpus: {size} MB, {files} files; medians of {runs} runs (seconds); ratio = larder / baseline\n")
+print(f"| operation | baseline | s | larder fs | s | ratio | peak RSS MiB | larder S3 | S3 / fs | peak RSS MiB |")
+print(f"|---|---|---|---|---|---|---|---|---|---|")
+for op, base, label in [
+    ("rebuild-zstd", "gnu-rebuild-zstd", "tar \\| zstd -3 -T2"),
+    ("rebuild-gzip", "gnu-rebuild-gzip", "tar \\| pigz -6 -p2"),
+    ("restore-zstd", "gnu-restore-zstd", "zstd -dc \\| tar -x"),
+    ("restore-gzip", "gnu-restore-gzip", "gzip -dc \\| tar -x"),
+]:
+    b = med.get(base)
+    fs, s3 = med.get(f"larder-fs-{op}"), med.get(f"larder-s3-{op}")
+    cells = [op, label, f"{b:.2f}" if b else "-"]
+    cells += [f"{fs:.2f}", f"{fs / b:.2f}", f"{rss[f'larder-fs-{op}']:.0f}"] if fs else ["-", "-", "-"]
+    cells += [f"{s3:.2f}", f"{s3 / fs:.2f}" if fs else "-", f"{rss[f'larder-s3-{op}']:.0f}"] if s3 else ["-", "-", "-"]
+    print("| " + " | ".join(cells) + " |")
+for backend in ("fs", "s3"):
+    k = f"larder-{backend}-rebuild-existing"
+    if k in med:
+        print(f"\nrebuild of an existing key ({backend}): {med[k]:.3f} s")
+PY

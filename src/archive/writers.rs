@@ -1,0 +1,241 @@
+//! Writing restored files on several threads.
+//!
+//! Creating many small files is mostly system calls (create, write, chmod,
+//! utimes, close), so the tar reader hands each small file's bytes to a
+//! pool and moves on. The caller keeps order where it matters: `settle`
+//! waits for pending files before anything else touches their paths.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use filetime::FileTime;
+
+/// Files up to this size go to the pool; larger ones are streamed inline.
+pub const SMALL_FILE: u64 = 1 << 20;
+
+/// Everything needed to create one regular file.
+pub struct FileJob {
+    /// The entry's name in the archive, for messages.
+    pub name: String,
+    pub path: PathBuf,
+    pub data: Vec<u8>,
+    pub mode: u32,
+    pub mtime: FileTime,
+    pub owner: Option<(u32, u32)>,
+}
+
+#[derive(Default)]
+struct Progress {
+    done: u64,
+    error: Option<io::Error>,
+}
+
+pub struct Writers {
+    jobs: Option<SyncSender<FileJob>>,
+    workers: Vec<JoinHandle<()>>,
+    progress: Arc<(Mutex<Progress>, Condvar)>,
+    submitted: u64,
+    /// Paths handed to the pool since the last `settle`.
+    pending: HashSet<PathBuf>,
+}
+
+impl Default for Writers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Writers {
+    pub fn new() -> Writers {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (jobs, job_rx) = sync_channel::<FileJob>(threads * 8);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let progress = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
+        let workers = (0..threads)
+            .map(|_| {
+                let job_rx = Arc::clone(&job_rx);
+                let progress = Arc::clone(&progress);
+                std::thread::spawn(move || {
+                    loop {
+                        let job = match job_rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let result = write_file(&job);
+                        let (lock, done) = &*progress;
+                        if let Ok(mut progress) = lock.lock() {
+                            progress.done += 1;
+                            if let Err(e) = result {
+                                let e = io::Error::new(
+                                    e.kind(),
+                                    format!("cannot restore entry '{}': {e}", job.name),
+                                );
+                                progress.error.get_or_insert(e);
+                            }
+                        }
+                        done.notify_all();
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            jobs: Some(jobs),
+            workers,
+            progress,
+            submitted: 0,
+            pending: HashSet::new(),
+        }
+    }
+
+    /// Queues a file; fails early if an earlier one could not be written.
+    pub fn submit(&mut self, job: FileJob) -> io::Result<()> {
+        self.check()?;
+        self.pending.insert(job.path.clone());
+        self.submitted += 1;
+        self.jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(|| io::Error::other("the file writer threads stopped"))
+    }
+
+    /// Waits for queued files if any of `paths` is among them, so an
+    /// operation on a path never races a pending write of it.
+    pub fn settle(&mut self, paths: &[&Path]) -> io::Result<()> {
+        if paths.iter().any(|p| self.pending.contains(*p)) {
+            self.wait_all()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every queued file is written.
+    pub fn wait_all(&mut self) -> io::Result<()> {
+        let (lock, done) = &*self.progress;
+        let mut progress = lock
+            .lock()
+            .map_err(|_| io::Error::other("a file writer thread panicked"))?;
+        while progress.done < self.submitted && progress.error.is_none() {
+            progress = done
+                .wait(progress)
+                .map_err(|_| io::Error::other("a file writer thread panicked"))?;
+        }
+        if let Some(e) = progress.error.take() {
+            return Err(e);
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn check(&self) -> io::Result<()> {
+        let (lock, _) = &*self.progress;
+        match lock.lock() {
+            Ok(mut progress) => progress.error.take().map_or(Ok(()), Err),
+            Err(_) => Err(io::Error::other("a file writer thread panicked")),
+        }
+    }
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Creates one file with its contents, owner, mode and mtime.
+pub fn write_file(job: &FileJob) -> io::Result<()> {
+    let mut file = create_file(&job.path)?;
+    file.write_all(&job.data)?;
+    finish_file(&file, job.mode, job.mtime, job.owner)
+}
+
+/// Sets owner (as root), mode and mtime on a written file, in that order:
+/// chown would clear mode bits set before it.
+pub fn finish_file(
+    file: &File,
+    mode: u32,
+    mtime: FileTime,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(file, Some(uid), Some(gid))?;
+    }
+    file.set_permissions(Permissions::from_mode(mode))?;
+    filetime::set_file_handle_times(file, None, Some(mtime))
+}
+
+pub fn create_file(path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            replace_non_dir(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// Removes an earlier entry with the same name (later entries win, as in
+/// tar), but never a directory: that would drop what was extracted into it.
+pub fn replace_non_dir(path: &Path) -> io::Result<()> {
+    match path.symlink_metadata() {
+        Ok(meta) if meta.is_dir() => Err(io::Error::other(
+            "the name of an earlier directory entry is reused for a non-directory",
+        )),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_files_and_reports_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writers = Writers::new();
+        for i in 0..50 {
+            writers
+                .submit(FileJob {
+                    name: format!("f{i}"),
+                    path: dir.path().join(format!("f{i}")),
+                    data: vec![i as u8; 1000],
+                    mode: 0o444,
+                    mtime: FileTime::from_unix_time(1_000_000, 5),
+                    owner: None,
+                })
+                .unwrap();
+        }
+        writers.wait_all().unwrap();
+        let meta = fs::metadata(dir.path().join("f7")).unwrap();
+        assert_eq!(meta.len(), 1000);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+        writers
+            .submit(FileJob {
+                name: "missing/dir/f".into(),
+                path: dir.path().join("missing/dir/f"),
+                data: Vec::new(),
+                mode: 0o644,
+                mtime: FileTime::zero(),
+                owner: None,
+            })
+            .unwrap();
+        let err = writers.wait_all().unwrap_err();
+        assert!(err.to_string().contains("entry 'missing/dir/f'"), "{err}");
+    }
+}
