@@ -63,33 +63,51 @@ impl Write for ChunkWriter {
     }
 }
 
-/// A `Read` over chunks from an async producer. The producer reports a
-/// failure as an `Err` item; a closed channel is the end of the data.
+/// A `BufRead` over batches of chunks from an async producer (one batch
+/// per downloaded range). The producer reports a failure as an `Err` item;
+/// a closed channel is the end of the data. Chunks are read in place.
 pub struct ChunkReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
+    rx: mpsc::Receiver<io::Result<Vec<Bytes>>>,
+    queue: std::collections::VecDeque<Bytes>,
 }
 
 impl ChunkReader {
-    pub fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+    pub fn new(rx: mpsc::Receiver<io::Result<Vec<Bytes>>>) -> Self {
         ChunkReader {
             rx,
-            current: Bytes::new(),
+            queue: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl io::BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.queue.front().is_none_or(|c| c.is_empty()) {
+            if self.queue.pop_front().is_some() {
+                continue;
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(batch)) => self.queue.extend(batch),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(&[]),
+            }
+        }
+        Ok(self.queue.front().map_or(&[], |c| &c[..]))
+    }
+
+    fn consume(&mut self, amount: usize) {
+        if let Some(chunk) = self.queue.front_mut() {
+            bytes::Buf::advance(chunk, amount.min(chunk.len()));
         }
     }
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
+        let available = io::BufRead::fill_buf(self)?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        io::BufRead::consume(self, n);
         Ok(n)
     }
 }

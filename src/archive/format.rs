@@ -46,10 +46,14 @@ impl Compression {
 
     /// The level used when `compression_level` is -1: chosen for CI, where the
     /// step's wall time matters more than the last few percent of size.
+    /// Measured on the benchmark corpus (636 MB, 14,607 files, 2 cores):
+    /// gzip 1: 1.5 s, 37%; gzip 4: 2.6 s, 35%; gzip 6: 4.6 s, 34% (the
+    /// extra 3 s buy 20 MB, about 0.2 s of upload); zstd 1, 2 and 3 all take
+    /// 1.1-1.2 s (reading the files is the limit) for 34%, 33%, 28%.
     pub fn default_level(self) -> i32 {
         match self {
             Compression::None => 0,
-            Compression::Gzip => 6,
+            Compression::Gzip => 1,
             Compression::Zstd => 3,
         }
     }
@@ -102,7 +106,7 @@ mod tests {
 
     #[test]
     fn levels_are_checked_per_format() {
-        assert_eq!(Compression::Gzip.level(-1), Ok(6));
+        assert_eq!(Compression::Gzip.level(-1), Ok(1));
         assert_eq!(Compression::Zstd.level(19), Ok(19));
         assert!(Compression::Gzip.level(10).unwrap_err().contains("1-9"));
         assert!(Compression::Zstd.level(0).is_err());

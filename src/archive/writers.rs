@@ -34,10 +34,18 @@ pub struct FileJob {
 struct Progress {
     done: u64,
     error: Option<io::Error>,
+    /// Whether `wait_all` is waiting: workers only wake it then.
+    waiting: bool,
 }
 
+/// Files are handed over in batches, so one wake-up moves many small files.
+const BATCH_FILES: usize = 32;
+const BATCH_BYTES: usize = 1 << 20;
+
 pub struct Writers {
-    jobs: Option<SyncSender<FileJob>>,
+    jobs: Option<SyncSender<Vec<FileJob>>>,
+    batch: Vec<FileJob>,
+    batch_bytes: usize,
     workers: Vec<JoinHandle<()>>,
     progress: Arc<(Mutex<Progress>, Condvar)>,
     submitted: u64,
@@ -54,7 +62,7 @@ impl Default for Writers {
 impl Writers {
     pub fn new() -> Writers {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (jobs, job_rx) = sync_channel::<FileJob>(threads * 8);
+        let (jobs, job_rx) = sync_channel::<Vec<FileJob>>(threads * 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let progress = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
         let workers = (0..threads)
@@ -63,30 +71,37 @@ impl Writers {
                 let progress = Arc::clone(&progress);
                 std::thread::spawn(move || {
                     loop {
-                        let job = match job_rx.lock() {
+                        let batch = match job_rx.lock() {
                             Ok(rx) => rx.recv(),
                             Err(_) => return,
                         };
-                        let Ok(job) = job else { return };
-                        let result = write_file(&job);
-                        let (lock, done) = &*progress;
-                        if let Ok(mut progress) = lock.lock() {
-                            progress.done += 1;
-                            if let Err(e) = result {
-                                let e = io::Error::new(
+                        let Ok(batch) = batch else { return };
+                        let count = batch.len() as u64;
+                        let failure = batch.iter().find_map(|job| {
+                            write_file(job).err().map(|e| {
+                                io::Error::new(
                                     e.kind(),
                                     format!("cannot restore entry '{}': {e}", job.name),
-                                );
-                                progress.error.get_or_insert(e);
-                            }
+                                )
+                            })
+                        });
+                        let (lock, done) = &*progress;
+                        let Ok(mut progress) = lock.lock() else { return };
+                        progress.done += count;
+                        if let Some(e) = failure {
+                            progress.error.get_or_insert(e);
                         }
-                        done.notify_all();
+                        if progress.waiting {
+                            done.notify_all();
+                        }
                     }
                 })
             })
             .collect();
         Writers {
             jobs: Some(jobs),
+            batch: Vec::with_capacity(BATCH_FILES),
+            batch_bytes: 0,
             workers,
             progress,
             submitted: 0,
@@ -99,9 +114,23 @@ impl Writers {
         self.check()?;
         self.pending.insert(job.path.clone());
         self.submitted += 1;
+        self.batch_bytes += job.data.len();
+        self.batch.push(job);
+        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.send_batch()?;
+        }
+        Ok(())
+    }
+
+    fn send_batch(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_FILES));
+        self.batch_bytes = 0;
         self.jobs
             .as_ref()
-            .and_then(|jobs| jobs.send(job).ok())
+            .and_then(|jobs| jobs.send(batch).ok())
             .ok_or_else(|| io::Error::other("the file writer threads stopped"))
     }
 
@@ -116,15 +145,18 @@ impl Writers {
 
     /// Waits until every queued file is written.
     pub fn wait_all(&mut self) -> io::Result<()> {
+        self.send_batch()?;
         let (lock, done) = &*self.progress;
         let mut progress = lock
             .lock()
             .map_err(|_| io::Error::other("a file writer thread panicked"))?;
+        progress.waiting = true;
         while progress.done < self.submitted && progress.error.is_none() {
             progress = done
                 .wait(progress)
                 .map_err(|_| io::Error::other("a file writer thread panicked"))?;
         }
+        progress.waiting = false;
         if let Some(e) = progress.error.take() {
             return Err(e);
         }

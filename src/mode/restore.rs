@@ -10,7 +10,6 @@ use tracing::{info, warn};
 use super::Keys;
 use crate::archive::extract::{Extracted, extract};
 use crate::mount;
-use crate::pipe::ChunkReader;
 use crate::report;
 use crate::result::{Outcome, Report};
 use crate::settings::Config;
@@ -126,7 +125,7 @@ async fn unpack(
     store: &Store,
     found: &Found,
 ) -> anyhow::Result<(Extracted, Placed)> {
-    let download = transfer::download(store.clone(), found.entry.meta.clone());
+    let download = transfer::download(store.clone(), found.entry.meta.clone()).await?;
     let failure = download.failure_handle();
     let specs = config.mounts.clone();
     let workspace = config.workspace.clone();
@@ -139,7 +138,7 @@ async fn unpack(
             }
             Ok(Staging::prepare(&mounts)?)
         };
-        let (extracted, staging) = extract(ChunkReader::new(download.chunks), &plan)?;
+        let (extracted, staging) = extract(download.into_reader(), &plan)?;
         crate::interrupt::check()?;
         let missing: Vec<String> = staging
             .mounts

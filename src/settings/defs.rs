@@ -177,8 +177,8 @@ pub static SETTINGS: &[Setting] = &[
          Restore reads any of them, whatever this says."),
     setting!("compression_level", Int, Archive, default: Some("-1"), aliases: [],
         flags: ["compression.level"],
-        "Compression level: gzip 1-9, zstd 1-19. -1 picks the format's default \
-         (gzip 6, zstd 3)."),
+        "Compression level: gzip 1-9, zstd 1-19. -1 picks the format's default, chosen \
+         for CI speed: gzip 1, zstd 3 (see docs/how-it-works.md for measurements)."),
     setting!("skip_symlinks", Bool, Archive, default: Some("false"),
         aliases: ["SKIP_SYMLINKS"], flags: [],
         "Leave symbolic links out of the archive. By default they are stored as links \

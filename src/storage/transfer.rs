@@ -12,13 +12,14 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::anyhow;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectMeta, ObjectStoreExt, WriteMultipart};
+use object_store::{GetOptions, GetResultPayload, ObjectMeta, ObjectStoreExt, WriteMultipart};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::Store;
+use crate::pipe::ChunkReader;
 
 /// Multipart part size: S3 allows 10,000 parts, so entries up to 78 GiB.
 pub const PART_SIZE: usize = 8 << 20;
@@ -128,10 +129,16 @@ async fn abort(writer: WriteMultipart, path: &Path) {
     }
 }
 
-/// A running download: chunks in order, and the reason if it failed.
+/// An entry being read: a local file, or a download in ranges.
 pub struct Download {
-    pub chunks: mpsc::Receiver<io::Result<Bytes>>,
+    source: Source,
     failure: Arc<OnceLock<String>>,
+}
+
+enum Source {
+    /// The filesystem backend's file itself: no copies, no async hops.
+    File(std::fs::File),
+    Ranges(mpsc::Receiver<io::Result<Vec<Bytes>>>),
 }
 
 impl Download {
@@ -140,13 +147,41 @@ impl Download {
     pub fn failure_handle(&self) -> Arc<OnceLock<String>> {
         Arc::clone(&self.failure)
     }
+
+    /// The entry's bytes, for a blocking reader.
+    pub fn into_reader(self) -> Box<dyn io::BufRead + Send> {
+        match self.source {
+            Source::File(file) => Box::new(io::BufReader::with_capacity(256 * 1024, file)),
+            Source::Ranges(ranges) => Box::new(ChunkReader::new(ranges)),
+        }
+    }
 }
 
-/// Streams the entry described by `meta` into a channel of chunks, in order.
-/// A failure arrives as an `Err` item; the channel then closes.
-pub fn download(store: Store, meta: ObjectMeta) -> Download {
-    let (tx, rx) = mpsc::channel(2);
+/// Starts reading the entry described by `meta`. On the filesystem backend
+/// the open file is read directly (it cannot change under us: entries are
+/// replaced by rename); elsewhere ranges are fetched, several at a time,
+/// into a channel of chunks in order, a failure arriving as an `Err` item.
+pub async fn download(store: Store, meta: ObjectMeta) -> anyhow::Result<Download> {
     let failure = Arc::new(OnceLock::new());
+    if store.backend == "filesystem" {
+        let options = GetOptions {
+            if_match: meta.e_tag.clone(),
+            ..GetOptions::default()
+        };
+        let result = store
+            .inner()
+            .get_opts(&meta.location, options)
+            .await
+            .map_err(|e| store.error("read of", &meta.location, e))?;
+        if let GetResultPayload::File(file, _) = result.payload {
+            return Ok(Download {
+                source: Source::File(file),
+                failure,
+            });
+        }
+    }
+    // One finished range waits here while the next ones download.
+    let (tx, rx) = mpsc::channel(1);
     let report = Arc::clone(&failure);
     tokio::spawn(async move {
         let ranges = ranges(meta.size);
@@ -165,10 +200,10 @@ pub fn download(store: Store, meta: ObjectMeta) -> Download {
             }
         }
     });
-    Download {
-        chunks: rx,
+    Ok(Download {
+        source: Source::Ranges(rx),
         failure,
-    }
+    })
 }
 
 fn ranges(size: u64) -> Vec<Range<u64>> {
@@ -178,7 +213,8 @@ fn ranges(size: u64) -> Vec<Range<u64>> {
         .collect()
 }
 
-async fn fetch(store: &Store, meta: &ObjectMeta, range: Range<u64>) -> anyhow::Result<Bytes> {
+/// Fetches one range as the body's own chunks (no copy into one buffer).
+async fn fetch(store: &Store, meta: &ObjectMeta, range: Range<u64>) -> anyhow::Result<Vec<Bytes>> {
     let options = GetOptions {
         range: Some(range.clone().into()),
         if_match: meta.e_tag.clone(),
@@ -194,17 +230,17 @@ async fn fetch(store: &Store, meta: &ObjectMeta, range: Range<u64>) -> anyhow::R
         ),
         other => describe(other),
     })?;
-    let bytes = result.bytes().await.map_err(describe)?;
+    let chunks: Vec<Bytes> = result.into_stream().try_collect().await.map_err(describe)?;
+    let got: u64 = chunks.iter().map(|c| c.len() as u64).sum();
     let expected = range.end - range.start;
-    if bytes.len() as u64 != expected {
+    if got != expected {
         return Err(anyhow!(
-            "{} download of '{path}' in {} returned {} bytes for a range of {expected}",
+            "{} download of '{path}' in {} returned {got} bytes for a range of {expected}",
             store.backend,
-            store.location,
-            bytes.len()
+            store.location
         ));
     }
-    Ok(bytes)
+    Ok(chunks)
 }
 
 #[cfg(test)]
