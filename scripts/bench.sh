@@ -63,14 +63,24 @@ wipe() { [ -e "$1" ] && chmod -R u+w "$1" && rm -rf "$1"; mkdir -p "$1"; }
 measure() {
   local name=$1; shift
   sync
-  local t0 t1 rss
+  local t0 t1 rss cpu server0 server1
+  server0=$(server_cpu)
   t0=$(date +%s.%N)
-  if ! /usr/bin/time -f "%M" "$@" >/dev/null 2>"$WORK/stderr"; then
+  if ! /usr/bin/time -f "%M %U %S" "$@" >/dev/null 2>"$WORK/stderr"; then
     echo "bench: $name failed:" >&2; cat "$WORK/stderr" >&2; exit 1
   fi
   t1=$(date +%s.%N)
-  rss=$(tail -1 "$WORK/stderr")
-  echo -e "$name\t$(awk "BEGIN { print $t1 - $t0 }")\t$rss" >>"$RESULTS"
+  server1=$(server_cpu)
+  read -r rss cpu <<<"$(tail -1 "$WORK/stderr" | awk '{ print $1, $2 + $3 }')"
+  echo -e "$name\t$(awk "BEGIN { print $t1 - $t0 }")\t$rss\t$cpu\t$(awk "BEGIN { print ($server1 - $server0) / 100 }")" >>"$RESULTS"
+}
+
+# CPU seconds (in ticks of 1/100 s) the S3 server has used so far: on a
+# 2-core machine it competes with larder for the same cores.
+server_cpu() {
+  local pid
+  pid=$(cat "${LARDER_RUN:-/nonexistent}/s3s.pid" 2>/dev/null) || { echo 0; return; }
+  awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0
 }
 
 larder_env() { # backend-specific settings for larder, as a pipeline would pass them
@@ -124,14 +134,17 @@ import statistics, sys
 path, size, files, runs = sys.argv[1:]
 rows = {}
 for line in open(path):
-    name, secs, rss = line.split("\t")
-    rows.setdefault(name, []).append((float(secs), int(rss)))
-med = {k: statistics.median(s for s, _ in v) for k, v in rows.items()}
-rss = {k: max(r for _, r in v) / 1024 for k, v in rows.items()}
-print(f"\ncorpus: {size} MB, {files} files; medians of {runs} runs (seconds); ratio = larder / baseline")
-print("larder runs at its default levels (zstd 3, gzip 1); rebuild-gzip6 is larder at gzip level 6\n")
-print(f"| operation | baseline | s | larder fs | s | ratio | peak RSS MiB | larder S3 | S3 / fs | peak RSS MiB |")
-print(f"|---|---|---|---|---|---|---|---|---|---|")
+    name, secs, rss, cpu, server = line.split("\t")
+    rows.setdefault(name, []).append((float(secs), int(rss), float(cpu), float(server)))
+def med(k, i=0):
+    return statistics.median(r[i] for r in rows[k]) if k in rows else None
+def rss(k):
+    return max(r[1] for r in rows[k]) / 1024
+print(f"\ncorpus: {size} MB, {files} files; medians of {runs} runs; ratio = larder / baseline (below 1: larder is faster)")
+print("larder runs at its default levels (zstd 3, gzip 1); rebuild-gzip6 is larder at gzip level 6")
+print("CPU = user + system seconds of larder; server = CPU seconds the loopback S3 server used meanwhile\n")
+print("| operation | baseline | s | larder fs s | ratio | RSS MiB | larder S3 s | S3 / fs | RSS MiB | CPU S3 / fs | server CPU s |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for op, base, label in [
     ("rebuild-zstd", "gnu-rebuild-zstd", "tar \\| zstd -3 -T2"),
     ("rebuild-gzip", "gnu-rebuild-gzip", "tar \\| pigz -6 -p2"),
@@ -139,14 +152,18 @@ for op, base, label in [
     ("restore-zstd", "gnu-restore-zstd", "zstd -dc \\| tar -x"),
     ("restore-gzip", "gnu-restore-gzip", "gzip -dc \\| tar -x"),
 ]:
-    b = med.get(base)
-    fs, s3 = med.get(f"larder-fs-{op}"), med.get(f"larder-s3-{op}")
+    b, fs, s3 = med(base), med(f"larder-fs-{op}"), med(f"larder-s3-{op}")
     cells = [op, label, f"{b:.2f}" if b else "-"]
-    cells += [f"{fs:.2f}", f"{fs / b:.2f}", f"{rss[f'larder-fs-{op}']:.0f}"] if fs else ["-", "-", "-"]
-    cells += [f"{s3:.2f}", f"{s3 / fs:.2f}" if fs else "-", f"{rss[f'larder-s3-{op}']:.0f}"] if s3 else ["-", "-", "-"]
+    cells += [f"{fs:.2f}", f"{fs / b:.2f}" if b else "-", f"{rss(f'larder-fs-{op}'):.0f}"] if fs else ["-"] * 3
+    if s3:
+        cpu = med(f"larder-s3-{op}", 2) / med(f"larder-fs-{op}", 2) if fs else None
+        cells += [f"{s3:.2f}", f"{s3 / fs:.2f}" if fs else "-", f"{rss(f'larder-s3-{op}'):.0f}",
+                  f"{cpu:.2f}" if cpu else "-", f"{med(f'larder-s3-{op}', 3):.2f}"]
+    else:
+        cells += ["-"] * 5
     print("| " + " | ".join(cells) + " |")
 for backend in ("fs", "s3"):
     k = f"larder-{backend}-rebuild-existing"
-    if k in med:
-        print(f"\nrebuild of an existing key ({backend}): {med[k]:.3f} s")
+    if k in rows:
+        print(f"\nrebuild of an existing key ({backend}): {med(k):.3f} s")
 PY
