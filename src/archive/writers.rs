@@ -41,6 +41,9 @@ struct Progress {
 /// Files are handed over in batches, so one wake-up moves many small files.
 const BATCH_FILES: usize = 32;
 const BATCH_BYTES: usize = 1 << 20;
+/// After this many queued paths, wait for the (few) files in flight and
+/// forget them, so the bookkeeping does not grow with the cache.
+const PENDING_LIMIT: usize = 4096;
 
 pub struct Writers {
     jobs: Option<SyncSender<Vec<FileJob>>>,
@@ -86,7 +89,9 @@ impl Writers {
                             })
                         });
                         let (lock, done) = &*progress;
-                        let Ok(mut progress) = lock.lock() else { return };
+                        let Ok(mut progress) = lock.lock() else {
+                            return;
+                        };
                         progress.done += count;
                         if let Some(e) = failure {
                             progress.error.get_or_insert(e);
@@ -112,6 +117,9 @@ impl Writers {
     /// Queues a file; fails early if an earlier one could not be written.
     pub fn submit(&mut self, job: FileJob) -> io::Result<()> {
         self.check()?;
+        if self.pending.len() >= PENDING_LIMIT {
+            self.wait_all()?;
+        }
         self.pending.insert(job.path.clone());
         self.submitted += 1;
         self.batch_bytes += job.data.len();

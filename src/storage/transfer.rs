@@ -25,10 +25,11 @@ use crate::pipe::ChunkReader;
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts uploading at once.
 const UPLOAD_CONCURRENCY: usize = 4;
-/// Size of one ranged download request.
-const RANGE_SIZE: u64 = 8 << 20;
-/// Ranges downloading at once.
-const DOWNLOAD_CONCURRENCY: usize = 4;
+/// Size of one ranged download request, and how many run at once: 4 MiB
+/// x 6 restored the benchmark entry from S3 faster than 8 MiB x 4 (1.08 s
+/// against 1.21 s) in less memory (70 MiB against 88 MiB peak RSS).
+const RANGE_SIZE: u64 = 4 << 20;
+const DOWNLOAD_CONCURRENCY: usize = 6;
 
 /// An upload whose data is all sent but which is not yet visible: it
 /// becomes the entry on `publish` and disappears on `discard`.
