@@ -2,12 +2,14 @@
 # Benchmarks larder against the GNU pipelines, in the same run, on the same
 # corpus (a generated Go module cache), and prints medians and ratios.
 #
-#   scripts/bench.sh [--size-mb 600] [--files 15000] [--runs 5] [--only fs|s3]
+#   scripts/bench.sh [--size-mb 600] [--files 15000] [--runs 5] [--only fs|s3] [--levels]
 #
 # Rebuild is compared with `tar -cf - | zstd -3 -T2` and `tar -cf - | pigz -6 -p2`,
 # restore with `zstd -dc | tar -x` and `gzip -dc | tar -x`, on the filesystem
 # backend and on S3 (s3s-fs on 127.0.0.1). Ratios below 1 mean larder is faster.
-# Peak RSS comes from /usr/bin/time. Machines here are noisy: compare ratios.
+# With --levels it instead times larder's rebuild (filesystem backend) at
+# several compression levels and prints time and entry size for each: the
+# measurements behind the default levels. Peak RSS comes from /usr/bin/time. Machines here are noisy: compare ratios.
 # LARDER_BENCH_DIR (default target/bench) holds the corpus, outputs and the
 # S3 server's data; point it at a tmpfs (/dev/shm/...) to measure without the
 # disk, which on some machines dominates and varies from run to run.
@@ -15,14 +17,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-SIZE_MB=600 FILES=15000 RUNS=5 ONLY=all
+SIZE_MB=600 FILES=15000 RUNS=5 ONLY=all LEVELS=
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mb) SIZE_MB=$2; shift 2 ;;
     --files) FILES=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    *) echo "usage: $0 [--size-mb N] [--files N] [--runs N] [--only fs|s3]" >&2; exit 2 ;;
+    --levels) LEVELS=1 ONLY=fs; shift ;;
+    *) echo "usage: $0 [--size-mb N] [--files N] [--runs N] [--only fs|s3] [--levels]" >&2; exit 2 ;;
   esac
 done
 
@@ -93,6 +96,46 @@ larder_env() { # backend-specific settings for larder, as a pipeline would pass 
       PLUGIN_PATH_STYLE=true PLUGIN_ACCESS_KEY="$LARDER_TEST_S3_ACCESS_KEY" PLUGIN_SECRET_KEY="$LARDER_TEST_S3_SECRET_KEY"
   fi
 }
+
+if [ -n "$LEVELS" ]; then
+  # Level by level: the time of a rebuild and the size of what it stored.
+  rm -f "$RESULTS"
+  wipe "$OUT"
+  SIZES=$WORK/sizes.tsv
+  rm -f "$SIZES"
+  for run in $(seq 1 "$RUNS"); do
+    echo "bench: levels, run $run of $RUNS" >&2
+    for spec in tar:0 gzip:1 gzip:4 gzip:6 gzip:9 zstd:1 zstd:3 zstd:6 zstd:9; do
+      format=${spec%:*} level=${spec#*:}
+      # shellcheck disable=SC2046
+      measure "$format-$level" env $(larder_env fs) PLUGIN_REBUILD=true PLUGIN_OVERRIDE=true \
+        PLUGIN_ARCHIVE_FORMAT="$format" PLUGIN_COMPRESSION_LEVEL="$level" PLUGIN_CACHE_KEY="$format-$level" \
+        DRONE_WORKSPACE="$CORPUS" "$LARDER"
+      echo -e "$format-$level\t$(stat -c %s "$OUT/cache/bench/$format-$level".tar*)" >>"$SIZES"
+    done
+  done
+  python3 - "$RESULTS" "$SIZES" "$SIZE_MB" "$FILES" "$RUNS" <<'PY'
+import statistics, sys
+results, sizes, size, files, runs = sys.argv[1:]
+times, bytes_ = {}, {}
+for line in open(results):
+    name, secs, *_ = line.split("\t")
+    times.setdefault(name, []).append(float(secs))
+for line in open(sizes):
+    name, n = line.split("\t")
+    bytes_[name] = int(n)
+tar = bytes_["tar-0"]
+print(f"\ncorpus: {size} MB, {files} files; larder rebuild on the filesystem backend; medians of {runs} runs")
+print(f"size = entry size / uncompressed tar ({tar / 1e6:.0f} MB)\n")
+print("| format | level | s | MB | size |")
+print("|---|---|---|---|---|")
+for name, secs in times.items():
+    fmt, level = name.split("-")
+    print(f"| {fmt} | {level if fmt != 'tar' else '-'} | {statistics.median(secs):.2f} | "
+          f"{bytes_[name] / 1e6:.0f} | {100 * bytes_[name] / tar:.1f} % |")
+PY
+  exit 0
+fi
 
 rm -f "$RESULTS"
 wipe "$OUT"

@@ -178,7 +178,7 @@ pub static SETTINGS: &[Setting] = &[
     setting!("compression_level", Int, Archive, default: Some("-1"), aliases: [],
         flags: ["compression.level"],
         "Compression level: gzip 1-9, zstd 1-19. -1 picks the format's default, chosen \
-         for CI speed: gzip 1, zstd 3 (see docs/how-it-works.md for measurements)."),
+         for CI speed: gzip 1, zstd 3 (measured in the README, under Speed)."),
     setting!("skip_symlinks", Bool, Archive, default: Some("false"),
         aliases: ["SKIP_SYMLINKS"], flags: [],
         "Leave symbolic links out of the archive. By default they are stored as links \
