@@ -588,6 +588,16 @@ fn hostile_entries_are_refused(backend: &Backend) {
             ],
             "entry 'pkg.mod/d': the name of an earlier directory entry is reused".into(),
         ),
+        (
+            // Refused while the file writer threads still have files queued:
+            // they must not fill the staging after it is removed.
+            "refused after many files",
+            std::iter::once(Raw::dir("pkg.mod/"))
+                .chain((0..3000).map(|i| Raw::file(&format!("pkg.mod/f{i}"), &[7; 600])))
+                .chain([Raw::file("elsewhere/evil", b"x")])
+                .collect(),
+            "elsewhere/evil".into(),
+        ),
     ];
     for (name, entries, expected) in cases {
         let root = unique_root("hostile");

@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -51,6 +52,9 @@ pub struct Writers {
     batch_bytes: usize,
     workers: Vec<JoinHandle<()>>,
     progress: Arc<(Mutex<Progress>, Condvar)>,
+    /// Set when the pool is dropped: queued files are skipped, so a failed
+    /// restore can remove its staging without files still appearing in it.
+    cancelled: Arc<AtomicBool>,
     submitted: u64,
     /// Paths handed to the pool since the last `settle`.
     pending: HashSet<PathBuf>,
@@ -68,11 +72,14 @@ impl Writers {
         let (jobs, job_rx) = sync_channel::<Vec<FileJob>>(threads * 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let progress = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
+        let cancelled = Arc::new(AtomicBool::new(false));
         let workers = (0..threads)
             .map(|_| {
                 let job_rx = Arc::clone(&job_rx);
                 let progress = Arc::clone(&progress);
+                let cancelled = Arc::clone(&cancelled);
                 std::thread::spawn(move || {
+                    let _guard = PanicGuard(Arc::clone(&progress));
                     loop {
                         let batch = match job_rx.lock() {
                             Ok(rx) => rx.recv(),
@@ -81,6 +88,9 @@ impl Writers {
                         let Ok(batch) = batch else { return };
                         let count = batch.len() as u64;
                         let failure = batch.iter().find_map(|job| {
+                            if cancelled.load(Ordering::Relaxed) {
+                                return Some(io::Error::other("cancelled"));
+                            }
                             write_file(job).err().map(|e| {
                                 io::Error::new(
                                     e.kind(),
@@ -109,6 +119,7 @@ impl Writers {
             batch_bytes: 0,
             workers,
             progress,
+            cancelled,
             submitted: 0,
             pending: HashSet::new(),
         }
@@ -182,10 +193,30 @@ impl Writers {
 }
 
 impl Drop for Writers {
+    /// Skips whatever is still queued and waits for the files being
+    /// written, so nothing is created after the pool is gone.
     fn drop(&mut self) {
+        self.cancelled.store(true, Ordering::Relaxed);
         self.jobs.take();
         for worker in self.workers.drain(..) {
             let _ = worker.join();
+        }
+    }
+}
+
+/// Reports a worker's panic as an error, so `wait_all` returns instead of
+/// waiting for files that worker will never write.
+struct PanicGuard(Arc<(Mutex<Progress>, Condvar)>);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let (lock, done) = &*self.0;
+            let mut progress = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            progress
+                .error
+                .get_or_insert_with(|| io::Error::other("a file writer thread panicked"));
+            done.notify_all();
         }
     }
 }
