@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,8 +22,9 @@ pub const BLOCK: usize = 1 << 20;
 /// Header: 10 fixed bytes, XLEN, and one 8-byte subfield.
 const HEADER: usize = 20;
 const TRAILER: usize = 8;
-/// Largest member a reader accepts; ours are about `BLOCK`.
-const MAX_MEMBER: usize = 16 << 20;
+/// Largest member a reader accepts: `BLOCK` bytes that did not compress,
+/// with room to spare. A damaged size field cannot make us allocate more.
+const MAX_MEMBER: usize = 2 * BLOCK;
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -40,16 +42,18 @@ enum Msg<T> {
 struct Pool<T> {
     jobs: Option<SyncSender<(u64, Vec<u8>)>>,
     results: Receiver<Msg<T>>,
-    results_tx: Sender<Msg<T>>,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl<T: Send + 'static> Pool<T> {
+    /// Starts the workers. Also returns a sender of results for a feeder;
+    /// the pool keeps none itself, so `next` fails instead of blocking
+    /// forever once every worker and feeder is gone.
     fn new<S: 'static>(
         threads: usize,
         state: impl Fn() -> S + Send + Sync + Clone + 'static,
         work: fn(&mut S, Vec<u8>) -> io::Result<T>,
-    ) -> Pool<T> {
+    ) -> (Pool<T>, Sender<Msg<T>>) {
         let (jobs, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads);
         let (results_tx, results) = channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -78,12 +82,12 @@ impl<T: Send + 'static> Pool<T> {
                 })
             })
             .collect();
-        Pool {
+        let pool = Pool {
             jobs: Some(jobs),
             results,
-            results_tx,
             workers,
-        }
+        };
+        (pool, results_tx)
     }
 
     fn submit(&self, seq: u64, data: Vec<u8>) -> io::Result<()> {
@@ -111,6 +115,27 @@ fn stopped() -> io::Error {
     io::Error::other("the gzip worker threads stopped")
 }
 
+/// The first error a reader or writer met. Later calls return it again
+/// instead of waiting for results that will never come.
+#[derive(Default)]
+struct Failure(Option<(io::ErrorKind, String)>);
+
+impl Failure {
+    fn check(&self) -> io::Result<()> {
+        match &self.0 {
+            Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn record<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result {
+            self.0.get_or_insert_with(|| (e.kind(), e.to_string()));
+        }
+        result
+    }
+}
+
 /// A `Write` that compresses in parallel into `out`.
 pub struct Writer<W: Write> {
     out: Option<W>,
@@ -120,6 +145,7 @@ pub struct Writer<W: Write> {
     next_out: u64,
     done: BTreeMap<u64, Vec<u8>>,
     limit: u64,
+    failure: Failure,
 }
 
 impl<W: Write> Writer<W> {
@@ -127,14 +153,16 @@ impl<W: Write> Writer<W> {
         let level = CompressionLvl::new(level)
             .map_err(|_| io::Error::other(format!("{level} is not a gzip level")))?;
         let threads = threads();
+        let (pool, _) = Pool::new(threads, move || Compressor::new(level), compress_member);
         Ok(Writer {
             out: Some(out),
-            pool: Pool::new(threads, move || Compressor::new(level), compress_member),
+            pool,
             block: Vec::with_capacity(BLOCK),
             next_seq: 0,
             next_out: 0,
             done: BTreeMap::new(),
             limit: threads as u64 * 2,
+            failure: Failure::default(),
         })
     }
 
@@ -167,6 +195,7 @@ impl<W: Write> Writer<W> {
 
     /// Compresses what is left and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
+        self.failure.check()?;
         if !self.block.is_empty() || self.next_seq == 0 {
             self.submit_block()?;
         }
@@ -181,10 +210,12 @@ impl<W: Write> Writer<W> {
 
 impl<W: Write> Write for Writer<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.failure.check()?;
         let n = data.len().min(BLOCK - self.block.len());
         self.block.extend_from_slice(&data[..n]);
         if self.block.len() == BLOCK {
-            self.submit_block()?;
+            let submitted = self.submit_block();
+            self.failure.record(submitted)?;
         }
         Ok(n)
     }
@@ -228,10 +259,11 @@ pub fn is_blocked(head: &[u8]) -> bool {
 /// A `Read` that decompresses blocked gzip members in parallel, in order.
 pub struct Reader {
     /// One token per member the feeder may have in flight; returned as
-    /// members are read, so memory stays at a few members. Declared before
-    /// `pool` so that dropping a reader first stops the feeder, whose
-    /// handle on the job queue would otherwise keep the workers waiting.
+    /// members are read, so memory stays at a few members.
     tokens: SyncSender<()>,
+    /// Set when the reader is dropped: the feeder stops before its next
+    /// member instead of reading the tokens still queued.
+    stop: Arc<AtomicBool>,
     pool: Pool<Vec<u8>>,
     next: u64,
     done: BTreeMap<u64, Vec<u8>>,
@@ -239,31 +271,35 @@ pub struct Reader {
     position: usize,
     /// How many members there are, once the feeder has reached the end.
     total: Option<u64>,
+    failure: Failure,
 }
 
 impl Reader {
     pub fn new(input: impl Read + Send + 'static) -> Self {
         let threads = threads();
-        let pool = Pool::new(threads, Decompressor::new, decompress_member);
+        let (pool, results) = Pool::new(threads, Decompressor::new, decompress_member);
         let limit = threads * 2;
         let (tokens, token_rx) = sync_channel(limit);
         for _ in 0..limit {
             let _ = tokens.send(());
         }
         let jobs = pool.jobs.clone();
-        let results = pool.results_tx.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let feeder_stop = Arc::clone(&stop);
         std::thread::spawn(move || {
-            let end = feed(input, jobs, token_rx);
+            let end = feed(input, jobs, token_rx, &feeder_stop);
             let _ = results.send(Msg::End(end));
         });
         Reader {
             tokens,
+            stop,
             pool,
             next: 0,
             done: BTreeMap::new(),
             current: Vec::new(),
             position: 0,
             total: None,
+            failure: Failure::default(),
         }
     }
 
@@ -290,8 +326,10 @@ impl Reader {
 
 impl Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.failure.check()?;
         while self.position == self.current.len() {
-            match self.next_member()? {
+            let next = self.next_member();
+            match self.failure.record(next)? {
                 Some(data) => {
                     self.current = data;
                     self.position = 0;
@@ -306,18 +344,29 @@ impl Read for Reader {
     }
 }
 
+impl Drop for Reader {
+    /// Stops the feeder and leaves the threads to end on their own: a
+    /// feeder stuck on a stalled download must not hold up the caller,
+    /// which is usually on its way to report an error.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.pool.workers.clear();
+    }
+}
+
 /// Splits the input into members using the size in each header; returns
 /// how many there were. A short member is a truncated stream.
 fn feed(
     mut input: impl Read,
     jobs: Option<SyncSender<(u64, Vec<u8>)>>,
     tokens: Receiver<()>,
+    stop: &AtomicBool,
 ) -> io::Result<u64> {
     let jobs = jobs.ok_or_else(stopped)?;
     let mut seq = 0;
     loop {
         // The reader went away: stop quietly.
-        if tokens.recv().is_err() {
+        if tokens.recv().is_err() || stop.load(Ordering::Relaxed) {
             return Ok(seq);
         }
         let mut header = [0u8; HEADER];
@@ -357,7 +406,7 @@ fn decompress_member(decompressor: &mut Decompressor, member: Vec<u8>) -> io::Re
             .try_into()
             .map_err(|_| io::Error::other("short gzip member"))?,
     ) as usize;
-    if size > MAX_MEMBER {
+    if size > BLOCK {
         return Err(io::Error::other(
             "gzip member too large; the entry is damaged",
         ));
@@ -431,6 +480,78 @@ mod tests {
         let mut first = vec![0u8; 1000];
         reader.read_exact(&mut first).unwrap();
         drop(reader); // must return, not hang
+    }
+
+    /// Runs `f` on another thread and fails the test if it has not
+    /// returned within `limit` (instead of hanging the test run).
+    fn returns_within<T: Send + 'static>(limit: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(limit))
+            .expect("did not return: blocked")
+    }
+
+    /// An input that delivers 64 KiB every 200 ms, like a slow download.
+    struct Slow(std::io::Cursor<Vec<u8>>);
+
+    impl Read for Slow {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let n = buf.len().min(64 * 1024);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    /// Bytes that do not compress, so each member is a whole `BLOCK`.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dropping_a_reader_does_not_wait_for_a_slow_input() {
+        // Each member takes the slow input about 3 s to deliver.
+        let packed = compress(&noise(16 * BLOCK));
+        returns_within(5, move || {
+            let mut reader = Reader::new(Slow(std::io::Cursor::new(packed)));
+            let mut first = vec![0u8; 1000];
+            reader.read_exact(&mut first).unwrap();
+            // Reading the members still queued would take seconds.
+            drop(reader);
+        });
+    }
+
+    #[test]
+    fn an_error_is_returned_again_not_waited_for() {
+        let packed = compress(&sample(3 * BLOCK));
+        let cut = packed[..packed.len() / 2].to_vec();
+        let (first, second) = returns_within(10, move || {
+            let mut reader = Reader::new(std::io::Cursor::new(cut));
+            let mut out = Vec::new();
+            let first = reader.read_to_end(&mut out).map_err(|e| e.to_string());
+            let second = reader.read(&mut [0u8; 16]).map_err(|e| e.to_string());
+            (first, second)
+        });
+        assert!(first.unwrap_err().contains("truncated"));
+        assert!(second.unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn a_member_claiming_a_huge_size_is_refused() {
+        let mut packed = compress(&sample(BLOCK));
+        packed[16..20].copy_from_slice(&(4u32 << 20).to_le_bytes());
+        let mut out = Vec::new();
+        let err = Reader::new(std::io::Cursor::new(packed))
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert!(err.to_string().contains("claims"), "{err}");
     }
 
     #[test]
