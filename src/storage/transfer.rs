@@ -17,6 +17,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetResultPayload, ObjectMeta, ObjectStoreExt, WriteMultipart};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::Store;
 use crate::pipe::ChunkReader;
@@ -192,11 +193,15 @@ pub async fn download(store: Store, meta: ObjectMeta) -> anyhow::Result<Download
     let (tx, rx) = mpsc::channel(1);
     let report = Arc::clone(&failure);
     tokio::spawn(async move {
-        let ranges = ranges(meta.size);
-        let mut fetches = futures::stream::iter(ranges)
-            .map(|range| fetch(&store, &meta, range))
+        // Each range is its own task, so the others keep downloading while
+        // this one waits for the reader; dropping a handle cancels its range.
+        let mut fetches = futures::stream::iter(ranges(meta.size))
+            .map(|range| {
+                AbortOnDropHandle::new(tokio::spawn(fetch(store.clone(), meta.clone(), range)))
+            })
             .buffered(DOWNLOAD_CONCURRENCY);
-        while let Some(result) = fetches.next().await {
+        while let Some(joined) = fetches.next().await {
+            let result = joined.unwrap_or_else(|e| Err(anyhow!("a download task failed: {e}")));
             let item = result.map_err(|e| {
                 let message = format!("{e:#}");
                 let _ = report.set(message.clone());
@@ -214,15 +219,14 @@ pub async fn download(store: Store, meta: ObjectMeta) -> anyhow::Result<Download
     })
 }
 
-fn ranges(size: u64) -> Vec<Range<u64>> {
+fn ranges(size: u64) -> impl Iterator<Item = Range<u64>> {
     (0..size)
         .step_by(RANGE_SIZE as usize)
-        .map(|start| start..(start + RANGE_SIZE).min(size))
-        .collect()
+        .map(move |start| start..start.saturating_add(RANGE_SIZE).min(size))
 }
 
 /// Fetches one range as the body's own chunks (no copy into one buffer).
-async fn fetch(store: &Store, meta: &ObjectMeta, range: Range<u64>) -> anyhow::Result<Vec<Bytes>> {
+async fn fetch(store: Store, meta: ObjectMeta, range: Range<u64>) -> anyhow::Result<Vec<Bytes>> {
     let options = GetOptions {
         range: Some(range.clone().into()),
         if_match: meta.e_tag.clone(),
@@ -257,9 +261,9 @@ mod tests {
 
     #[test]
     fn ranges_cover_the_object_exactly() {
-        assert!(ranges(0).is_empty());
-        assert_eq!(ranges(5), vec![0..5]);
-        let r = ranges(RANGE_SIZE * 2 + 1);
+        assert_eq!(ranges(0).count(), 0);
+        assert_eq!(ranges(5).collect::<Vec<_>>(), vec![0..5]);
+        let r: Vec<_> = ranges(RANGE_SIZE * 2 + 1).collect();
         assert_eq!(r.len(), 3);
         assert_eq!(r[2], RANGE_SIZE * 2..RANGE_SIZE * 2 + 1);
     }
