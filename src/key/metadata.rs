@@ -159,11 +159,7 @@ mod tests {
     use super::*;
 
     fn meta(pairs: &[(&str, &str)]) -> Metadata {
-        let env = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Metadata::from_env(&env)
+        Metadata::from_env(&crate::settings::raw::env_of(pairs))
     }
 
     #[test]

@@ -321,10 +321,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn storage_of(pairs: &[(&str, &str)]) -> Result<StorageConfig, SettingError> {
-        let env: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = crate::settings::raw::env_of(pairs);
         storage(&RawSettings::resolve(&HashMap::new(), &env)?)
     }
 

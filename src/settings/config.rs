@@ -273,10 +273,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, SettingError> {
-        let env: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = crate::settings::raw::env_of(pairs);
         let raw = RawSettings::resolve(&HashMap::new(), &env)?;
         Config::from_raw(&raw, Metadata::from_env(&env), Path::new("/"))
     }

@@ -276,31 +276,33 @@ pub fn environment_warnings(env: &HashMap<String, String>) -> Vec<String> {
     warnings
 }
 
+/// An environment made of `pairs`, for tests that resolve settings.
+#[cfg(test)]
+pub fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::settings::defs::find;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn flag_beats_plugin_env_beats_alias_beats_default() {
-        let e = env(&[("PLUGIN_BUCKET", "plugin"), ("S3_BUCKET", "alias")]);
+        let e = env_of(&[("PLUGIN_BUCKET", "plugin"), ("S3_BUCKET", "alias")]);
         let raw = RawSettings::resolve(&HashMap::new(), &e).unwrap();
         assert_eq!(raw.text("bucket"), Some("plugin"));
         assert_eq!(raw.source("bucket"), Source::Env("PLUGIN_BUCKET".into()));
 
-        let e = env(&[("S3_BUCKET", "alias")]);
+        let e = env_of(&[("S3_BUCKET", "alias")]);
         let raw = RawSettings::resolve(&HashMap::new(), &e).unwrap();
         assert_eq!(raw.text("bucket"), Some("alias"));
 
         let flags = HashMap::from([("bucket", "flag".to_string())]);
-        let e = env(&[("PLUGIN_BUCKET", "plugin")]);
+        let e = env_of(&[("PLUGIN_BUCKET", "plugin")]);
         let raw = RawSettings::resolve(&flags, &e).unwrap();
         assert_eq!(raw.text("bucket"), Some("flag"));
         assert_eq!(raw.source("bucket"), Source::Flag("bucket".into()));
@@ -312,7 +314,7 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_unset() {
-        let e = env(&[("PLUGIN_SECRET_KEY", ""), ("AWS_SECRET_ACCESS_KEY", "real")]);
+        let e = env_of(&[("PLUGIN_SECRET_KEY", ""), ("AWS_SECRET_ACCESS_KEY", "real")]);
         let raw = RawSettings::resolve(&HashMap::new(), &e).unwrap();
         assert_eq!(raw.secret("secret_key").unwrap().expose(), "real");
     }
@@ -351,7 +353,7 @@ mod tests {
 
     #[test]
     fn invalid_value_names_setting_and_source() {
-        let e = env(&[("PLUGIN_RESTORE", "yes please")]);
+        let e = env_of(&[("PLUGIN_RESTORE", "yes please")]);
         let err = RawSettings::resolve(&HashMap::new(), &e).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("restore"), "{msg}");
@@ -366,7 +368,7 @@ mod tests {
 
     #[test]
     fn typos_and_unsupported_settings_are_reported() {
-        let e = env(&[
+        let e = env_of(&[
             ("PLUGIN_CACHE_KEYS", "x"),
             ("PLUGIN_ACL", "private"),
             ("PLUGIN_MOUNT", "a"),
