@@ -1,14 +1,25 @@
 //! Stopping cleanly when the runner cancels the step.
 //!
 //! SIGTERM or SIGINT sets a flag that the archive writer and the extractor
-//! check between entries; they then fail, and the normal error path aborts
-//! the upload, releases the claim or removes the staging. A second signal
-//! exits at once.
+//! check between entries, and cancels downloads; they then fail, and the
+//! normal error path aborts the upload, releases the claim or removes the
+//! staging. A second signal does not cut that short: a step killed halfway
+//! through cleaning up would leave the debris the cleanup exists to remove.
+//! (The runner sends SIGKILL after its grace period anyway; what that
+//! leaves, the next run removes.)
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio_util::sync::CancellationToken;
+
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+static TOKEN: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+
+/// Cancelled when the step is asked to stop, for tasks waiting on the network.
+pub fn token() -> CancellationToken {
+    TOKEN.get_or_init(CancellationToken::new).clone()
+}
 
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::Relaxed)
@@ -42,11 +53,11 @@ pub fn listen() {
                 _ = int.recv() => {}
             }
             if REQUESTED.swap(true, Ordering::Relaxed) {
-                std::process::exit(130);
+                tracing::warn!("received another stop signal: still cleaning up");
+                continue;
             }
-            tracing::warn!(
-                "received a stop signal: stopping and cleaning up (send it again to exit at once)"
-            );
+            token().cancel();
+            tracing::warn!("received a stop signal: stopping and cleaning up");
         }
     });
 }

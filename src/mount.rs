@@ -236,6 +236,15 @@ pub fn for_rebuild(specs: &[MountSpec], workspace: &Path) -> (Vec<Mount>, Vec<St
     let mut notes = Vec::new();
     for spec in specs {
         match spec {
+            MountSpec::Path(mount) if mount.path.is_symlink() => notes.push(format!(
+                "mount {} is a symbolic link (to {}); larder never follows links, and a \
+                 mount must be a directory or a file, so it is left out. List the directory \
+                 it points to instead",
+                mount.name,
+                std::fs::read_link(&mount.path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".into())
+            )),
             MountSpec::Path(mount) if mount.path.symlink_metadata().is_ok() => {
                 mounts.push(mount.clone())
             }
@@ -263,9 +272,11 @@ pub fn for_rebuild(specs: &[MountSpec], workspace: &Path) -> (Vec<Mount>, Vec<St
 }
 
 /// The mounts a restore writes, given the names the entry holds (its
-/// manifest). Without `mount`, everything inside the workspace is restored;
-/// a mount outside it only when listed, so an entry cannot choose to write
-/// outside the workspace.
+/// manifest). Without `mount`, the entry's mounts inside the workspace are
+/// restored, but only where nothing exists yet and never inside `.git`: the
+/// entry names them, and must not be able to choose to replace the
+/// repository's files. A mount outside the workspace, an existing path or
+/// one inside `.git` is restored only when the `mount` setting lists it.
 pub fn for_restore(
     specs: &[MountSpec],
     held: Option<&[String]>,
@@ -276,7 +287,12 @@ pub fn for_restore(
     let held = held.unwrap_or_default();
     let relative = || held.iter().filter(|name| !name.starts_with('/'));
     if specs.is_empty() {
-        mounts.extend(relative().filter_map(|name| Mount::resolve(workspace, name).ok()));
+        for mount in relative().filter_map(|name| Mount::resolve(workspace, name).ok()) {
+            match unlisted_refusal(&mount) {
+                Some(note) => notes.push(note),
+                None => mounts.push(mount),
+            }
+        }
         for name in held.iter().filter(|name| name.starts_with('/')) {
             notes.push(format!(
                 "the entry holds {name}, outside the workspace; list it in mount to restore it"
@@ -302,6 +318,27 @@ pub fn for_restore(
         }
     }
     (outermost(mounts), notes)
+}
+
+/// Why a mount the entry names, but the `mount` setting does not, is not
+/// restored; `None` when it may be.
+fn unlisted_refusal(mount: &Mount) -> Option<String> {
+    let name = &mount.name;
+    if Path::new(name)
+        .components()
+        .any(|c| c.as_os_str() == ".git")
+    {
+        return Some(format!(
+            "the entry holds {name}, inside .git; list it in mount to restore it"
+        ));
+    }
+    if mount.path.symlink_metadata().is_ok() {
+        return Some(format!(
+            "the entry holds {name}, which already exists in the workspace, and a restore \
+             without mount only creates paths that do not exist; list it in mount to replace it"
+        ));
+    }
+    None
 }
 
 /// Drops mounts inside other mounts and duplicates, keeping the outer ones.
@@ -411,6 +448,27 @@ mod tests {
         let (mounts, notes) = for_restore(&[], Some(&held), ws());
         assert_eq!(names(&mounts), "pkg.mod");
         assert!(notes[0].contains("/root/.cache/x"), "{notes:?}");
+    }
+
+    #[test]
+    fn restore_without_mounts_only_creates_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path();
+        std::fs::write(ws.join("main.go"), "package main").unwrap();
+        let held: Vec<String> = ["main.go", "pkg.mod", ".git/hooks/post-checkout", "a/.git"]
+            .map(String::from)
+            .to_vec();
+        let (mounts, notes) = for_restore(&[], Some(&held), ws);
+        assert_eq!(names(&mounts), "pkg.mod");
+        assert!(
+            notes[0].contains("main.go, which already exists"),
+            "{notes:?}"
+        );
+        assert!(notes[1].contains("inside .git"), "{notes:?}");
+        assert!(notes[2].contains("inside .git"), "{notes:?}");
+        let listed = parse_specs(ws, &["main.go".into()]).unwrap();
+        let (mounts, _) = for_restore(&listed, Some(&held), ws);
+        assert_eq!(names(&mounts), "main.go");
     }
 
     #[test]

@@ -75,6 +75,13 @@ pub struct Progress {
     held: Vec<u8>,
     pub count: u64,
     pub hit_eof: bool,
+    /// The input (decompression or download) failed: the entry's bytes are
+    /// bad or missing, as opposed to a failure writing them out.
+    pub input_failed: bool,
+    /// Most bytes of tar stream to read before failing.
+    pub limit: u64,
+    /// The stream went past `limit`.
+    pub over_limit: bool,
 }
 
 impl Progress {
@@ -103,7 +110,8 @@ impl Progress {
 }
 
 impl<R: Read> Verifier<R> {
-    pub fn new(inner: R) -> Self {
+    /// Reads `inner`, failing once more than `limit` bytes have come through.
+    pub fn new(inner: R, limit: u64) -> Self {
         Verifier {
             inner,
             progress: Rc::new(RefCell::new(Progress {
@@ -111,6 +119,9 @@ impl<R: Read> Verifier<R> {
                 held: Vec::with_capacity(2 * BLOCK),
                 count: 0,
                 hit_eof: false,
+                input_failed: false,
+                limit,
+                over_limit: false,
             })),
         }
     }
@@ -122,12 +133,27 @@ impl<R: Read> Verifier<R> {
 
 impl<R: Read> Read for Verifier<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let read = self.inner.read(buf);
         let mut progress = self.progress.borrow_mut();
+        let n = match read {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => {
+                progress.input_failed = true;
+                return Err(e);
+            }
+        };
         if n == 0 && !buf.is_empty() {
             progress.hit_eof = true;
         }
         progress.add(&buf[..n]);
+        if progress.count > progress.limit {
+            progress.over_limit = true;
+            return Err(io::Error::other(format!(
+                "the entry unpacks to more than max_restore_size ({} bytes)",
+                progress.limit
+            )));
+        }
         Ok(n)
     }
 }
@@ -140,7 +166,7 @@ mod tests {
     fn verifier_hashes_all_but_the_last_block() {
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
         for chunk in [1, 100, 512, 700, 5000] {
-            let mut v = Verifier::new(&data[..]);
+            let mut v = Verifier::new(&data[..], u64::MAX);
             let progress = v.progress();
             let mut buf = vec![0; chunk];
             while v.read(&mut buf).unwrap() > 0 {}

@@ -23,8 +23,12 @@ use tar::EntryType;
 
 use super::codec;
 use super::digest::{self, Progress, Verifier};
+use super::manifest::Totals;
 use super::manifest::{Manifest, pax_value};
-use super::writers::{FileJob, SMALL_FILE, Writers, create_file, finish_file, replace_non_dir};
+use super::write::BLOCK;
+use super::writers::{
+    FileJob, SMALL_FILE, WriteFailed, Writers, create_file, finish_file, replace_non_dir,
+};
 use super::{Compression, Stats};
 use crate::staging::Staging;
 
@@ -45,21 +49,72 @@ pub struct Extracted {
     pub tar_bytes: u64,
 }
 
+/// Why an extraction failed, and whether the fault is the entry's own.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: anyhow::Error,
+    /// The entry's bytes are bad (corrupt, truncated, not what its manifest
+    /// or digest says): a rebuild should replace it. False for failures of
+    /// the disk, of the settings or of a refused (hostile) entry.
+    pub damaged: bool,
+}
+
+/// Marks an error as damage of the entry itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Damaged(pub String);
+
+fn damaged(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Damaged(message.into()))
+}
+
 /// Decides where to restore, once the entry's manifest (its first member)
 /// says which mounts it holds; `None` for an archive without one.
 pub type Planner<'a> = &'a dyn Fn(Option<&Manifest>) -> anyhow::Result<Staging>;
 
 /// Reads the archive from `input` into staging planned by `plan`, and
 /// returns the staging for the caller to commit. On error the staging is
-/// dropped, which removes everything written so far.
+/// dropped, which removes everything written so far. At most `max_bytes` of
+/// tar stream are read (`max_restore_size`).
 pub fn extract(
     input: impl BufRead + Send + 'static,
     plan: Planner<'_>,
+    max_bytes: u64,
+) -> Result<(Extracted, Staging), Failed> {
+    let (compression, decoder) = match codec::decoder(input) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(failed(damaged("the entry is empty (0 bytes)"), true)),
+        Err(e) => {
+            let error = anyhow::Error::new(e).context("cannot read the entry");
+            return Err(failed(error, true));
+        }
+    };
+    let stream = Verifier::new(decoder, max_bytes);
+    let progress = stream.progress();
+    read_all(stream, compression, plan).map_err(|error| {
+        let progress = progress.borrow();
+        if progress.over_limit {
+            let error = anyhow!(
+                "the entry unpacks to more than max_restore_size ({}); nothing was restored. \
+                 Raise max_restore_size if the cache really is this large",
+                crate::report::bytes(max_bytes)
+            );
+            return failed(error, false);
+        }
+        let damage = progress.input_failed || error.chain().any(|c| c.is::<Damaged>());
+        failed(error, damage)
+    })
+}
+
+fn failed(error: anyhow::Error, damaged: bool) -> Failed {
+    Failed { error, damaged }
+}
+
+fn read_all<R: Read>(
+    mut stream: Verifier<R>,
+    compression: Compression,
+    plan: Planner<'_>,
 ) -> anyhow::Result<(Extracted, Staging)> {
-    let (compression, decoder) = codec::decoder(input)
-        .context("cannot read the entry")?
-        .ok_or_else(|| anyhow!("the entry is empty (0 bytes)"))?;
-    let mut stream = Verifier::new(decoder);
     let progress = stream.progress();
     let mut extractor = Extractor {
         plan,
@@ -73,16 +128,25 @@ pub fn extract(
         dirs: Vec::new(),
         symlinks: HashSet::new(),
         created: HashSet::new(),
+        written: Vec::new(),
+        next_header: 0,
+        last_name: None,
     };
     {
         let mut archive = tar::Archive::new(&mut stream);
-        let entries = archive.entries().context("cannot read the tar stream")?;
+        let entries = archive
+            .entries()
+            .map_err(|e| damaged(format!("cannot read the tar stream: {e}")))?;
         for entry in entries {
             crate::interrupt::check()?;
-            let entry = entry.map_err(|e| anyhow!("corrupt archive: {e}"))?;
+            let entry = entry.map_err(|e| extractor.bad_header(&e))?;
             if extractor.verified {
-                bail!("corrupt archive: entries follow the digest trailer");
+                return Err(damaged(
+                    "corrupt archive: entries follow the digest trailer",
+                ));
             }
+            extractor.next_header = entry.raw_file_position() + padded(entry.size());
+            extractor.last_name = Some(String::from_utf8_lossy(&entry.path_bytes()).into_owned());
             if entry.header().entry_type() == EntryType::XGlobalHeader {
                 extractor.global(entry)?;
                 continue;
@@ -91,17 +155,20 @@ pub fn extract(
         }
     }
     if progress.borrow().hit_eof {
-        bail!("the archive is truncated: it ends without the tar end-of-archive marker");
+        return Err(damaged(
+            "the archive is truncated: it ends without the tar end-of-archive marker",
+        ));
     }
     let digest_required = extractor
         .manifest
         .as_ref()
         .is_some_and(|m| m.digest.is_some());
     if digest_required && !extractor.verified {
-        bail!("the archive is truncated or damaged: its digest trailer is missing");
+        return Err(damaged(
+            "the archive is truncated or damaged: its digest trailer is missing",
+        ));
     }
-    io::copy(&mut stream, &mut io::sink())
-        .map_err(|e| anyhow!("corrupt archive after the last entry: {e}"))?;
+    check_end(&mut stream)?;
     extractor.finish_dirs()?;
     let tar_bytes = progress.borrow().count;
     extractor.staging()?;
@@ -115,6 +182,45 @@ pub fn extract(
         },
         staging,
     ))
+}
+
+/// After the first zero block the tar reader stopped at: the second zero
+/// block of the end-of-archive marker, then nothing but zero padding (GNU
+/// tar pads to 10 KiB records). Anything else is damage or appended data.
+fn check_end(stream: &mut impl Read) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut zeros = 0u64;
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(damaged(format!(
+                    "corrupt archive after the last entry: {e}"
+                )));
+            }
+        };
+        if let Some(at) = buf[..n].iter().position(|&b| b != 0) {
+            return Err(damaged(format!(
+                "corrupt archive: {} bytes after the end-of-archive marker are not zero \
+                 (data appended to the archive, or a damaged end marker)",
+                zeros + at as u64
+            )));
+        }
+        zeros += n as u64;
+    }
+    if zeros < BLOCK as u64 {
+        return Err(damaged(
+            "the archive is truncated: its end-of-archive marker is incomplete",
+        ));
+    }
+    Ok(())
+}
+
+/// A size rounded up to whole tar blocks.
+fn padded(size: u64) -> u64 {
+    size.div_ceil(BLOCK as u64) * BLOCK as u64
 }
 
 struct DirMeta {
@@ -145,6 +251,12 @@ struct Extractor<'a> {
     symlinks: HashSet<(usize, PathBuf)>,
     /// Directories known to exist in staging, to skip repeated checks.
     created: HashSet<PathBuf>,
+    /// What has been written into each staged mount, by index.
+    written: Vec<Totals>,
+    /// Where the header after the last entry read starts, for messages.
+    next_header: u64,
+    /// The last entry read, for messages about the one after it.
+    last_name: Option<String>,
 }
 
 /// Where one archive entry goes.
@@ -155,6 +267,69 @@ struct Place {
 }
 
 impl Extractor<'_> {
+    /// Describes a header the tar reader could not read, by where it is,
+    /// without quoting its bytes (which, after an entry whose size lies, are
+    /// some file's contents).
+    fn bad_header(&self, error: &io::Error) -> anyhow::Error {
+        let text = error.to_string();
+        let problem = if text.contains("checksum") {
+            "its checksum does not match"
+        } else if text.contains("overflow") || text.contains("numeric field") {
+            "a numeric field (such as the size) is invalid or out of range"
+        } else if self.progress.borrow().input_failed {
+            return damaged(format!("cannot read the entry: {error}"));
+        } else {
+            "it cannot be read"
+        };
+        let after = match &self.last_name {
+            Some(name) => format!(" after entry '{name}', whose declared size may be wrong"),
+            None => String::new(),
+        };
+        damaged(format!(
+            "corrupt archive: the tar header at byte {}{after} is damaged: {problem}",
+            self.next_header
+        ))
+    }
+
+    /// Counts one more entry and `bytes` of data written into `mount`,
+    /// refusing to go past what the entry's manifest declared.
+    fn charge(&mut self, mount: usize, entries: u64, bytes: u64) -> anyhow::Result<()> {
+        if self.written.len() <= mount {
+            self.written.resize(mount + 1, Totals::default());
+        }
+        let written = &mut self.written[mount];
+        written.entries += entries;
+        written.bytes += bytes;
+        let written = *written;
+        let Some(declared) = self.declared(mount)? else {
+            return Ok(());
+        };
+        if written.entries > declared.entries || written.bytes > declared.bytes {
+            return Err(damaged(format!(
+                "the entry holds more than its manifest declares for {} ({} entries, {} bytes); \
+                 refusing to write more",
+                self.staging()?.mounts[mount].mount.name,
+                declared.entries,
+                declared.bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bytes `mount` may still receive under its declared size.
+    fn room(&mut self, mount: usize) -> anyhow::Result<u64> {
+        let used = self.written.get(mount).map_or(0, |w| w.bytes);
+        Ok(match self.declared(mount)? {
+            Some(declared) => declared.bytes.saturating_sub(used),
+            None => u64::MAX,
+        })
+    }
+
+    fn declared(&mut self, mount: usize) -> anyhow::Result<Option<Totals>> {
+        let name = self.staging()?.mounts[mount].mount.name.clone();
+        Ok(self.manifest.as_ref().and_then(|m| m.totals_of(&name)))
+    }
+
     /// The staging, planned on first use: after the manifest, before the
     /// first entry that needs a place.
     fn staging(&mut self) -> anyhow::Result<&mut Staging> {
@@ -171,23 +346,23 @@ impl Extractor<'_> {
         let (actual, covered) = self.progress.borrow().digest_before_last_block();
         let position = entry.raw_header_position();
         if entry.size() > MAX_GLOBAL_HEADER {
-            bail!(
+            return Err(damaged(format!(
                 "corrupt archive: a global header claims {} bytes",
                 entry.size()
-            );
+            )));
         }
         let mut records = Vec::new();
         entry.read_to_end(&mut records)?;
         if let Some(expected) = pax_value(&records, digest::PAX_KEY) {
             if covered != position {
-                bail!("corrupt archive: the digest trailer is misplaced");
+                return Err(damaged("corrupt archive: the digest trailer is misplaced"));
             }
             let actual = digest::format(actual);
             if expected != actual.as_bytes() {
-                bail!(
+                return Err(damaged(format!(
                     "corrupt archive: its content does not match its digest ({} recorded, {actual} read)",
                     String::from_utf8_lossy(expected)
-                );
+                )));
             }
             self.verified = true;
         } else if self.manifest.is_none() {
@@ -218,7 +393,13 @@ impl Extractor<'_> {
             _ => None,
         };
         self.create(&mut entry, kind, &place, source, &shown)
-            .with_context(|| format!("cannot restore entry '{shown}'"))
+            .map_err(|e| {
+                if WriteFailed::is_in(&e) {
+                    e
+                } else {
+                    e.context(format!("cannot restore entry '{shown}'"))
+                }
+            })
     }
 
     /// Decides where a name goes: `None` for a mount not being restored,
@@ -308,6 +489,25 @@ impl Extractor<'_> {
             _ => None,
         };
         let mtime = mtime(entry);
+        let is_root = place.rel.as_os_str().is_empty();
+        let file_or_dir = matches!(
+            kind,
+            EntryType::Directory
+                | EntryType::Regular
+                | EntryType::Continuous
+                | EntryType::GNUSparse
+        );
+        if is_root && !file_or_dir {
+            // A mount that is a link would send later build steps, which
+            // write into it, to wherever the link points.
+            bail!(
+                "the mount itself would be a {}; a mount must be a directory or a file",
+                kind_name(kind)
+            );
+        }
+        if !matches!(kind, EntryType::Char | EntryType::Block | EntryType::Fifo) {
+            self.charge(place.mount, 1, 0)?;
+        }
         match kind {
             EntryType::Directory => {
                 self.make_dir(&place.path)?;
@@ -326,10 +526,15 @@ impl Extractor<'_> {
                     bail!("the name of an earlier directory entry is reused for a non-directory");
                 }
                 let size = entry.size();
+                let room = self.room(place.mount)?;
+                // Reads stop one byte past the declared room, so a lying
+                // header or a sparse bomb cannot write more than declared.
+                let mut data_in = entry.take(room.saturating_add(1));
                 if size <= SMALL_FILE {
                     // Small files: read here, written by the pool.
                     let mut data = Vec::with_capacity(size as usize);
-                    entry.read_to_end(&mut data)?;
+                    data_in.read_to_end(&mut data)?;
+                    self.charge(place.mount, 0, data.len() as u64)?;
                     check_size(data.len() as u64, size)?;
                     self.writers.submit(FileJob {
                         name: shown.to_string(),
@@ -341,7 +546,8 @@ impl Extractor<'_> {
                     })?;
                 } else {
                     let mut file = create_file(&place.path)?;
-                    let copied = copy_large(entry, &mut file)?;
+                    let copied = copy_large(&mut data_in, &mut file)?;
+                    self.charge(place.mount, 0, copied)?;
                     check_size(copied, size)?;
                     finish_file(&file, mode, mtime, owner)?;
                 }
@@ -383,7 +589,11 @@ impl Extractor<'_> {
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 self.stats.skipped += 1;
             }
-            other => bail!("unsupported entry type {other:?}"),
+            other => bail!(
+                "it is of an unsupported type ('{}', {})",
+                other.as_byte().escape_ascii(),
+                kind_name(other)
+            ),
         }
         Ok(())
     }
@@ -499,9 +709,28 @@ fn copy_large(mut from: impl Read, to: &mut File) -> io::Result<u64> {
 
 fn check_size(got: u64, want: u64) -> anyhow::Result<()> {
     if got != want {
-        bail!("the archive is truncated: {got} of {want} bytes present");
+        return Err(damaged(format!(
+            "the archive is truncated: {got} of {want} bytes present"
+        )));
     }
     Ok(())
+}
+
+/// A tar entry type in words, for messages.
+fn kind_name(kind: EntryType) -> &'static str {
+    match kind {
+        EntryType::Regular | EntryType::Continuous => "regular file",
+        EntryType::Link => "hard link",
+        EntryType::Symlink => "symbolic link",
+        EntryType::Char => "character device",
+        EntryType::Block => "block device",
+        EntryType::Directory => "directory",
+        EntryType::Fifo => "FIFO",
+        EntryType::GNUSparse => "sparse file",
+        EntryType::GNULongName | EntryType::GNULongLink => "GNU long name",
+        EntryType::XHeader | EntryType::XGlobalHeader => "PAX header",
+        _ => "unknown entry type",
+    }
 }
 
 /// The entry's mtime, with the PAX fraction when present (0 if unreadable).

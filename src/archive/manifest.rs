@@ -20,16 +20,45 @@ pub struct Manifest {
     /// The digest algorithm of the trailer; when set, the trailer must be there.
     #[serde(default)]
     pub digest: Option<String>,
+    /// What each mount (same order as `mounts`) unpacks to, measured before
+    /// archiving. A restore never writes more than this, and checks that the
+    /// disk has room for it before writing anything. Absent in entries of
+    /// larder before 0.2; those are bounded by `max_restore_size` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub totals: Vec<Totals>,
+}
+
+/// The size of one mount once unpacked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Files, directories and links.
+    pub entries: u64,
+    /// Bytes of file contents.
+    pub bytes: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, other: Totals) {
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+    }
 }
 
 impl Manifest {
-    pub fn for_mounts(mounts: &[Mount]) -> Self {
+    pub fn for_mounts(mounts: &[Mount], totals: Vec<Totals>) -> Self {
         Manifest {
             version: 1,
             writer: format!("larder {}", env!("CARGO_PKG_VERSION")),
             mounts: mounts.iter().map(|m| m.name.clone()).collect(),
             digest: Some("xxh3-64".into()),
+            totals,
         }
+    }
+
+    /// The declared size of the mount named `name`, if the entry says.
+    pub fn totals_of(&self, name: &str) -> Option<Totals> {
+        let index = self.mounts.iter().position(|m| m == name)?;
+        self.totals.get(index).copied()
     }
 
     pub fn to_json(&self) -> String {

@@ -17,7 +17,7 @@ use walkdir::WalkDir;
 
 use super::Stats;
 use super::digest::Tally;
-use super::manifest::Manifest;
+use super::manifest::{Manifest, Totals};
 use crate::mount::Mount;
 
 /// Largest value a ustar numeric field holds in octal; beyond it we add a PAX record.
@@ -38,10 +38,15 @@ pub fn write_archive<W: Write>(
     out: Tally<W>,
 ) -> io::Result<(Stats, Tally<W>)> {
     let mut builder = Builder::new(out);
-    let manifest = Manifest::for_mounts(mounts).to_json();
+    let totals = mounts
+        .iter()
+        .map(|mount| measure(mount, options))
+        .collect::<io::Result<Vec<_>>>()?;
+    let manifest = Manifest::for_mounts(mounts, totals.clone()).to_json();
     append_global(&mut builder, super::manifest::PAX_KEY, manifest.as_bytes())?;
     let mut stats = Stats::default();
-    for mount in mounts {
+    for (mount, declared) in mounts.iter().zip(totals) {
+        let before = stats;
         let mut writer = MountWriter {
             builder: &mut builder,
             mount,
@@ -50,11 +55,57 @@ pub fn write_archive<W: Write>(
             links: HashMap::new(),
         };
         writer.write()?;
+        let entries = stats.entries() - before.entries();
+        let bytes = stats.bytes - before.bytes;
+        if entries > declared.entries || bytes > declared.bytes {
+            return Err(io::Error::other(format!(
+                "{} changed while it was being archived ({} entries and {bytes} bytes \
+                 written, {} and {} measured just before); is something still writing \
+                 to it? Run the rebuild when the build has finished",
+                mount.path.display(),
+                entries,
+                declared.entries,
+                declared.bytes
+            )));
+        }
     }
     let digest = super::digest::format(builder.get_ref().digest());
     append_global(&mut builder, super::digest::PAX_KEY, digest.as_bytes())?;
     let out = builder.into_inner()?;
     Ok((stats, out))
+}
+
+/// What `mount` will unpack to, walked just as the writer walks it, so the
+/// manifest at the head of the stream can declare it. Costs one more walk
+/// of the tree's metadata, which the writer then finds in the kernel's cache.
+fn measure(mount: &Mount, options: &WriteOptions) -> io::Result<Totals> {
+    let mut totals = Totals::default();
+    let mut linked = std::collections::HashSet::new();
+    let walk = WalkDir::new(&mount.path)
+        .follow_links(false)
+        .follow_root_links(false);
+    for item in walk {
+        let item = item.map_err(walk_error)?;
+        let kind = item.file_type();
+        if kind.is_symlink() && options.skip_symlinks {
+            continue;
+        }
+        if !(kind.is_dir() || kind.is_symlink() || kind.is_file()) {
+            continue;
+        }
+        totals.entries += 1;
+        if kind.is_file() {
+            let meta = item.metadata().map_err(|e| {
+                io::Error::other(format!("cannot stat {}: {e}", item.path().display()))
+            })?;
+            // Later names of a hard-linked file are stored as links, without data.
+            if meta.nlink() > 1 && !linked.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            totals.bytes += meta.len();
+        }
+    }
+    Ok(totals)
 }
 
 struct MountWriter<'a, W: Write> {
@@ -74,13 +125,7 @@ impl<W: Write> MountWriter<'_, W> {
             .sort_by_file_name();
         for item in walk {
             crate::interrupt::check()?;
-            let item = item.map_err(|e| {
-                let path = e
-                    .path()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                io::Error::other(format!("cannot read {path}: {e}"))
-            })?;
+            let item = item.map_err(walk_error)?;
             let path = item.path();
             let meta = item
                 .metadata()
@@ -187,6 +232,14 @@ impl<W: Write> MountWriter<'_, W> {
         header.set_cksum();
         self.builder.append(&header, data)
     }
+}
+
+fn walk_error(e: walkdir::Error) -> io::Error {
+    let path = e
+        .path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    io::Error::other(format!("cannot read {path}: {e}"))
 }
 
 /// PAX records for the next entry.

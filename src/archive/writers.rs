@@ -31,6 +31,26 @@ pub struct FileJob {
     pub owner: Option<(u32, u32)>,
 }
 
+/// A file the pool could not write. It names its own entry: the error
+/// reaches the reader while it handles some later entry, whose name must
+/// not be put in front of it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot restore entry '{name}': {cause}")]
+pub struct WriteFailed {
+    name: String,
+    cause: io::Error,
+}
+
+impl WriteFailed {
+    /// Whether `error` came from the pool (and so already names its entry).
+    pub fn is_in(error: &anyhow::Error) -> bool {
+        error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<WriteFailed>())
+    }
+}
+
 #[derive(Default)]
 struct Progress {
     done: u64,
@@ -92,10 +112,12 @@ impl Writers {
                                 return Some(io::Error::other("cancelled"));
                             }
                             write_file(job).err().map(|e| {
-                                io::Error::new(
-                                    e.kind(),
-                                    format!("cannot restore entry '{}': {e}", job.name),
-                                )
+                                let kind = e.kind();
+                                let failed = WriteFailed {
+                                    name: job.name.clone(),
+                                    cause: e,
+                                };
+                                io::Error::new(kind, failed)
                             })
                         });
                         let (lock, done) = &*progress;

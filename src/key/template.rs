@@ -143,9 +143,15 @@ fn parse_action(body: &str) -> Result<Pipeline, ParseError> {
     Ok(pipeline)
 }
 
+/// Deepest parenthesis nesting accepted. Parsing and rendering recurse once
+/// per level, so an unbounded depth (20,000 `(`) would overflow the stack;
+/// no real key needs more than a few levels.
+const MAX_NESTING: usize = 32;
+
 fn tokenize(body: &str) -> Result<Vec<Token>, ParseError> {
     let chars: Vec<char> = body.chars().collect();
     let mut tokens = Vec::new();
+    let mut depth = 0usize;
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
@@ -156,10 +162,17 @@ fn tokenize(body: &str) -> Result<Vec<Token>, ParseError> {
                 i += 1;
             }
             '(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ParseError(format!(
+                        "parentheses are nested more than {MAX_NESTING} deep"
+                    )));
+                }
                 tokens.push(Token::Open);
                 i += 1;
             }
             ')' => {
+                depth = depth.saturating_sub(1);
                 tokens.push(Token::Close);
                 i += 1;
             }
@@ -411,6 +424,23 @@ mod tests {
         Template::parse(source)
             .map_err(|e| e.to_string())?
             .render(&Fake)
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!(
+            "{{{{ {}.Commit.Branch{} }}}}",
+            "(".repeat(20_000),
+            ")".repeat(20_000)
+        );
+        let err = Template::parse(&deep).unwrap_err();
+        assert!(err.0.contains("nested more than 32 deep"), "{err}");
+        let ok = format!(
+            "{{{{ {}.Commit.Branch{} }}}}",
+            "(".repeat(32),
+            ")".repeat(32)
+        );
+        assert_eq!(Template::parse(&ok).unwrap().render(&Fake).unwrap(), "main");
     }
 
     #[test]

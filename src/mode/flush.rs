@@ -43,6 +43,8 @@ pub async fn flush(config: &Config, store: &Store) -> anyhow::Result<Report> {
     let age_of = |meta: &ObjectMeta| (now - meta.last_modified).to_std().unwrap_or_default();
     let mut entries = Vec::new();
     let mut stale_claims = Vec::new();
+    // Damage reports, by key: kept while their entry is.
+    let mut reports = Vec::new();
     for meta in listing.objects {
         let Some(name) = meta.location.filename().map(str::to_string) else {
             continue;
@@ -56,6 +58,8 @@ pub async fn flush(config: &Config, store: &Store) -> anyhow::Result<Report> {
             });
         } else if name.ends_with(".claim") && age_of(&meta) > STALE_CLAIM {
             stale_claims.push(meta);
+        } else if let Some(key) = name.strip_suffix(".damaged") {
+            reports.push((key.to_string(), meta));
         }
     }
     entries.sort_by_key(|c| c.meta.last_modified);
@@ -107,6 +111,19 @@ pub async fn flush(config: &Config, store: &Store) -> anyhow::Result<Report> {
     for claim in &stale_claims {
         if !options.dry_run && delete(store, &claim.location).await.is_ok() {
             info!("flush: removed the abandoned claim '{}'", claim.location);
+        }
+    }
+    for (key, report) in &reports {
+        if options.dry_run || kept.iter().any(|c| &c.key == key) {
+            continue;
+        }
+        if delete(store, &report.location).await.is_ok() {
+            info!("flush: removed the damage report of the deleted key '{key}'");
+        }
+    }
+    if !options.dry_run {
+        for name in store.remove_temporaries(root, "", STALE_CLAIM).await {
+            info!("flush: removed the unfinished upload '{name}' of a killed rebuild");
         }
     }
     for candidate in &kept {

@@ -16,7 +16,7 @@ use crate::report;
 use crate::result::{Outcome, Report};
 use crate::settings::Config;
 use crate::storage::claim::{self, Claim, Claimed};
-use crate::storage::{Store, entry, transfer};
+use crate::storage::{Store, damage, entry, transfer};
 
 pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Result<Report> {
     let started = Instant::now();
@@ -44,15 +44,29 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
     let target = entry::path(root, key, config.compression);
 
     let mut held = None;
+    // A stored entry that a restore reported damaged is stored again.
+    let mut damaged = None;
     if !config.override_existing {
         if let Some(existing) = entry::find(store, root, key).await? {
-            return skipped(format!(
-                "key '{key}' is already stored ('{}', {}). Keys are immutable, so nothing \
-                 was uploaded{}",
-                existing.meta.location,
-                report::bytes(existing.meta.size),
-                immutability_hint(config)
-            ));
+            match damage::find(store, root, key, &existing.meta).await? {
+                Some(report) => {
+                    info!(
+                        "rebuild: key '{key}' is stored as '{}', but a restore found that entry \
+                         damaged ({}); storing it again",
+                        existing.meta.location, report.reason
+                    );
+                    damaged = Some(report);
+                }
+                None => {
+                    return skipped(format!(
+                        "key '{key}' is already stored ('{}', {}). Keys are immutable, so \
+                         nothing was uploaded{}",
+                        existing.meta.location,
+                        report::bytes(existing.meta.size),
+                        immutability_hint(config)
+                    ));
+                }
+            }
         }
         match claim::claim(store, &entry::claim_path(root, key), &holder(config)).await? {
             Claimed::Won(claim) => held = Some(claim),
@@ -60,8 +74,12 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
                 return skipped(format!("key '{key}' is being stored right now by {by}"));
             }
         }
-        // Another rebuild may have finished between the lookup and the claim.
-        if entry::find(store, root, key).await?.is_some() {
+        // Another rebuild may have finished (or healed the entry) between
+        // the lookup and the claim.
+        let now = entry::find(store, root, key).await?;
+        let still_damaged =
+            |e: &entry::Entry| damaged.as_ref().is_some_and(|r| r.describes(&e.meta));
+        if now.as_ref().is_some_and(|e| !still_damaged(e)) {
             if let Some(claim) = held.take() {
                 claim.release().await;
             }
@@ -70,14 +88,26 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
             ));
         }
     }
+    let leftovers = store.remove_temporaries(root, key, claim::LEASE).await;
+    if !leftovers.is_empty() {
+        info!(
+            "rebuild: removed {} unfinished upload(s) of key '{key}' left by killed rebuilds: {}",
+            leftovers.len(),
+            leftovers.join(", ")
+        );
+    }
 
     let result = upload(config, store, key, &mounts, &target, started, held.as_ref()).await;
     if let Some(claim) = held {
         claim.release().await;
     }
     let report = result?;
-    if report.result == Outcome::Stored && config.override_existing {
+    if report.result == Outcome::Stored && (config.override_existing || damaged.is_some()) {
         remove_other_formats(config, store, key).await;
+    }
+    if report.result == Outcome::Stored && damaged.is_some() {
+        damage::clear(store, root, key).await;
+        info!("rebuild: the damaged entry of key '{key}' was replaced");
     }
     Ok(report)
 }

@@ -4,17 +4,18 @@
 
 use std::time::Instant;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use tracing::{info, warn};
 
 use super::Keys;
-use crate::archive::extract::{Extracted, extract};
-use crate::mount;
+use crate::archive::extract::{Extracted, Failed, extract};
+use crate::archive::manifest::{Manifest, Totals};
+use crate::mount::{self, Mount};
 use crate::report;
 use crate::result::{Outcome, Report};
 use crate::settings::Config;
 use crate::staging::{Placed, Staging};
-use crate::storage::{Store, entry, transfer};
+use crate::storage::{Store, damage, entry, transfer};
 
 /// Which entry a lookup found.
 struct Found {
@@ -119,7 +120,8 @@ async fn lookup(config: &Config, store: &Store, keys: &Keys) -> anyhow::Result<O
     Ok(None)
 }
 
-/// Downloads and unpacks `found`, then swaps it into the workspace.
+/// Downloads and unpacks `found`, then swaps it into the workspace. An
+/// entry found damaged is reported in storage, so the next rebuild replaces it.
 async fn unpack(
     config: &Config,
     store: &Store,
@@ -129,24 +131,32 @@ async fn unpack(
     let failure = download.failure_handle();
     let specs = config.mounts.clone();
     let workspace = config.workspace.clone();
-    let unpacked = tokio::task::spawn_blocking(move || -> anyhow::Result<(Extracted, Placed)> {
-        let plan = |manifest: Option<&crate::archive::manifest::Manifest>| {
+    let max_bytes = config.max_restore_size;
+    let unpacked = tokio::task::spawn_blocking(move || -> Result<(Extracted, Placed), Failed> {
+        let plan = |manifest: Option<&Manifest>| {
             let held = manifest.map(|m| m.mounts.as_slice());
             let (mounts, notes) = mount::for_restore(&specs, held, &workspace);
             for note in notes {
                 warn!("restore: {note}");
             }
-            Ok(Staging::prepare(&mounts)?)
+            if let Some(manifest) = manifest {
+                check_room(&mounts, manifest, max_bytes)?;
+            }
+            Ok(Staging::prepare(&mounts, &workspace)?)
         };
-        let (extracted, staging) = extract(download.into_reader(), &plan)?;
-        crate::interrupt::check()?;
+        let (extracted, staging) = extract(download.into_reader(), &plan, max_bytes)?;
+        let local = |error: anyhow::Error| Failed {
+            error,
+            damaged: false,
+        };
+        crate::interrupt::check().map_err(|e| local(e.into()))?;
         let missing: Vec<String> = staging
             .mounts
             .iter()
             .filter(|s| !s.present)
             .map(|s| s.mount.name.clone())
             .collect();
-        let placed = staging.commit()?;
+        let placed = staging.commit().map_err(|e| local(e.into()))?;
         for name in missing {
             warn!("restore: the entry holds nothing for mount {name}; it was left as it was");
         }
@@ -154,13 +164,106 @@ async fn unpack(
     })
     .await
     .map_err(|e| anyhow!("unpacking stopped unexpectedly: {e}"))?;
-    unpacked.map_err(|e| match failure.get() {
-        Some(cause) => anyhow!("{cause}; the workspace was left as it was"),
-        None => e.context(format!(
-            "entry '{}' could not be restored; the workspace was left as it was",
+    let failed = match unpacked {
+        Ok(done) => return Ok(done),
+        Err(failed) => failed,
+    };
+    if let Some(cause) = failure.get() {
+        return Err(anyhow!("{cause}; the workspace was left as it was"));
+    }
+    let object = &found.entry.meta.location;
+    let error = failed.error.context(format!(
+        "entry '{object}' could not be restored; the workspace was left as it was"
+    ));
+    if failed.damaged && !crate::interrupt::requested() {
+        report_damage(config, store, found, &error).await;
+    }
+    Err(error)
+}
+
+/// Tells the next rebuild of the entry's key to replace it, unless this
+/// build may not write to the cache.
+async fn report_damage(config: &Config, store: &Store, found: &Found, error: &anyhow::Error) {
+    let key = &found.key;
+    if super::pull_request_block(config).is_some() {
+        warn!(
+            "restore: entry for key '{key}' is damaged; a rebuild on a branch will replace it \
+             once a build there finds it damaged (pull requests do not write to the cache)"
+        );
+        return;
+    }
+    let report = damage::Report::new(&found.entry.meta, &format!("{error:#}"));
+    match damage::write(store, &config.remote_root, key, &report).await {
+        Ok(()) => warn!(
+            "restore: entry for key '{key}' is damaged; the next rebuild of '{key}' will \
+             replace it"
+        ),
+        Err(e) => warn!(
+            "restore: entry for key '{key}' is damaged, and this could not be recorded for \
+             the next rebuild ({e:#}); delete '{}' to have it rebuilt",
             found.entry.meta.location
-        )),
-    })
+        ),
+    }
+}
+
+/// Refuses, before anything is written, an entry that declares more than
+/// `max_restore_size` or more than the disk under a mount has room for.
+fn check_room(mounts: &[Mount], manifest: &Manifest, max_bytes: u64) -> anyhow::Result<()> {
+    let mut needs: Vec<(u64, Totals, String, rustix::fs::StatVfs)> = Vec::new();
+    let mut total = Totals::default();
+    for mount in mounts {
+        let Some(totals) = manifest.totals_of(&mount.name) else {
+            continue;
+        };
+        total.add(totals);
+        let Some(existing) = mount.path.ancestors().find(|a| a.is_dir()) else {
+            continue;
+        };
+        let (Ok(meta), Ok(fs)) = (existing.metadata(), rustix::fs::statvfs(existing)) else {
+            continue;
+        };
+        use std::os::unix::fs::MetadataExt;
+        match needs.iter_mut().find(|(dev, ..)| *dev == meta.dev()) {
+            Some((_, sum, names, _)) => {
+                sum.add(totals);
+                names.push_str(&format!(", {}", mount.name));
+            }
+            None => needs.push((meta.dev(), totals, mount.name.clone(), fs)),
+        }
+    }
+    if total.bytes > max_bytes {
+        bail!(
+            "the entry unpacks to {} for the mounts being restored, more than max_restore_size \
+             ({}); nothing was restored. Raise max_restore_size if the cache really is this large",
+            report::bytes(total.bytes),
+            report::bytes(max_bytes)
+        );
+    }
+    for (_, totals, names, fs) in needs {
+        // Each file and directory takes at least part of a block.
+        let needed = totals.bytes + totals.entries * fs.f_frsize;
+        let free = fs.f_bavail * fs.f_frsize;
+        if needed > free {
+            bail!(
+                "not enough disk space to restore {names}: it needs about {} ({} in {} files and \
+                 directories) and the disk has {} free; nothing was restored. Free some space on \
+                 the runner, or delete the cache entry",
+                report::bytes(needed),
+                report::bytes(totals.bytes),
+                report::count(totals.entries),
+                report::bytes(free)
+            );
+        }
+        if fs.f_files > 0 && totals.entries > fs.f_favail {
+            bail!(
+                "not enough free inodes to restore {names}: it holds {} files and directories \
+                 and the disk has {} inodes free; nothing was restored",
+                report::count(totals.entries),
+                report::count(fs.f_favail)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn placed_names(placed: &Placed) -> String {

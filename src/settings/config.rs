@@ -48,6 +48,8 @@ pub struct Config {
     /// Prefix templates tried, in order, when the key has no entry.
     pub restore_keys: Vec<KeyTemplate>,
     pub fail_on_miss: bool,
+    /// The most a restore unpacks (`max_restore_size`).
+    pub max_restore_size: u64,
     pub allow_pull_request_writes: bool,
     pub flush: FlushOptions,
     /// Where to write the JSON summary (absolute).
@@ -110,6 +112,7 @@ impl Config {
             key,
             restore_keys,
             fail_on_miss: raw.bool("fail_on_miss"),
+            max_restore_size: raw.size("max_restore_size").unwrap_or(u64::MAX),
             allow_pull_request_writes: raw.bool("allow_pull_request_writes"),
             flush,
             result_file,

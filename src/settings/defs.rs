@@ -171,6 +171,10 @@ pub static SETTINGS: &[Setting] = &[
          fit in this size, e.g. 10GB."),
     setting!("dry_run", Bool, Cache, default: Some("false"), aliases: [], flags: [],
         "With flush: list what would be deleted, delete nothing."),
+    setting!("max_restore_size", Size, Cache, default: Some("50GB"), aliases: [], flags: [],
+        "With restore: the most an entry may unpack to (its tar stream). Larger entries \
+         are refused before they fill the disk. Entries also declare their own size, and \
+         a restore never writes more than that, nor starts when the disk has no room for it."),
     setting!("archive_format", Text, Archive, default: Some("gzip"), aliases: [],
         flags: ["archive.format"],
         "Compression of new entries: gzip (.tar.gz), zstd (.tar.zst) or tar (no compression). \

@@ -9,8 +9,8 @@ use anyhow::Context;
 use object_store::azure::MicrosoftAzureBuilder;
 use url::Url;
 
-use super::Store;
 use super::s3::{client_options, retry_config};
+use super::{Scratch, Store};
 use crate::settings::Secret;
 
 #[derive(Clone, Debug)]
@@ -54,5 +54,6 @@ pub fn open(options: &AzureOptions, timeout: Duration) -> anyhow::Result<Store> 
         inner: Arc::new(store),
         backend: "azure",
         location,
+        scratch: Scratch::None,
     })
 }

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::Store;
 
 /// How long a claim stays valid without renewal.
-const LEASE: Duration = Duration::from_secs(120);
+pub const LEASE: Duration = Duration::from_secs(120);
 /// How often the holder renews it.
 const RENEW_EVERY: Duration = Duration::from_secs(30);
 
@@ -110,22 +110,44 @@ impl Claim {
             .is_some_and(|(record, _)| record.is_some_and(|r| r.token == self.token)))
     }
 
-    /// Stops renewing and removes the claim if it is still ours.
+    /// Stops renewing and removes the claim if it is still ours. Storage
+    /// that just failed the upload may be back in a moment, so a failed
+    /// removal is retried for a few seconds: a claim left behind makes every
+    /// rebuild of the key skip until it expires.
     pub async fn release(mut self) {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
         }
-        match self.still_ours().await {
-            Ok(true) => {
-                if let Err(e) = delete(&self.store, &self.path).await {
-                    tracing::warn!("{e}; the claim expires by itself in {}s", LEASE.as_secs());
-                }
+        let mut failure = None;
+        for wait in RELEASE_RETRIES {
+            tokio::time::sleep(wait).await;
+            let removed = match self.still_ours().await {
+                Ok(true) => delete(&self.store, &self.path).await,
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(()) => return,
+                Err(e) => failure = Some(e),
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!("{e}"),
+        }
+        if let Some(e) = failure {
+            tracing::warn!(
+                "{e:#}; the claim stays until it expires, within {} s, and rebuilds of this key \
+                 are skipped until then",
+                LEASE.as_secs()
+            );
         }
     }
 }
+
+/// Waits before each attempt to remove a claim: at once, then over 7 s.
+const RELEASE_RETRIES: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 
 impl Drop for Claim {
     fn drop(&mut self) {

@@ -3,11 +3,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use object_store::local::LocalFileSystem;
 
-use super::Store;
+use super::{Scratch, Store};
 
 /// Opens (and creates) the cache root. Writes are fsynced on completion so a
 /// crash can never leave a renamed-but-empty entry on the volume.
@@ -27,5 +28,43 @@ pub fn open(root: &Path) -> anyhow::Result<Store> {
         inner: Arc::new(store),
         backend: "filesystem",
         location: root.display().to_string(),
+        scratch: Scratch::Local(root.to_path_buf()),
     })
+}
+
+/// Removes `LocalFileSystem`'s unfinished uploads (`<object>#<n>`) in `dir`
+/// whose object name starts with `prefix` and that were not written to for
+/// `older_than`; returns their names.
+pub fn remove_temporaries(
+    dir: &Path,
+    prefix: &str,
+    older_than: Duration,
+) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((object, counter)) = name.rsplit_once('#') else {
+            continue;
+        };
+        let idle = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default())
+            .unwrap_or_default();
+        let temporary = !counter.is_empty() && counter.bytes().all(|b| b.is_ascii_digit());
+        if temporary
+            && object.starts_with(prefix)
+            && idle >= older_than
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed.push(name);
+        }
+    }
+    Ok(removed)
 }

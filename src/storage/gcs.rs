@@ -14,8 +14,8 @@ use anyhow::Context;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use url::Url;
 
-use super::Store;
 use super::s3::{client_options, retry_config};
+use super::{Scratch, Store};
 use crate::settings::Secret;
 
 #[derive(Clone, Debug)]
@@ -68,5 +68,6 @@ pub fn open(options: &GcsOptions, timeout: Duration) -> anyhow::Result<Store> {
         inner: Arc::new(store),
         backend: "gcs",
         location,
+        scratch: Scratch::None,
     })
 }

@@ -4,6 +4,7 @@
 
 pub mod azure;
 pub mod claim;
+pub mod damage;
 pub mod entry;
 pub mod filesystem;
 pub mod gcs;
@@ -37,6 +38,20 @@ pub struct Store {
     pub backend: &'static str,
     /// Where, for people: `s3://ci-cache at http://127.0.0.1:9200`, `/tmp/cache`.
     pub location: String,
+    /// Where the backend keeps unfinished uploads that listings do not show.
+    scratch: Scratch,
+}
+
+/// Where unfinished uploads live, for removing those of killed rebuilds.
+/// Object stores keep incomplete multipart uploads out of sight (a bucket
+/// lifecycle rule aborts them); files on a volume or an SFTP server stay.
+#[derive(Clone)]
+pub enum Scratch {
+    None,
+    /// `LocalFileSystem` writes `<object>#<n>` beside the object.
+    Local(PathBuf),
+    /// The SFTP store writes hidden `.<object>.<id>.larder-tmp` files.
+    Sftp(Arc<sftp::SftpStore>),
 }
 
 impl fmt::Debug for Store {
@@ -56,6 +71,42 @@ impl Store {
             StorageConfig::Azure(options) => azure::open(options, timeout),
             StorageConfig::Gcs(options) => gcs::open(options, timeout),
         }
+    }
+
+    /// Removes unfinished uploads in `folder` whose object names start
+    /// with `prefix` and that were not written to for `older_than`, and
+    /// returns their names. Best effort: a failure is logged, not returned.
+    pub async fn remove_temporaries(
+        &self,
+        folder: &str,
+        prefix: &str,
+        older_than: Duration,
+    ) -> Vec<String> {
+        let removed = match &self.scratch {
+            Scratch::None => Ok(Vec::new()),
+            Scratch::Local(root) => {
+                let dir = root.join(folder);
+                let prefix = prefix.to_string();
+                tokio::task::spawn_blocking(move || {
+                    filesystem::remove_temporaries(&dir, &prefix, older_than)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                .map_err(|e| e.to_string())
+            }
+            Scratch::Sftp(sftp) => sftp
+                .remove_temporaries(folder, prefix, older_than)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        removed.unwrap_or_else(|e| {
+            tracing::warn!(
+                "could not look for unfinished uploads in '{folder}' in {} {}: {e}",
+                self.backend,
+                self.location
+            );
+            Vec::new()
+        })
     }
 
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {

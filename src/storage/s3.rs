@@ -9,7 +9,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{ClientOptions, RetryConfig};
 use url::Url;
 
-use super::Store;
+use super::{Scratch, Store};
 use crate::settings::Secret;
 
 #[derive(Clone, Debug)]
@@ -99,6 +99,7 @@ pub fn open(options: &S3Options, timeout: Duration) -> anyhow::Result<Store> {
         inner: Arc::new(store),
         backend: "s3",
         location,
+        scratch: Scratch::None,
     })
 }
 

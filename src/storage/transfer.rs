@@ -203,7 +203,17 @@ pub async fn download(store: Store, meta: ObjectMeta) -> anyhow::Result<Download
                 AbortOnDropHandle::new(tokio::spawn(fetch(store.clone(), meta.clone(), range)))
             })
             .buffered(DOWNLOAD_CONCURRENCY);
-        while let Some(joined) = fetches.next().await {
+        let cancelled = crate::interrupt::token();
+        loop {
+            let joined = tokio::select! {
+                joined = fetches.next() => joined,
+                () = cancelled.cancelled() => {
+                    let stop = io::Error::new(io::ErrorKind::Interrupted, "interrupted by a signal");
+                    let _ = tx.send(Err(stop)).await;
+                    return;
+                }
+            };
+            let Some(joined) = joined else { return };
             let result = joined.unwrap_or_else(|e| Err(anyhow!("a download task failed: {e}")));
             let item = result.map_err(|e| {
                 let message = format!("{e:#}");

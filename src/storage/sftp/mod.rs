@@ -29,7 +29,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{OpenFlags, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::Store;
+use super::{Scratch, Store};
 use crate::settings::Secret;
 use session::Connection;
 
@@ -90,10 +90,12 @@ pub async fn open(options: &SftpOptions, timeout: Duration) -> anyhow::Result<St
         location: location.clone(),
         timeout,
     };
+    let store = Arc::new(store);
     Ok(Store {
-        inner: Arc::new(store),
+        inner: Arc::clone(&store) as Arc<dyn ObjectStore>,
         backend: "sftp",
         location,
+        scratch: Scratch::Sftp(store),
     })
 }
 
@@ -259,6 +261,45 @@ impl SftpStore {
             version: None,
             extensions: Default::default(),
         })
+    }
+
+    /// Removes the temporary upload files in `dir` (relative to the root)
+    /// whose object name starts with `prefix` and that nobody has written
+    /// for `older_than`: leftovers of killed rebuilds, which listings hide.
+    pub async fn remove_temporaries(
+        &self,
+        dir: &str,
+        prefix: &str,
+        older_than: Duration,
+    ) -> object_store::Result<Vec<String>> {
+        let location = Path::from(dir);
+        let full = self.full(&location);
+        let entries = match self
+            .run(&location, self.sftp().read_dir(full.clone()))
+            .await
+        {
+            Ok(entries) => entries,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let now = Utc::now().timestamp();
+        let mut removed = Vec::new();
+        for entry in entries {
+            let name = entry.file_name();
+            let mtime = i64::from(entry.metadata().mtime.unwrap_or(0));
+            let idle = u64::try_from(now - mtime).unwrap_or(0);
+            if !name.ends_with(TEMP_SUFFIX)
+                || !name.starts_with(&format!(".{prefix}"))
+                || idle < older_than.as_secs()
+            {
+                continue;
+            }
+            let remove = self.sftp().remove_file(format!("{full}/{name}"));
+            if self.run(&location, remove).await.is_ok() {
+                removed.push(name);
+            }
+        }
+        Ok(removed)
     }
 
     /// Every object below `dir` (a path relative to the root, "" for all).
