@@ -91,7 +91,7 @@ pub fn extract(
     };
     let stream = Verifier::new(decoder, max_bytes);
     let progress = stream.progress();
-    read_all(stream, compression, plan).map_err(|error| {
+    read_all(stream, compression, plan, max_bytes).map_err(|error| {
         let progress = progress.borrow();
         if progress.over_limit {
             let error = anyhow!(
@@ -114,6 +114,7 @@ fn read_all<R: Read>(
     mut stream: Verifier<R>,
     compression: Compression,
     plan: Planner<'_>,
+    max_bytes: u64,
 ) -> anyhow::Result<(Extracted, Staging)> {
     let progress = stream.progress();
     let mut extractor = Extractor {
@@ -129,6 +130,7 @@ fn read_all<R: Read>(
         symlinks: HashSet::new(),
         created: HashSet::new(),
         written: Vec::new(),
+        max_bytes,
         next_header: 0,
         last_name: None,
     };
@@ -151,6 +153,9 @@ fn read_all<R: Read>(
                 extractor.global(entry)?;
                 continue;
             }
+            // Plan before the first entry, so a refusal of the whole entry
+            // (no room, a link on the way) is not blamed on this member.
+            extractor.staging()?;
             extractor.entry(entry)?;
         }
     }
@@ -253,6 +258,9 @@ struct Extractor<'a> {
     created: HashSet<PathBuf>,
     /// What has been written into each staged mount, by index.
     written: Vec<Totals>,
+    /// The most file data written in all (`max_restore_size`). The stream
+    /// is bounded too, but a sparse entry expands inside the tar reader.
+    max_bytes: u64,
     /// Where the header after the last entry read starts, for messages.
     next_header: u64,
     /// The last entry read, for messages about the one after it.
@@ -271,24 +279,29 @@ impl Extractor<'_> {
     /// without quoting its bytes (which, after an entry whose size lies, are
     /// some file's contents).
     fn bad_header(&self, error: &io::Error) -> anyhow::Error {
-        let text = error.to_string();
-        let problem = if text.contains("checksum") {
-            "its checksum does not match"
-        } else if text.contains("overflow") || text.contains("numeric field") {
-            "a numeric field (such as the size) is invalid or out of range"
-        } else if self.progress.borrow().input_failed {
+        if self.progress.borrow().input_failed {
             return damaged(format!("cannot read the entry: {error}"));
+        }
+        let text = error.to_string();
+        let at = match &self.last_name {
+            Some(name) => format!("at byte {} (after entry '{name}')", self.next_header),
+            None => format!("at byte {}", self.next_header),
+        };
+        let problem = if text.contains("checksum")
+            || text.contains("overflow")
+            || text.contains("numeric field")
+        {
+            let hint = match &self.last_name {
+                Some(name) => format!(
+                    "; entry '{name}' may declare a wrong size, or the archive is damaged there"
+                ),
+                None => String::new(),
+            };
+            format!("is not a valid tar header (bad checksum, size or other number){hint}")
         } else {
-            "it cannot be read"
+            "cannot be read".to_string()
         };
-        let after = match &self.last_name {
-            Some(name) => format!(" after entry '{name}', whose declared size may be wrong"),
-            None => String::new(),
-        };
-        damaged(format!(
-            "corrupt archive: the tar header at byte {}{after} is damaged: {problem}",
-            self.next_header
-        ))
+        damaged(format!("corrupt archive: the tar header {at} {problem}"))
     }
 
     /// Counts one more entry and `bytes` of data written into `mount`,
@@ -301,6 +314,14 @@ impl Extractor<'_> {
         written.entries += entries;
         written.bytes += bytes;
         let written = *written;
+        let total: u64 = self.written.iter().map(|w| w.bytes).sum();
+        if total > self.max_bytes {
+            bail!(
+                "the entry unpacks to more than max_restore_size ({}); nothing was restored. \
+                 Raise max_restore_size if the cache really is this large",
+                crate::report::bytes(self.max_bytes)
+            );
+        }
         let Some(declared) = self.declared(mount)? else {
             return Ok(());
         };
@@ -316,12 +337,15 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// The bytes `mount` may still receive under its declared size.
+    /// The bytes `mount` may still receive: under its declared size and
+    /// under `max_restore_size`.
     fn room(&mut self, mount: usize) -> anyhow::Result<u64> {
         let used = self.written.get(mount).map_or(0, |w| w.bytes);
+        let total: u64 = self.written.iter().map(|w| w.bytes).sum();
+        let under_max = self.max_bytes.saturating_sub(total);
         Ok(match self.declared(mount)? {
-            Some(declared) => declared.bytes.saturating_sub(used),
-            None => u64::MAX,
+            Some(declared) => declared.bytes.saturating_sub(used).min(under_max),
+            None => under_max,
         })
     }
 
@@ -545,6 +569,7 @@ impl Extractor<'_> {
                         owner,
                     })?;
                 } else {
+                    check_space(&place.path, size.min(room))?;
                     let mut file = create_file(&place.path)?;
                     let copied = copy_large(&mut data_in, &mut file)?;
                     self.charge(place.mount, 0, copied)?;
@@ -712,6 +737,28 @@ fn check_size(got: u64, want: u64) -> anyhow::Result<()> {
         return Err(damaged(format!(
             "the archive is truncated: {got} of {want} bytes present"
         )));
+    }
+    Ok(())
+}
+
+/// Refuses a large file the disk has no room for, before writing it: an
+/// entry without a declared size (or a sparse one, which expands in the
+/// reader) must not fill the runner's disk first and fail after.
+fn check_space(path: &Path, size: u64) -> anyhow::Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let Ok(fs) = rustix::fs::statvfs(dir) else {
+        return Ok(());
+    };
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    if size > free {
+        bail!(
+            "not enough disk space: the file is {} and the disk has {} free; free some space \
+             on the runner",
+            crate::report::bytes(size),
+            crate::report::bytes(free)
+        );
     }
     Ok(())
 }

@@ -122,7 +122,7 @@ pub async fn flush(config: &Config, store: &Store) -> anyhow::Result<Report> {
         }
     }
     if !options.dry_run {
-        for name in store.remove_temporaries(root, "", STALE_CLAIM).await {
+        for name in store.remove_temporaries(root, |_| true, STALE_CLAIM).await {
             info!("flush: removed the unfinished upload '{name}' of a killed rebuild");
         }
     }

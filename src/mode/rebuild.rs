@@ -88,7 +88,11 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
             ));
         }
     }
-    let leftovers = store.remove_temporaries(root, key, claim::LEASE).await;
+    let ours = key.to_string();
+    let of_this_key = move |object: &str| entry::key_of(object).is_some_and(|(k, _)| k == ours);
+    let leftovers = store
+        .remove_temporaries(root, of_this_key, claim::LEASE)
+        .await;
     if !leftovers.is_empty() {
         info!(
             "rebuild: removed {} unfinished upload(s) of key '{key}' left by killed rebuilds: {}",

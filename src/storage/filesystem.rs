@@ -33,11 +33,11 @@ pub fn open(root: &Path) -> anyhow::Result<Store> {
 }
 
 /// Removes `LocalFileSystem`'s unfinished uploads (`<object>#<n>`) in `dir`
-/// whose object name starts with `prefix` and that were not written to for
+/// of the objects `wanted` accepts that were not written to for
 /// `older_than`; returns their names.
 pub fn remove_temporaries(
     dir: &Path,
-    prefix: &str,
+    wanted: impl Fn(&str) -> bool,
     older_than: Duration,
 ) -> std::io::Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
@@ -52,17 +52,16 @@ pub fn remove_temporaries(
         let Some((object, counter)) = name.rsplit_once('#') else {
             continue;
         };
+        let temporary = !counter.is_empty() && counter.bytes().all(|b| b.is_ascii_digit());
+        if !temporary || !wanted(object) {
+            continue;
+        }
         let idle = entry
             .metadata()
             .and_then(|m| m.modified())
             .map(|t| t.elapsed().unwrap_or_default())
             .unwrap_or_default();
-        let temporary = !counter.is_empty() && counter.bytes().all(|b| b.is_ascii_digit());
-        if temporary
-            && object.starts_with(prefix)
-            && idle >= older_than
-            && std::fs::remove_file(entry.path()).is_ok()
-        {
+        if idle >= older_than && std::fs::remove_file(entry.path()).is_ok() {
             removed.push(name);
         }
     }

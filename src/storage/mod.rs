@@ -73,29 +73,28 @@ impl Store {
         }
     }
 
-    /// Removes unfinished uploads in `folder` whose object names start
-    /// with `prefix` and that were not written to for `older_than`, and
-    /// returns their names. Best effort: a failure is logged, not returned.
+    /// Removes unfinished uploads in `folder` of the objects `wanted`
+    /// accepts (by file name) that were not written to for `older_than`,
+    /// and returns their names. Best effort: a failure is logged.
     pub async fn remove_temporaries(
         &self,
         folder: &str,
-        prefix: &str,
+        wanted: impl Fn(&str) -> bool + Send + 'static,
         older_than: Duration,
     ) -> Vec<String> {
         let removed = match &self.scratch {
             Scratch::None => Ok(Vec::new()),
             Scratch::Local(root) => {
                 let dir = root.join(folder);
-                let prefix = prefix.to_string();
                 tokio::task::spawn_blocking(move || {
-                    filesystem::remove_temporaries(&dir, &prefix, older_than)
+                    filesystem::remove_temporaries(&dir, wanted, older_than)
                 })
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)))
                 .map_err(|e| e.to_string())
             }
             Scratch::Sftp(sftp) => sftp
-                .remove_temporaries(folder, prefix, older_than)
+                .remove_temporaries(folder, wanted, older_than)
                 .await
                 .map_err(|e| e.to_string()),
         };

@@ -246,15 +246,24 @@ async fn fetch(store: Store, meta: ObjectMeta, range: Range<u64>) -> anyhow::Res
         ..GetOptions::default()
     };
     let path = &meta.location;
-    let describe = |e| store.error("download of", path, e);
-    let result = store.inner().get_opts(path, options).await.map_err(|e| match e {
-        object_store::Error::Precondition { .. } => anyhow!(
-            "{} entry '{path}' in {} was replaced while it was being downloaded; run the step again",
-            store.backend,
-            store.location
-        ),
-        other => describe(other),
-    })?;
+    let describe = |e: object_store::Error| {
+        if was_replaced(&e) {
+            anyhow!(
+                "{} entry '{path}' in {} was replaced while it was being downloaded (the \
+                 server answered 412 Precondition Failed to a read pinned to the version \
+                 found); nothing was restored, run the step again",
+                store.backend,
+                store.location
+            )
+        } else {
+            store.error("download of", path, e)
+        }
+    };
+    let result = store
+        .inner()
+        .get_opts(path, options)
+        .await
+        .map_err(describe)?;
     let chunks: Vec<Bytes> = result.into_stream().try_collect().await.map_err(describe)?;
     let got: u64 = chunks.iter().map(|c| c.len() as u64).sum();
     let expected = range.end - range.start;
@@ -268,9 +277,41 @@ async fn fetch(store: Store, meta: ObjectMeta, range: Range<u64>) -> anyhow::Res
     Ok(chunks)
 }
 
+/// Whether a read pinned to an ETag failed because the object changed. The
+/// status arrives as `Precondition`, or, when a broken body is retried
+/// mid-stream, inside a generic error.
+fn was_replaced(e: &object_store::Error) -> bool {
+    if matches!(e, object_store::Error::Precondition { .. }) {
+        return true;
+    }
+    let text = super::chain(e).to_ascii_lowercase();
+    text.contains("412") && text.contains("precondition")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_412_anywhere_in_the_error_means_the_entry_was_replaced() {
+        let retried = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(io::Error::other(
+                "Client error with status 412 Precondition Failed: At least one of the pre-conditions you specified did not hold",
+            )),
+        };
+        assert!(was_replaced(&retried));
+        let direct = object_store::Error::Precondition {
+            path: "r/k.tar.gz".into(),
+            source: "412".into(),
+        };
+        assert!(was_replaced(&direct));
+        let other = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(io::Error::other("connection reset")),
+        };
+        assert!(!was_replaced(&other));
+    }
 
     #[test]
     fn ranges_cover_the_object_exactly() {

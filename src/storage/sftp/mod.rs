@@ -264,12 +264,12 @@ impl SftpStore {
     }
 
     /// Removes the temporary upload files in `dir` (relative to the root)
-    /// whose object name starts with `prefix` and that nobody has written
-    /// for `older_than`: leftovers of killed rebuilds, which listings hide.
+    /// of the objects `wanted` accepts that nobody has written for
+    /// `older_than`: leftovers of killed rebuilds, which listings hide.
     pub async fn remove_temporaries(
         &self,
         dir: &str,
-        prefix: &str,
+        wanted: impl Fn(&str) -> bool,
         older_than: Duration,
     ) -> object_store::Result<Vec<String>> {
         let location = Path::from(dir);
@@ -286,12 +286,12 @@ impl SftpStore {
         let mut removed = Vec::new();
         for entry in entries {
             let name = entry.file_name();
+            let Some(object) = temp_object(&name) else {
+                continue;
+            };
             let mtime = i64::from(entry.metadata().mtime.unwrap_or(0));
             let idle = u64::try_from(now - mtime).unwrap_or(0);
-            if !name.ends_with(TEMP_SUFFIX)
-                || !name.starts_with(&format!(".{prefix}"))
-                || idle < older_than.as_secs()
-            {
+            if !wanted(object) || idle < older_than.as_secs() {
                 continue;
             }
             let remove = self.sftp().remove_file(format!("{full}/{name}"));
@@ -545,6 +545,12 @@ fn temp_name(full: &str) -> String {
     let (dir, name) = full.rsplit_once('/').unwrap_or(("", full));
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{dir}/.{name}.{}{TEMP_SUFFIX}", &id[..12])
+}
+
+/// The object a temporary file (`.<name>.<id>.larder-tmp`) was for.
+fn temp_object(file_name: &str) -> Option<&str> {
+    let inner = file_name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
+    inner.rsplit_once('.').map(|(object, _id)| object)
 }
 
 fn parent(full: &str) -> &str {
