@@ -99,6 +99,7 @@ start() {
     echo "export LARDER_TEST_S3_BUCKET=$S3_BUCKET"
     echo "export LARDER_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY"
     echo "export LARDER_TEST_S3_SECRET_KEY=$S3_SECRET_KEY"
+    echo "export LARDER_TEST_S3S_FS=$TOOLS/cargo/bin/s3s-fs"
     echo "export LARDER_TEST_SFTP_HOST=127.0.0.1"
     echo "export LARDER_TEST_SFTP_PORT=$SFTP_PORT"
     echo "export LARDER_TEST_SFTP_KEY_USER=sftpkey"

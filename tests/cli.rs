@@ -405,3 +405,22 @@ fn cancelling_a_rebuild_leaves_nothing_behind() {
         }
     }
 }
+
+/// A key template nested 20,000 parentheses deep is a configuration error
+/// naming the setting, not a stack overflow (exit 134).
+#[test]
+fn deeply_nested_key_is_a_configuration_error() {
+    let ws = workspace();
+    let deep = format!(
+        "{{{{ {}.Commit.Branch{} }}}}",
+        "(".repeat(20_000),
+        ")".repeat(20_000)
+    );
+    let backend = Backend::filesystem();
+    let run = Step::new(ws.path(), &backend, "r")
+        .set("PLUGIN_CACHE_KEY", &deep)
+        .restore();
+    run.assert_code(2)
+        .assert_log("cache_key")
+        .assert_log("nested more than 32 deep");
+}

@@ -678,3 +678,59 @@ fn a_full_disk_is_reported_once_with_the_right_entry() {
     );
     assert_eq!(names(ws.path()), Vec::<String>::new());
 }
+
+/// A rebuild whose S3 server dies gives up; once the server is back, the
+/// claim it held is released, so the next rebuild of the key is not
+/// skipped for minutes as "being stored right now".
+#[test]
+fn a_claim_is_released_when_the_server_comes_back() {
+    let mut server = common::S3Server::start();
+    let backend = server.backend();
+    let root = unique_root("server-dies");
+    let ws = workspace();
+    fs::create_dir(ws.path().join("pkg.mod")).unwrap();
+    for i in 0..8 {
+        fs::write(
+            ws.path().join(format!("pkg.mod/blob{i}")),
+            tree::noise(i, 16 << 20),
+        )
+        .unwrap();
+    }
+    let child = Step::new(ws.path(), &backend, &root)
+        .set("PLUGIN_COMPRESSION_LEVEL", "9")
+        .set("PLUGIN_EXIT_CODE", "false")
+        .command("rebuild")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let claim = format!("{root}/gomod-main.claim");
+    let on_disk = server
+        .data
+        .path()
+        .join(common::S3Server::BUCKET)
+        .join(&claim);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !on_disk.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the rebuild never claimed the key"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.kill();
+    std::thread::sleep(Duration::from_millis(2500));
+    server.resume();
+    let run = to_run(child.wait_with_output().unwrap());
+    run.assert_code(0).assert_log("rebuild failed");
+    assert!(
+        backend.get(&claim).is_none(),
+        "the claim stayed:\n{}",
+        run.log()
+    );
+    let again = Step::new(ws.path(), &backend, &root)
+        .set("PLUGIN_ARCHIVE_FORMAT", "tar")
+        .rebuild();
+    again
+        .assert_code(0)
+        .assert_log("rebuild: stored key 'gomod-main'");
+}

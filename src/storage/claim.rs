@@ -67,7 +67,15 @@ pub async fn claim(store: &Store, path: &Path, holder: &str) -> anyhow::Result<C
                     delete(store, path).await?;
                 }
             },
-            Err(e) => return Err(store.error("claim of", path, e)),
+            Err(e) => {
+                // The server may have stored the claim and failed to say so
+                // (it died mid-request): remove it if it is ours, or every
+                // rebuild of the key would skip until it expires.
+                Claim::start(store, path, token.clone(), record)
+                    .release()
+                    .await;
+                return Err(store.error("claim of", path, e));
+            }
         }
     }
     Ok(Claimed::Held(

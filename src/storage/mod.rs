@@ -144,8 +144,11 @@ fn explain(err: &object_store::Error) -> (String, Option<&'static str>) {
         _ if lower.contains("nosuchbucket") => {
             Some("The bucket does not exist: check bucket and region")
         }
+        _ if lower.contains("connection refused") => Some(
+            "Nothing accepts connections at the endpoint: check endpoint (host and port) and that the server is running",
+        ),
         _ if lower.contains("timed out")
-            || lower.contains("timeout")
+            || lower.contains("did not answer")
             || lower.contains("deadline") =>
         {
             Some(

@@ -72,10 +72,16 @@ impl Backend {
     }
 
     pub fn s3() -> Backend {
-        let endpoint = required("LARDER_TEST_S3_ENDPOINT");
-        let bucket = required("LARDER_TEST_S3_BUCKET");
-        let access = required("LARDER_TEST_S3_ACCESS_KEY");
-        let secret = required("LARDER_TEST_S3_SECRET_KEY");
+        Backend::s3_at(
+            required("LARDER_TEST_S3_ENDPOINT"),
+            required("LARDER_TEST_S3_BUCKET"),
+            required("LARDER_TEST_S3_ACCESS_KEY"),
+            required("LARDER_TEST_S3_SECRET_KEY"),
+        )
+    }
+
+    /// An S3 server of the test's own (see `S3Server`).
+    pub fn s3_at(endpoint: String, bucket: String, access: String, secret: String) -> Backend {
         let store = AmazonS3Builder::new()
             .with_endpoint(&endpoint)
             .with_bucket_name(&bucket)
@@ -474,4 +480,80 @@ pub fn workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     tree::chmod(dir.path(), 0o777);
     dir
+}
+
+/// An s3s-fs server of one test's own, on a free port, for tests that stop
+/// and restart it; `Drop` stops it.
+pub struct S3Server {
+    pub port: u16,
+    pub data: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl S3Server {
+    pub const BUCKET: &'static str = "own";
+    pub const ACCESS: &'static str = "AKIDOWN";
+    pub const SECRET: &'static str = "own-secret";
+
+    pub fn start() -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let data = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(data.path().join(Self::BUCKET)).unwrap();
+        let mut server = S3Server {
+            port,
+            data,
+            child: None,
+        };
+        server.resume();
+        server
+    }
+
+    /// Starts the server (again) on the same port and data.
+    pub fn resume(&mut self) {
+        let binary = required("LARDER_TEST_S3S_FS");
+        let child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", Self::ACCESS, "--secret-key", Self::SECRET])
+            .arg(self.data.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s3s-fs did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the server, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        Backend::s3_at(
+            format!("http://127.0.0.1:{}", self.port),
+            Self::BUCKET.into(),
+            Self::ACCESS.into(),
+            Self::SECRET.into(),
+        )
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
