@@ -181,6 +181,14 @@ impl Staging {
             }
         }
         self.committed = true;
+        for staged in &self.mounts {
+            if let Err(e) = remove_tree(&staged.hidden) {
+                tracing::warn!(
+                    "could not remove {} (the replaced copy): {e}; the next restore removes it",
+                    staged.hidden.display()
+                );
+            }
+        }
         // Parents made for mounts the entry did not hold are empty: remove them.
         for dir in self.created_dirs.iter().rev() {
             let _ = fs::remove_dir(dir);
@@ -191,14 +199,6 @@ impl Staging {
             match replaced {
                 true => placed.replaced.push(name),
                 false => placed.created.push(name),
-            }
-        }
-        for staged in &self.mounts {
-            if let Err(e) = remove_tree(&staged.hidden) {
-                tracing::warn!(
-                    "could not remove {} (the replaced copy): {e}; the next restore removes it",
-                    staged.hidden.display()
-                );
             }
         }
         Ok(placed)

@@ -403,6 +403,22 @@ impl Extractor<'_> {
         let Some(place) = self.place(&raw_name).with_context(refuse)? else {
             return Ok(());
         };
+        let file_or_dir = matches!(
+            kind,
+            EntryType::Directory
+                | EntryType::Regular
+                | EntryType::Continuous
+                | EntryType::GNUSparse
+        );
+        if place.rel.as_os_str().is_empty() && !file_or_dir {
+            // A mount that is a link would send later build steps, which
+            // write into it, to wherever the link points.
+            return Err(anyhow!(
+                "the mount itself would be a {}; a mount must be a directory or a file",
+                kind_name(kind)
+            ))
+            .with_context(refuse);
+        }
         let source = match kind {
             EntryType::Link => {
                 let target = entry
@@ -513,22 +529,6 @@ impl Extractor<'_> {
             _ => None,
         };
         let mtime = mtime(entry);
-        let is_root = place.rel.as_os_str().is_empty();
-        let file_or_dir = matches!(
-            kind,
-            EntryType::Directory
-                | EntryType::Regular
-                | EntryType::Continuous
-                | EntryType::GNUSparse
-        );
-        if is_root && !file_or_dir {
-            // A mount that is a link would send later build steps, which
-            // write into it, to wherever the link points.
-            bail!(
-                "the mount itself would be a {}; a mount must be a directory or a file",
-                kind_name(kind)
-            );
-        }
         if !matches!(kind, EntryType::Char | EntryType::Block | EntryType::Fifo) {
             self.charge(place.mount, 1, 0)?;
         }

@@ -76,7 +76,15 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
         }
         // Another rebuild may have finished (or healed the entry) between
         // the lookup and the claim.
-        let now = entry::find(store, root, key).await?;
+        let now = match entry::find(store, root, key).await {
+            Ok(now) => now,
+            Err(e) => {
+                if let Some(claim) = held.take() {
+                    claim.release().await;
+                }
+                return Err(e);
+            }
+        };
         let still_damaged =
             |e: &entry::Entry| damaged.as_ref().is_some_and(|r| r.describes(&e.meta));
         if now.as_ref().is_some_and(|e| !still_damaged(e)) {
