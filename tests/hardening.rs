@@ -193,7 +193,8 @@ fn expansion_is_bounded(backend: &Backend) {
     // (case, entry bytes, extra setting, expected message)
     let big = tree::noise(3, 2 << 20);
     let zeros = vec![0u8; 64 << 20];
-    let cases: Vec<(&str, Vec<u8>, Option<(&str, &str)>, &str)> = vec![
+    type Setting = Option<(&'static str, &'static str)>;
+    let cases: Vec<(&str, Vec<u8>, Setting, &str)> = vec![
         (
             "more than the manifest declares",
             hostile::tar(&[
