@@ -129,7 +129,8 @@ fn read_all<R: Read>(
         dirs: Vec::new(),
         symlinks: HashSet::new(),
         created: HashSet::new(),
-        written: Vec::new(),
+        budgets: Vec::new(),
+        total_written: 0,
         max_bytes,
         next_header: 0,
         last_name: None,
@@ -256,8 +257,10 @@ struct Extractor<'a> {
     symlinks: HashSet<(usize, PathBuf)>,
     /// Directories known to exist in staging, to skip repeated checks.
     created: HashSet<PathBuf>,
-    /// What has been written into each staged mount, by index.
-    written: Vec<Totals>,
+    /// What each staged mount (by index) may receive and has received.
+    budgets: Vec<Budget>,
+    /// File data written into all mounts.
+    total_written: u64,
     /// The most file data written in all (`max_restore_size`). The stream
     /// is bounded too, but a sparse entry expands inside the tar reader.
     max_bytes: u64,
@@ -265,6 +268,12 @@ struct Extractor<'a> {
     next_header: u64,
     /// The last entry read, for messages about the one after it.
     last_name: Option<String>,
+}
+
+/// What one mount may receive, from the entry's manifest, and has received.
+struct Budget {
+    declared: Option<Totals>,
+    written: Totals,
 }
 
 /// Where one archive entry goes.
@@ -307,51 +316,46 @@ impl Extractor<'_> {
     /// Counts one more entry and `bytes` of data written into `mount`,
     /// refusing to go past what the entry's manifest declared.
     fn charge(&mut self, mount: usize, entries: u64, bytes: u64) -> anyhow::Result<()> {
-        if self.written.len() <= mount {
-            self.written.resize(mount + 1, Totals::default());
-        }
-        let written = &mut self.written[mount];
-        written.entries += entries;
-        written.bytes += bytes;
-        let written = *written;
-        let total: u64 = self.written.iter().map(|w| w.bytes).sum();
-        if total > self.max_bytes {
+        let budget = &mut self.budgets[mount];
+        budget.written.entries += entries;
+        budget.written.bytes += bytes;
+        let (written, declared) = (budget.written, budget.declared);
+        self.total_written += bytes;
+        if self.total_written > self.max_bytes {
             bail!(
                 "the entry unpacks to more than max_restore_size ({}); nothing was restored. \
                  Raise max_restore_size if the cache really is this large",
                 crate::report::bytes(self.max_bytes)
             );
         }
-        let Some(declared) = self.declared(mount)? else {
-            return Ok(());
-        };
-        if written.entries > declared.entries || written.bytes > declared.bytes {
-            return Err(damaged(format!(
-                "the entry holds more than its manifest declares for {} ({} entries, {} bytes); \
-                 refusing to write more",
-                self.staging()?.mounts[mount].mount.name,
-                declared.entries,
-                declared.bytes
-            )));
+        match declared {
+            Some(declared)
+                if written.entries > declared.entries || written.bytes > declared.bytes =>
+            {
+                Err(damaged(format!(
+                    "the entry holds more than its manifest declares for {} ({} entries, {} \
+                     bytes); refusing to write more",
+                    self.staging()?.mounts[mount].mount.name,
+                    declared.entries,
+                    declared.bytes
+                )))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The bytes `mount` may still receive: under its declared size and
     /// under `max_restore_size`.
-    fn room(&mut self, mount: usize) -> anyhow::Result<u64> {
-        let used = self.written.get(mount).map_or(0, |w| w.bytes);
-        let total: u64 = self.written.iter().map(|w| w.bytes).sum();
-        let under_max = self.max_bytes.saturating_sub(total);
-        Ok(match self.declared(mount)? {
-            Some(declared) => declared.bytes.saturating_sub(used).min(under_max),
+    fn room(&self, mount: usize) -> u64 {
+        let budget = &self.budgets[mount];
+        let under_max = self.max_bytes.saturating_sub(self.total_written);
+        match budget.declared {
+            Some(declared) => declared
+                .bytes
+                .saturating_sub(budget.written.bytes)
+                .min(under_max),
             None => under_max,
-        })
-    }
-
-    fn declared(&mut self, mount: usize) -> anyhow::Result<Option<Totals>> {
-        let name = self.staging()?.mounts[mount].mount.name.clone();
-        Ok(self.manifest.as_ref().and_then(|m| m.totals_of(&name)))
+        }
     }
 
     /// The staging, planned on first use: after the manifest, before the
@@ -359,7 +363,21 @@ impl Extractor<'_> {
     fn staging(&mut self) -> anyhow::Result<&mut Staging> {
         let staging = match self.staging.take() {
             Some(staging) => staging,
-            None => (self.plan)(self.manifest.as_ref())?,
+            None => {
+                let staging = (self.plan)(self.manifest.as_ref())?;
+                self.budgets = staging
+                    .mounts
+                    .iter()
+                    .map(|staged| Budget {
+                        declared: self
+                            .manifest
+                            .as_ref()
+                            .and_then(|m| m.totals_of(&staged.mount.name)),
+                        written: Totals::default(),
+                    })
+                    .collect();
+                staging
+            }
         };
         Ok(self.staging.insert(staging))
     }
@@ -550,7 +568,7 @@ impl Extractor<'_> {
                     bail!("the name of an earlier directory entry is reused for a non-directory");
                 }
                 let size = entry.size();
-                let room = self.room(place.mount)?;
+                let room = self.room(place.mount);
                 // Reads stop one byte past the declared room, so a lying
                 // header or a sparse bomb cannot write more than declared.
                 let mut data_in = entry.take(room.saturating_add(1));
