@@ -74,8 +74,10 @@ fn sftp_says_which_credential_was_rejected() {
             )
             .set("PLUGIN_SFTP_PASSWORD", "not-the-password")
     });
-    run.assert_code(1)
-        .assert_log("rejected the password for user 'sftppw'");
+    run.assert_code(1).assert_log(&format!(
+        "rejected the password for user '{}'",
+        env("LARDER_TEST_SFTP_PASSWORD_USER")
+    ));
     assert!(!run.log().contains("not-the-password"));
     // A key the server does not know.
     let dir = workspace();
@@ -99,7 +101,8 @@ fn sftp_encrypted_keys_need_their_passphrase() {
     let authorized = Path::new(&env("LARDER_TEST_SFTP_KNOWN_HOSTS"))
         .parent()
         .unwrap()
-        .join("authorized_keys/sftpkey");
+        .join("authorized_keys")
+        .join(env("LARDER_TEST_SFTP_KEY_USER"));
     let mut keys = fs::read_to_string(&authorized).unwrap();
     keys.push_str(&fs::read_to_string(key.with_extension("pub")).unwrap());
     fs::write(&authorized, keys).unwrap();
