@@ -286,9 +286,12 @@ CFG
   die "stunnel did not start"
 }
 
+# --disableProductStyleUrl: the account is the URL's first path segment even
+# when the containers reach Azurite by a host name (azure.larder.test),
+# which Azurite would otherwise read as the account.
 start_azure() {
   start_bg azurite "$TOOLS/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZURE_PORT" \
-    --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --silent
+    --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --disableProductStyleUrl --silent
   wait_http "http://127.0.0.1:$AZURE_PORT/$AZURE_ACCOUNT"
   AZURE_CONN="DefaultEndpointsProtocol=http;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=http://127.0.0.1:$AZURE_PORT/$AZURE_ACCOUNT;" \
     "$TOOLS/venv/bin/python" - <<'PY'
@@ -309,7 +312,7 @@ start_azure_tls() {
   local D=$RUN/tls
   start_bg azurite-tls "$TOOLS/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZURE_TLS_PORT" \
     --cert "$D/server-ca.pem" --key "$D/server-ca.key" \
-    --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --silent
+    --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --disableProductStyleUrl --silent
   local i
   for i in $(seq 1 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" "https://localhost:$AZURE_TLS_PORT/$AZURE_ACCOUNT")" != 000 ] && break

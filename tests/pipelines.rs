@@ -130,9 +130,9 @@ fn check_pipeline(file: &str, runner: Runner) {
                 .into_iter()
                 .collect();
             let metadata = match runner {
-                Runner::Drone => common::runners::drone_metadata("larder-ci/larder", "main"),
+                Runner::Drone => common::runners::drone_metadata("larder-ci/larder", "main", 1),
                 Runner::Woodpecker => {
-                    common::runners::woodpecker_metadata("larder-ci/larder", "main")
+                    common::runners::woodpecker_metadata("larder-ci/larder", "main", 1)
                 }
             };
             env.extend(metadata);

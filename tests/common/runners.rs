@@ -103,7 +103,7 @@ fn from_secret(value: &Yaml) -> Option<&str> {
     }
 }
 
-fn secret<'a>(name: &str, secrets: &[(&str, &'a str)]) -> String {
+fn secret(name: &str, secrets: &[(&str, &str)]) -> String {
     secrets
         .iter()
         .find(|(n, _)| *n == name)
@@ -131,9 +131,10 @@ fn json(value: &Yaml, secrets: Option<&[(&str, &str)]>) -> Json {
     }
 }
 
-/// The metadata Drone gives every step of a push to `branch` of `repo`
-/// (owner/name): `DRONE_*`, and the workspace also as `CI_WORKSPACE*`.
-pub fn drone_metadata(repo: &str, branch: &str) -> Vec<(String, String)> {
+/// The metadata Drone gives every step of build number `build`, a push to
+/// `branch` of `repo` (owner/name): `DRONE_*`, and the workspace also as
+/// `CI_WORKSPACE*`.
+pub fn drone_metadata(repo: &str, branch: &str, build: u32) -> Vec<(String, String)> {
     let (owner, name) = repo.split_once('/').expect("owner/name");
     [
         ("CI", "true"),
@@ -150,7 +151,7 @@ pub fn drone_metadata(repo: &str, branch: &str) -> Vec<(String, String)> {
             "4f0c3a1e6d2b8c9a7f5e3d1c0b9a8f7e6d5c4b3a",
         ),
         ("DRONE_COMMIT_REF", &format!("refs/heads/{branch}")),
-        ("DRONE_BUILD_NUMBER", "42"),
+        ("DRONE_BUILD_NUMBER", &build.to_string()),
         ("DRONE_BUILD_EVENT", "push"),
         ("DRONE_BUILD_STATUS", "success"),
         ("DRONE_WORKSPACE", "/drone/src"),
@@ -173,7 +174,7 @@ pub fn woodpecker_workspace(repo: &str) -> String {
 /// The metadata Woodpecker gives a plugin step: `CI_*`, plus the `DRONE_*`
 /// subset it copies for Drone plugins (metadata/drone_compatibility.go),
 /// which has no `DRONE_WORKSPACE`.
-pub fn woodpecker_metadata(repo: &str, branch: &str) -> Vec<(String, String)> {
+pub fn woodpecker_metadata(repo: &str, branch: &str, build: u32) -> Vec<(String, String)> {
     let (owner, name) = repo.split_once('/').expect("owner/name");
     let ci: Vec<(&str, String)> = vec![
         ("CI", "woodpecker".into()),
@@ -192,7 +193,7 @@ pub fn woodpecker_metadata(repo: &str, branch: &str) -> Vec<(String, String)> {
             "4f0c3a1e6d2b8c9a7f5e3d1c0b9a8f7e6d5c4b3a".into(),
         ),
         ("CI_COMMIT_REF", format!("refs/heads/{branch}")),
-        ("CI_PIPELINE_NUMBER", "42".into()),
+        ("CI_PIPELINE_NUMBER", build.to_string()),
         ("CI_PIPELINE_EVENT", "push".into()),
         ("CI_PIPELINE_STATUS", "success".into()),
         ("CI_WORKSPACE", woodpecker_workspace(repo)),
