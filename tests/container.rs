@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::docker::{self, AZURE_HOST, Container, S3_HOST, SFTP_HOST, Volume};
+use common::docker::{self, AZURE_HOST, Container, GCS_HOST, S3_HOST, SFTP_HOST, Volume};
 use common::runners::{self, Runner};
 use common::{Backend, Run, golang, tree};
 
@@ -36,7 +36,21 @@ fn secrets() -> Vec<(&'static str, String)> {
         ("azure_key", env("LARDER_TEST_AZURE_KEY")),
         ("private_ca", read(env("LARDER_TEST_CA_CERT"))),
         ("fallback_prefix", "gomod-main-".to_string()),
+        ("gcs_key", gcs_key()),
     ]
+}
+
+/// The https GCS emulator's address, as the containers reach it.
+fn gcs_tls_endpoint() -> String {
+    format!("https://{GCS_HOST}:{}", env("LARDER_TEST_GCS_TLS_PORT"))
+}
+
+/// A service account key for the emulator: no OAuth, its own base URL.
+fn gcs_key() -> String {
+    format!(
+        r#"{{"gcs_base_url":"{}","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}}"#,
+        gcs_tls_endpoint()
+    )
 }
 
 fn read(path: impl AsRef<Path>) -> String {
@@ -153,6 +167,7 @@ impl Pipeline {
             .envs(self.metadata())
             .host(S3_HOST)
             .host(AZURE_HOST)
+            .host(GCS_HOST)
             .host(SFTP_HOST)
     }
 
@@ -471,6 +486,89 @@ fn https_storage_behind_a_private_ca() {
     .run()
     .assert_code(1)
     .assert_log("certificate");
+}
+
+/// GCS over https with ca_cert as well. object_store's GCS writes use the
+/// XML API, which no emulator here accepts, so the entry is made on a
+/// filesystem cache and planted through the emulator's JSON API.
+#[test]
+fn gcs_reads_over_https_with_ca_cert() {
+    let repo = unique_repo("gcs");
+    let first = Pipeline::new(Runner::Drone, &repo);
+    tree::rich(&first.src());
+    let base = "mount: [pkg.mod]\ncache_key: gcs\nexit_code: true\n";
+    assert_ok(
+        &first
+            .larder(&format!(
+                "rebuild: true\n{base}backend: filesystem\nfilesystem_cache_root: /drone/src/.cache\n"
+            ))
+            .run(),
+        "rebuild: stored",
+    );
+    let cache = first.src().join(".cache");
+    let port = env("LARDER_TEST_GCS_TLS_PORT");
+    let mut planted = 0;
+    for entry in walkdir::WalkDir::new(&cache) {
+        let entry = entry.unwrap();
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .strip_prefix(&cache)
+            .unwrap()
+            .display()
+            .to_string();
+        let status = std::process::Command::new("curl")
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                "--cacert",
+                &env("LARDER_TEST_CA_CERT"),
+            ])
+            .args([
+                "--resolve",
+                &format!("{GCS_HOST}:{port}:127.0.0.1"),
+                "-X",
+                "POST",
+            ])
+            .arg("--data-binary")
+            .arg(format!("@{}", entry.path().display()))
+            .arg(format!(
+                "{}/upload/storage/v1/b/ci-cache/o?uploadType=media&name={name}",
+                gcs_tls_endpoint()
+            ))
+            .status()
+            .expect("curl");
+        assert!(status.success(), "planting {name} failed");
+        planted += 1;
+    }
+    assert_eq!(planted, 1, "one entry");
+    let gcs = format!(
+        "backend: gcs\nbucket: ci-cache\nendpoint: {}\njson_key: {{ from_secret: gcs_key }}\n",
+        gcs_tls_endpoint()
+    );
+    let second = Pipeline::new(Runner::Drone, &repo);
+    assert_ok(
+        &second
+            .larder(&format!(
+                "restore: true\n{base}{gcs}ca_cert: {{ from_secret: private_ca }}\n"
+            ))
+            .run(),
+        "restore: hit",
+    );
+    tree::assert_same(
+        &tree::snapshot(&first.src().join("pkg.mod")),
+        &tree::snapshot(&second.src().join("pkg.mod")),
+    );
+    Pipeline::new(Runner::Drone, &repo)
+        .larder(&format!(
+            "restore: true\n{base}{gcs}backend_operation_timeout: 20s\n"
+        ))
+        .run()
+        .assert_code(1)
+        .assert_log("ca_cert");
 }
 
 /// Host names resolve in the scratch image through /etc/hosts (the

@@ -15,6 +15,7 @@ use super::Run;
 /// certificates are issued for them (scripts/ci-services.sh).
 pub const S3_HOST: &str = "s3.larder.test";
 pub const AZURE_HOST: &str = "azure.larder.test";
+pub const GCS_HOST: &str = "gcs.larder.test";
 pub const SFTP_HOST: &str = "sftp.larder.test";
 
 /// Longest a single container may run before the test fails.
