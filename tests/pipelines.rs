@@ -284,17 +284,7 @@ fn plugin_page_front_matter_is_what_the_index_reads() {
 }
 
 /// A self-signed CA certificate, standing in for a ca_cert secret.
-const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
-MIIBkzCCATmgAwIBAgIUU2LcVBY4UmojN1G9q8azLJ30OA4wCgYIKoZIzj0EAwIw
-HjEcMBoGA1UEAwwTbGFyZGVyIHVuaXQtdGVzdCBDQTAgFw0yNjEyMDExNTExNDNa
-GA8yMTI2MTEwNzE1MTE0M1owHjEcMBoGA1UEAwwTbGFyZGVyIHVuaXQtdGVzdCBD
-QTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABDN21iYatTktyOuK47HcnJHwaNwK
-Ss9ggtzhCqvl1e8GxD+P+plJ7o/O+2omP7SynlSZy4lI7Uz/591Yej2YRPejUzBR
-MB0GA1UdDgQWBBQ2HZV2WcBsT9a44kRo0KvGq5L3MzAfBgNVHSMEGDAWgBQ2HZV2
-WcBsT9a44kRo0KvGq5L3MzAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gA
-MEUCIQD15rUJiqOtFotC0QOcLueNtobyTatpq4Zy+J3vbATK3QIgVbKft3eegQjq
-CanQEFk9TEw2s2K4aHhLg/2SlIdKGKw=
------END CERTIFICATE-----";
+const TEST_CA: &str = include_str!("data/test-ca.pem");
 
 #[test]
 fn encodings_match_the_runners_source() {

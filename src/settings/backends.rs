@@ -537,17 +537,7 @@ mod tests {
     }
 
     /// A self-signed CA certificate (public part only), for parsing.
-    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\n\
-MIIBkzCCATmgAwIBAgIUU2LcVBY4UmojN1G9q8azLJ30OA4wCgYIKoZIzj0EAwIw\n\
-HjEcMBoGA1UEAwwTbGFyZGVyIHVuaXQtdGVzdCBDQTAgFw0yNjEyMDExNTExNDNa\n\
-GA8yMTI2MTEwNzE1MTE0M1owHjEcMBoGA1UEAwwTbGFyZGVyIHVuaXQtdGVzdCBD\n\
-QTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABDN21iYatTktyOuK47HcnJHwaNwK\n\
-Ss9ggtzhCqvl1e8GxD+P+plJ7o/O+2omP7SynlSZy4lI7Uz/591Yej2YRPejUzBR\n\
-MB0GA1UdDgQWBBQ2HZV2WcBsT9a44kRo0KvGq5L3MzAfBgNVHSMEGDAWgBQ2HZV2\n\
-WcBsT9a44kRo0KvGq5L3MzAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gA\n\
-MEUCIQD15rUJiqOtFotC0QOcLueNtobyTatpq4Zy+J3vbATK3QIgVbKft3eegQjq\n\
-CanQEFk9TEw2s2K4aHhLg/2SlIdKGKw=\n\
------END CERTIFICATE-----";
+    const TEST_CA: &str = include_str!("../../tests/data/test-ca.pem");
 
     #[test]
     fn ca_cert_is_pem_text_or_a_file_and_reaches_every_http_backend() {
