@@ -19,8 +19,23 @@ fn root() -> &'static Path {
 
 /// Every YAML document of `file`, with `<<: *anchor` merges applied.
 fn documents(file: &str) -> Vec<Value> {
+    if let Some(page) = file.strip_suffix("#example") {
+        return documents_of(file, &yaml_example(page));
+    }
     let text = std::fs::read_to_string(root().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-    serde_yaml_ng::Deserializer::from_str(&text)
+    documents_of(file, &text)
+}
+
+/// The first ```yaml block of a Markdown page.
+fn yaml_example(page: &str) -> String {
+    let text = std::fs::read_to_string(root().join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+    let (_, rest) = text.split_once("```yaml\n").expect("a yaml example");
+    let (example, _) = rest.split_once("```").expect("the example's end");
+    example.to_string()
+}
+
+fn documents_of(file: &str, text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
         .map(|doc| {
             let mut value = <Value as serde::Deserialize>::deserialize(doc)
                 .unwrap_or_else(|e| panic!("{file} is not valid YAML: {e}"));
@@ -254,6 +269,11 @@ fn woodpecker_pipeline_is_valid() {
             .as_sequence()
             .is_some_and(|w| w.len() == 1 && w[0]["event"] == "tag")
     });
+}
+
+#[test]
+fn plugin_page_example_is_valid() {
+    check_pipeline("docs.md#example", Runner::Woodpecker);
 }
 
 #[test]

@@ -188,6 +188,16 @@ input larder takes, including a CA certificate (`ca_cert`), is a setting.
 /// The container image, as pipelines name it.
 pub const IMAGE: &str = "ghcr.io/larder-ci/larder";
 
+/// The settings the example's restore and rebuild steps share.
+const EXAMPLE_CACHE: &str = "      mount: [pkg.mod]
+      cache_key: 'gomod-{{ checksum \"go.sum\" }}'
+      bucket: ci-cache
+      endpoint: https://minio.example.com
+      path_style: true
+      access_key: { from_secret: cache_access_key }
+      secret_key: { from_secret: cache_secret_key }
+";
+
 /// The page Woodpecker's plugin index reads (`docs.md`): its front matter,
 /// an example, and the settings table in the index's format.
 pub fn plugin_docs() -> String {
@@ -213,15 +223,9 @@ pub fn plugin_docs() -> String {
            - name: restore-cache\n    \
              image: {IMAGE}:1\n    \
              settings:\n      \
-               restore: true\n      \
-               mount: [pkg.mod]\n      \
-               cache_key: 'gomod-{{{{ checksum \"go.sum\" }}}}'\n      \
-               restore_keys: ['gomod-']\n      \
-               bucket: ci-cache\n      \
-               endpoint: https://minio.example.com\n      \
-               path_style: true\n      \
-               access_key: {{ from_secret: cache_access_key }}\n      \
-               secret_key: {{ from_secret: cache_secret_key }}\n\n  \
+               restore: true\n\
+         {EXAMPLE_CACHE}      \
+               restore_keys: ['gomod-']\n\n  \
            - name: build\n    \
              image: golang:1.23\n    \
              commands:\n      \
@@ -230,14 +234,8 @@ pub fn plugin_docs() -> String {
            - name: rebuild-cache\n    \
              image: {IMAGE}:1\n    \
              settings:\n      \
-               rebuild: true\n      \
-               mount: [pkg.mod]\n      \
-               cache_key: 'gomod-{{{{ checksum \"go.sum\" }}}}'\n      \
-               bucket: ci-cache\n      \
-               endpoint: https://minio.example.com\n      \
-               path_style: true\n      \
-               access_key: {{ from_secret: cache_access_key }}\n      \
-               secret_key: {{ from_secret: cache_secret_key }}\n\
+               rebuild: true\n\
+         {EXAMPLE_CACHE}\
          ```\n\n\
          Mounts are relative to the workspace (`CI_WORKSPACE`), so caches such as Go's module \
          cache must be pointed into it. larder reads Woodpecker's `CI_*` variables and Drone's \
