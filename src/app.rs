@@ -63,11 +63,14 @@ pub fn main() -> u8 {
 /// Secret-looking values straight from the environment, for scrubbing an
 /// error raised before the settings were fully read.
 fn secret_values(env: &HashMap<String, String>) -> Vec<String> {
-    settings::defs::SETTINGS
+    let names: Vec<String> = settings::defs::SETTINGS
         .iter()
         .filter(|s| s.kind == settings::defs::Kind::Secret)
         .flat_map(|s| s.envs())
-        .filter_map(|var| env.get(&var).cloned())
+        .collect();
+    env.iter()
+        .filter(|(var, _)| names.contains(&settings::raw::canonical_env_name(var)))
+        .map(|(_, value)| value.clone())
         .filter(|v| v.len() >= 3)
         .collect()
 }

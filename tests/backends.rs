@@ -39,27 +39,33 @@ fn sftp_password_login_round_trips() {
     let ws = workspace();
     tree::rich(ws.path());
     let root = unique_root("sftp-password");
-    fn password_login(step: Step<'_>) -> Step<'_> {
+    // Its own directory: another checkout's tests may run as another user.
+    let cache_root = format!(
+        "/tmp/larder-sftp-password-test-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    fn password_login<'a>(step: Step<'a>, cache_root: &str) -> Step<'a> {
         step.unset("PLUGIN_SFTP_PUBLIC_KEY_FILE")
             .set(
                 "PLUGIN_SFTP_USERNAME",
                 &env("LARDER_TEST_SFTP_PASSWORD_USER"),
             )
             .set("PLUGIN_SFTP_PASSWORD", &env("LARDER_TEST_SFTP_PASSWORD"))
-            .set("PLUGIN_SFTP_CACHE_ROOT", "/tmp/larder-sftp-password-test")
+            .set("PLUGIN_SFTP_CACHE_ROOT", cache_root)
     }
-    password_login(Step::new(ws.path(), &backend, &root))
+    password_login(Step::new(ws.path(), &backend, &root), &cache_root)
         .rebuild()
         .assert_code(0)
         .assert_log("rebuild: stored key");
     let fresh = workspace();
-    let run = password_login(Step::new(fresh.path(), &backend, &root)).restore();
+    let run = password_login(Step::new(fresh.path(), &backend, &root), &cache_root).restore();
     run.assert_code(0).assert_log("restore: hit");
     assert!(!run.log().contains(&env("LARDER_TEST_SFTP_PASSWORD")));
     tree::assert_same(
         &tree::snapshot(&ws.path().join("pkg.mod")),
         &tree::snapshot(&fresh.path().join("pkg.mod")),
     );
+    let _ = fs::remove_dir_all(&cache_root);
 }
 
 #[test]
@@ -74,8 +80,10 @@ fn sftp_says_which_credential_was_rejected() {
             )
             .set("PLUGIN_SFTP_PASSWORD", "not-the-password")
     });
-    run.assert_code(1)
-        .assert_log("rejected the password for user 'sftppw'");
+    run.assert_code(1).assert_log(&format!(
+        "rejected the password for user '{}'",
+        env("LARDER_TEST_SFTP_PASSWORD_USER")
+    ));
     assert!(!run.log().contains("not-the-password"));
     // A key the server does not know.
     let dir = workspace();
@@ -99,7 +107,8 @@ fn sftp_encrypted_keys_need_their_passphrase() {
     let authorized = Path::new(&env("LARDER_TEST_SFTP_KNOWN_HOSTS"))
         .parent()
         .unwrap()
-        .join("authorized_keys/sftpkey");
+        .join("authorized_keys")
+        .join(env("LARDER_TEST_SFTP_KEY_USER"));
     let mut keys = fs::read_to_string(&authorized).unwrap();
     keys.push_str(&fs::read_to_string(key.with_extension("pub")).unwrap());
     fs::write(&authorized, keys).unwrap();

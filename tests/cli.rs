@@ -424,3 +424,24 @@ fn deeply_nested_key_is_a_configuration_error() {
         .assert_log("cache_key")
         .assert_log("nested more than 32 deep");
 }
+
+/// Drone passes `secret-key:` as PLUGIN_SECRET-KEY: still a secret, scrubbed
+/// from a configuration error that would otherwise show it.
+#[test]
+fn dashed_secret_names_are_scrubbed_too() {
+    let ws = workspace();
+    let run = larder(
+        &[],
+        &[
+            ("PLUGIN_RESTORE", "true"),
+            ("PLUGIN_BUCKET", "b"),
+            ("PLUGIN_ACCESS-KEY", "AKID"),
+            ("PLUGIN_SECRET-KEY", "hunter2hunter2"),
+            ("PLUGIN_ENDPOINT", "ftp://hunter2hunter2"),
+            ("DRONE_REPO", "o/r"),
+        ],
+        ws.path(),
+    );
+    run.assert_code(2).assert_log("setting endpoint");
+    assert!(!run.log().contains("hunter2hunter2"), "{}", run.log());
+}

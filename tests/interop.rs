@@ -8,6 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use common::golang::{self, module_proxy};
 use common::tree::{self, assert_same, snapshot};
 use common::{Backend, Step, unique_root, workspace};
 
@@ -133,34 +134,6 @@ fn larder_restores_what_gnu_tar_wrote() {
     }
 }
 
-/// Writes a module proxy (GOPROXY file layout) holding example.com/greet.
-fn module_proxy(dir: &Path) {
-    let v = dir.join("example.com/greet/@v");
-    fs::create_dir_all(&v).unwrap();
-    fs::write(v.join("list"), "v1.0.0\n").unwrap();
-    fs::write(
-        v.join("v1.0.0.info"),
-        r#"{"Version":"v1.0.0","Time":"2024-01-01T00:00:00Z"}"#,
-    )
-    .unwrap();
-    fs::write(
-        v.join("v1.0.0.mod"),
-        "module example.com/greet\n\ngo 1.19\n",
-    )
-    .unwrap();
-    let script = r#"
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1], "w") as z:
-    p = "example.com/greet@v1.0.0/"
-    z.writestr(p + "go.mod", "module example.com/greet\n\ngo 1.19\n")
-    z.writestr(p + "greet.go", 'package greet\n\nfunc Hello() string { return "hello from the cache" }\n')
-"#;
-    sh(Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(v.join("v1.0.0.zip")));
-}
-
 fn go(ws: &Path, proxy: &str, args: &[&str]) -> String {
     let mut cmd = Command::new("go");
     cmd.args(args)
@@ -190,18 +163,7 @@ fn go_builds_offline_from_a_restored_module_cache() {
     module_proxy(proxy_dir.path());
     let proxy = format!("file://{}", proxy_dir.path().display());
 
-    let app = |ws: &Path| {
-        fs::write(
-            ws.join("go.mod"),
-            "module example.com/app\n\ngo 1.19\n\nrequire example.com/greet v1.0.0\n",
-        )
-        .unwrap();
-        fs::write(
-            ws.join("main.go"),
-            "package main\n\nimport (\n\t\"fmt\"\n\t\"example.com/greet\"\n)\n\nfunc main() { fmt.Println(greet.Hello()) }\n",
-        )
-        .unwrap();
-    };
+    let app = golang::write_app;
     let first = workspace();
     app(first.path());
     go(first.path(), &proxy, &["mod", "download", "all"]);

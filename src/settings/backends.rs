@@ -13,15 +13,32 @@ use super::raw::{RawSettings, Secret};
 use crate::storage::StorageConfig;
 use crate::storage::azure::AzureOptions;
 use crate::storage::gcs::{GcsCredentials, GcsOptions};
-use crate::storage::s3::{S3Keys, S3Options};
+use crate::storage::s3::{CaCerts, S3Keys, S3Options};
 use crate::storage::sftp::{HostKeyCheck, SftpAuth, SftpOptions};
 
+/// Where OpenSSH looks for host keys when nothing else is configured.
+const SYSTEM_KNOWN_HOSTS: &str = "/etc/ssh/ssh_known_hosts";
+
 pub fn storage(raw: &RawSettings) -> Result<StorageConfig, SettingError> {
-    let backend = raw.text("backend").unwrap_or("s3").to_ascii_lowercase();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let user_known_hosts = home.map(|h| h.join(".ssh/known_hosts"));
+    let defaults: Vec<PathBuf> = user_known_hosts
+        .into_iter()
+        .chain([PathBuf::from(SYSTEM_KNOWN_HOSTS)])
+        .collect();
+    storage_with(raw, &defaults)
+}
+
+/// `storage`, with the known_hosts files to fall back on given.
+fn storage_with(
+    raw: &RawSettings,
+    known_hosts_files: &[PathBuf],
+) -> Result<StorageConfig, SettingError> {
+    let backend = backend_name(raw);
     match backend.as_str() {
         "filesystem" | "fs" | "volume" => filesystem(raw),
         "s3" => Ok(StorageConfig::S3(s3(raw)?)),
-        "sftp" => Ok(StorageConfig::Sftp(sftp(raw)?)),
+        "sftp" => Ok(StorageConfig::Sftp(sftp(raw, known_hosts_files)?)),
         "azure" => Ok(StorageConfig::Azure(azure(raw)?)),
         "gcs" => Ok(StorageConfig::Gcs(gcs(raw)?)),
         other => Err(SettingError::unusable(
@@ -29,6 +46,69 @@ pub fn storage(raw: &RawSettings) -> Result<StorageConfig, SettingError> {
             format!("'{other}' is not a backend; use s3, filesystem, sftp, azure or gcs"),
         )),
     }
+}
+
+fn backend_name(raw: &RawSettings) -> String {
+    raw.text("backend").unwrap_or("s3").to_ascii_lowercase()
+}
+
+/// Storage settings that are set but do nothing for the chosen backend.
+pub fn warnings(raw: &RawSettings) -> Vec<String> {
+    let backend = backend_name(raw);
+    if raw.text("ca_cert").is_some() && !matches!(backend.as_str(), "s3" | "azure" | "gcs") {
+        vec![format!(
+            "ca_cert is set but backend {backend} does not use https; it is ignored"
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The `ca_cert` setting: PEM text, or the path of a PEM file.
+fn ca_certs(raw: &RawSettings) -> Result<CaCerts, SettingError> {
+    let Some(text) = raw.text("ca_cert") else {
+        return Ok(CaCerts::default());
+    };
+    let (pem, origin) = if text.contains("-----BEGIN") {
+        (text.to_string(), "ca_cert".to_string())
+    } else {
+        (read_file("ca_cert", text)?, format!("ca_cert file {text}"))
+    };
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let unusable = |why: String| {
+        SettingError::unusable(
+            "ca_cert",
+            format!(
+                "{origin} {why}; give the CA's -----BEGIN CERTIFICATE----- block(s), or the \
+                 path of a .pem or .crt file"
+            ),
+        )
+    };
+    let ders = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| unusable(format!("is not readable PEM ({e})")))?;
+    if ders.is_empty() {
+        return Err(unusable("holds no PEM certificate".into()));
+    }
+    let mut certs = Vec::new();
+    for (i, der) in ders.iter().enumerate() {
+        // Parsed as the TLS client will use it, so a broken one fails here.
+        webpki::anchor_from_trusted_cert(der).map_err(|e| {
+            unusable(format!(
+                "has a certificate (number {}) that does not parse: {e}",
+                i + 1
+            ))
+        })?;
+        let cert = object_store::Certificate::from_der(der.as_ref()).map_err(|e| {
+            unusable(format!(
+                "has a certificate (number {}) that cannot be used: {e}",
+                i + 1
+            ))
+        })?;
+        certs.push(cert);
+    }
+    Ok(CaCerts { origin, certs })
 }
 
 fn filesystem(raw: &RawSettings) -> Result<StorageConfig, SettingError> {
@@ -96,6 +176,7 @@ fn s3(raw: &RawSettings) -> Result<S3Options, SettingError> {
         region: raw.text("region").map(str::to_string),
         path_style: raw.bool("path_style"),
         keys,
+        ca_certs: ca_certs(raw)?,
     })
 }
 
@@ -145,7 +226,7 @@ fn parse_url(setting: &'static str, text: &str, plain_http: bool) -> Result<Url,
     Ok(url)
 }
 
-fn sftp(raw: &RawSettings) -> Result<SftpOptions, SettingError> {
+fn sftp(raw: &RawSettings, known_hosts_files: &[PathBuf]) -> Result<SftpOptions, SettingError> {
     let host = required(raw, "sftp_host", "sftp")?;
     let port = raw.int("sftp_port").unwrap_or(22);
     let port = u16::try_from(port)
@@ -158,7 +239,7 @@ fn sftp(raw: &RawSettings) -> Result<SftpOptions, SettingError> {
         port,
         username: username.to_string(),
         auth: sftp_auth(raw)?,
-        host_key: host_key_check(raw)?,
+        host_key: host_key_check(raw, known_hosts_files)?,
         root: raw.text("sftp_cache_root").unwrap_or("").to_string(),
     })
 }
@@ -213,7 +294,10 @@ fn sftp_auth(raw: &RawSettings) -> Result<SftpAuth, SettingError> {
     }
 }
 
-fn host_key_check(raw: &RawSettings) -> Result<HostKeyCheck, SettingError> {
+fn host_key_check(
+    raw: &RawSettings,
+    known_hosts_files: &[PathBuf],
+) -> Result<HostKeyCheck, SettingError> {
     let insecure = raw.bool("sftp_insecure_ignore_host_key");
     match (
         raw.text("sftp_known_hosts"),
@@ -246,13 +330,56 @@ fn host_key_check(raw: &RawSettings) -> Result<HostKeyCheck, SettingError> {
             Ok(HostKeyCheck::Fingerprint(fingerprint.to_string()))
         }
         (None, None) if insecure => Ok(HostKeyCheck::Insecure),
-        (None, None) => Err(SettingError::unusable(
-            "sftp_known_hosts",
-            "the server's host key must be checked: set sftp_known_hosts to the output of \
-             `ssh-keyscan -p PORT HOST`, or sftp_host_key_fingerprint to its SHA256 \
-             fingerprint (or, knowingly, sftp_insecure_ignore_host_key: true)",
-        )),
+        (None, None) => default_known_hosts(known_hosts_files)?.ok_or_else(|| {
+            SettingError::unusable(
+                "sftp_known_hosts",
+                format!(
+                    "the server's host key must be checked: set sftp_known_hosts to the output \
+                     of `ssh-keyscan -p PORT HOST`, or sftp_host_key_fingerprint to its SHA256 \
+                     fingerprint (or, knowingly, sftp_insecure_ignore_host_key: true){}",
+                    match known_hosts_files {
+                        [] => String::new(),
+                        files => format!(
+                            "; there is no {} to fall back on either",
+                            files
+                                .iter()
+                                .map(|p| p.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(" or ")
+                        ),
+                    }
+                ),
+            )
+        }),
     }
+}
+
+/// OpenSSH's own known_hosts files, those that exist, read together (as
+/// `ssh` reads the user's file and then the system's). `None` if none exists.
+fn default_known_hosts(files: &[PathBuf]) -> Result<Option<HostKeyCheck>, SettingError> {
+    let mut lines = String::new();
+    let mut used = Vec::new();
+    for file in files.iter().filter(|f| f.is_file()) {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            SettingError::unusable(
+                "sftp_known_hosts",
+                format!(
+                    "is not set, so {} would be used, but it cannot be read: {e}",
+                    file.display()
+                ),
+            )
+        })?;
+        lines.push_str(&text);
+        lines.push('\n');
+        used.push(file.display().to_string());
+    }
+    if used.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(HostKeyCheck::KnownHosts {
+        lines,
+        origin: format!("{} (sftp_known_hosts is not set)", used.join(" and ")),
+    }))
 }
 
 /// A single line without spaces is a path; known_hosts content has spaces.
@@ -291,6 +418,7 @@ fn azure(raw: &RawSettings) -> Result<AzureOptions, SettingError> {
         key: key.clone(),
         container: container.to_string(),
         endpoint,
+        ca_certs: ca_certs(raw)?,
     })
 }
 
@@ -312,6 +440,7 @@ fn gcs(raw: &RawSettings) -> Result<GcsOptions, SettingError> {
         bucket: bucket.to_string(),
         endpoint: endpoint(raw)?,
         credentials,
+        ca_certs: ca_certs(raw)?,
     })
 }
 
@@ -320,9 +449,10 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// With no known_hosts files to fall back on, whatever this machine has.
     fn storage_of(pairs: &[(&str, &str)]) -> Result<StorageConfig, SettingError> {
         let env = crate::settings::raw::env_of(pairs);
-        storage(&RawSettings::resolve(&HashMap::new(), &env)?)
+        storage_with(&RawSettings::resolve(&HashMap::new(), &env)?, &[])
     }
 
     #[test]
@@ -404,5 +534,131 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("setting account_key"), "{err}");
+    }
+
+    /// A self-signed CA certificate (public part only), for parsing.
+    const TEST_CA: &str = include_str!("../../tests/data/test-ca.pem");
+
+    #[test]
+    fn ca_cert_is_pem_text_or_a_file_and_reaches_every_http_backend() {
+        let s3 = |ca: &str| match storage_of(&[("PLUGIN_BUCKET", "b"), ("PLUGIN_CA_CERT", ca)]) {
+            Ok(StorageConfig::S3(s3)) => Ok(s3.ca_certs),
+            Ok(_) => panic!("expected s3"),
+            Err(e) => Err(e.to_string()),
+        };
+        let inline = s3(TEST_CA).unwrap();
+        assert_eq!((inline.certs.len(), inline.origin.as_str()), (1, "ca_cert"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, format!("{TEST_CA}\n{TEST_CA}\n")).unwrap();
+        let from_file = s3(file.to_str().unwrap()).unwrap();
+        assert_eq!(from_file.certs.len(), 2);
+        assert!(from_file.origin.contains("ca.pem"), "{from_file:?}");
+        // Errors name the setting and say what to give.
+        let err = s3("/nonexistent/ca.pem").unwrap_err();
+        assert!(
+            err.contains("setting ca_cert") && err.contains("/nonexistent"),
+            "{err}"
+        );
+        std::fs::write(&file, "not a certificate").unwrap();
+        let err = s3(file.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+        let err = s3("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----").unwrap_err();
+        assert!(
+            err.contains("setting ca_cert") && err.contains("does not parse"),
+            "{err}"
+        );
+        // Azure and GCS get them too.
+        let StorageConfig::Azure(azure) = storage_of(&[
+            ("PLUGIN_BACKEND", "azure"),
+            ("PLUGIN_ACCOUNT_NAME", "a"),
+            ("PLUGIN_ACCOUNT_KEY", "a2V5"),
+            ("PLUGIN_CONTAINER", "c"),
+            ("PLUGIN_CA_CERT", TEST_CA),
+        ])
+        .unwrap() else {
+            panic!("expected azure")
+        };
+        assert_eq!(azure.ca_certs.certs.len(), 1);
+        let StorageConfig::Gcs(gcs) = storage_of(&[
+            ("PLUGIN_BACKEND", "gcs"),
+            ("PLUGIN_BUCKET", "b"),
+            ("PLUGIN_CA_CERT", TEST_CA),
+        ])
+        .unwrap() else {
+            panic!("expected gcs")
+        };
+        assert_eq!(gcs.ca_certs.certs.len(), 1);
+        // A backend without https says the setting does nothing.
+        let env = crate::settings::raw::env_of(&[
+            ("PLUGIN_BACKEND", "filesystem"),
+            ("PLUGIN_CA_CERT", TEST_CA),
+        ]);
+        let raw = RawSettings::resolve(&HashMap::new(), &env).unwrap();
+        assert!(warnings(&raw)[0].contains("ca_cert is set but backend filesystem"));
+    }
+
+    #[test]
+    fn sftp_falls_back_on_openssh_known_hosts_files() {
+        let env = crate::settings::raw::env_of(&[
+            ("PLUGIN_BACKEND", "sftp"),
+            ("PLUGIN_SFTP_HOST", "h"),
+            ("PLUGIN_SFTP_USERNAME", "u"),
+            ("PLUGIN_SFTP_PASSWORD", "pw"),
+        ]);
+        let raw = RawSettings::resolve(&HashMap::new(), &env).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("home/.ssh/known_hosts");
+        let system = dir.path().join("ssh_known_hosts");
+        let files = [user.clone(), system.clone()];
+        // Neither exists: the error says what to set and where it looked.
+        let err = storage_with(&raw, &files).unwrap_err().to_string();
+        assert!(
+            err.contains("setting sftp_known_hosts")
+                && err.contains("ssh-keyscan")
+                && err.contains(&*system.to_string_lossy()),
+            "{err}"
+        );
+        // Only the system file.
+        std::fs::write(&system, "h ssh-ed25519 AAAAsystem\n").unwrap();
+        let check = |files: &[PathBuf]| match storage_with(&raw, files).unwrap() {
+            StorageConfig::Sftp(SftpOptions {
+                host_key: HostKeyCheck::KnownHosts { lines, origin },
+                ..
+            }) => (lines, origin),
+            other => panic!("{other:?}"),
+        };
+        let (lines, origin) = check(&files);
+        assert!(lines.contains("AAAAsystem"));
+        assert!(
+            origin.contains("ssh_known_hosts") && origin.contains("not set"),
+            "{origin}"
+        );
+        // Both: the user's lines and the system's are read together.
+        std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+        std::fs::write(&user, "h ssh-ed25519 AAAAuser").unwrap();
+        let (lines, origin) = check(&files);
+        assert!(
+            lines.contains("AAAAuser") && lines.contains("AAAAsystem"),
+            "{lines}"
+        );
+        assert!(origin.contains(".ssh/known_hosts"), "{origin}");
+        // A setting still wins over the files.
+        let mut pairs = vec![
+            ("PLUGIN_BACKEND", "sftp"),
+            ("PLUGIN_SFTP_HOST", "h"),
+            ("PLUGIN_SFTP_USERNAME", "u"),
+            ("PLUGIN_SFTP_PASSWORD", "pw"),
+        ];
+        pairs.push(("PLUGIN_SFTP_HOST_KEY_FINGERPRINT", "SHA256:abc"));
+        let env = crate::settings::raw::env_of(&pairs);
+        let raw = RawSettings::resolve(&HashMap::new(), &env).unwrap();
+        assert!(matches!(
+            storage_with(&raw, &files).unwrap(),
+            StorageConfig::Sftp(SftpOptions {
+                host_key: HostKeyCheck::Fingerprint(_),
+                ..
+            })
+        ));
     }
 }

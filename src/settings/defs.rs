@@ -15,7 +15,8 @@ pub enum Kind {
     Text,
     /// Text that must never be printed: keys, passwords, tokens.
     Secret,
-    /// A comma-separated list (`mount: [a, b]` arrives as `a,b`).
+    /// A list: `mount: [a, b]` arrives comma-joined as `a,b`; a list holding
+    /// a map (Woodpecker: a `from_secret` item) arrives as a JSON array.
     List,
     /// A whole number.
     Int,
@@ -194,6 +195,11 @@ pub static SETTINGS: &[Setting] = &[
         aliases: ["BACKEND_OPERATION_TIMEOUT"], flags: ["backend.operation-timeout"],
         "Longest time one storage request may take (one upload part, one download \
          range, one lookup) before the step gives up. Whole transfers may take longer."),
+    setting!("ca_cert", Text, Storage, default: None, aliases: [], flags: [],
+        "CA certificates to trust for an https endpoint behind a private CA (self-hosted \
+         MinIO or Ceph, Azure Stack), for backends s3, azure and gcs: the PEM text itself \
+         (a secret or a YAML block scalar) or the path of a PEM file. The public CAs \
+         stay trusted as well."),
     setting!("bucket", Text, S3, default: None, aliases: ["S3_BUCKET", "GCS_BUCKET"], flags: [],
         "Bucket name. Required for backends s3 and gcs."),
     setting!("endpoint", Text, S3, default: None, aliases: ["S3_ENDPOINT", "GCS_ENDPOINT"],
@@ -255,7 +261,9 @@ pub static SETTINGS: &[Setting] = &[
     setting!("sftp_known_hosts", Text, Sftp, default: None, aliases: ["SFTP_KNOWN_HOSTS"],
         flags: [],
         "The server's known_hosts lines (as printed by ssh-keyscan -p PORT HOST), or a \
-         path to such a file. The host key is checked against it."),
+         path to such a file. The host key is checked against it. Without this or \
+         sftp_host_key_fingerprint, ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts are \
+         used when they exist, as OpenSSH does."),
     setting!("sftp_host_key_fingerprint", Text, Sftp, default: None,
         aliases: ["SFTP_HOST_KEY_FINGERPRINT"], flags: [],
         "The server's host key fingerprint, SHA256:... as printed by ssh-keygen -lf; an \

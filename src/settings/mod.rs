@@ -47,7 +47,8 @@ pub fn load(
         .filter_map(|s| raw.secret(s.name))
         .map(|s| s.expose().to_string())
         .collect();
-    let warnings = raw::environment_warnings(env);
+    let mut warnings = raw::environment_warnings(env);
+    warnings.extend(backends::warnings(&raw));
     let config = Config::from_raw(&raw, Metadata::from_env(env), cwd)?;
     Ok(Loaded::Run {
         config: Box::new(config),

@@ -3,6 +3,11 @@
 //! Precedence: command-line flag, then `PLUGIN_<NAME>`, then the aliases in
 //! table order, then the default. An empty value counts as unset, because
 //! Drone passes an empty string for a secret that does not exist.
+//!
+//! The runners spell a setting's variable differently: Drone upper-cases the
+//! key and keeps its `-` and `.` (`restore-keys:` arrives as
+//! `PLUGIN_RESTORE-KEYS`), Woodpecker also turns them into `_`
+//! (`PLUGIN_RESTORE_KEYS`). Both are read as the `_` spelling.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -87,9 +92,10 @@ impl RawSettings {
         flags: &HashMap<&'static str, String>,
         env: &HashMap<String, String>,
     ) -> Result<Self, SettingError> {
+        let env = PluginEnv::new(env)?;
         let mut values = HashMap::new();
         for setting in SETTINGS {
-            if let Some(raw) = resolve_one(setting, flags, env)? {
+            if let Some(raw) = resolve_one(setting, flags, &env)? {
                 values.insert(setting.name, raw);
             }
         }
@@ -154,18 +160,81 @@ impl RawSettings {
     }
 }
 
+/// The name larder reads a variable under: `PLUGIN_` names with `-` or `.`
+/// (Drone's spelling of a key written with them) as Woodpecker spells them,
+/// with `_`. Other names are returned as they are.
+pub fn canonical_env_name(var: &str) -> String {
+    if var.starts_with("PLUGIN_") {
+        var.replace(['-', '.'], "_")
+    } else {
+        var.to_string()
+    }
+}
+
+/// The environment with both runners' spellings of a setting's variable.
+struct PluginEnv<'a> {
+    env: &'a HashMap<String, String>,
+    /// `PLUGIN_RESTORE_KEYS` -> `PLUGIN_RESTORE-KEYS`, for each variable
+    /// that is set (non-empty) only in a spelling other than the canonical one.
+    respelled: HashMap<String, &'a str>,
+}
+
+impl<'a> PluginEnv<'a> {
+    /// Fails when one setting is given in two spellings with different values.
+    fn new(env: &'a HashMap<String, String>) -> Result<Self, SettingError> {
+        let set = |var: &str| env.get(var).filter(|v| !v.trim().is_empty());
+        let mut respelled: HashMap<String, &'a str> = HashMap::new();
+        let mut names: Vec<&'a String> = env.keys().collect();
+        names.sort();
+        for var in names {
+            let canonical = canonical_env_name(var);
+            if canonical == *var || set(var).is_none() {
+                continue;
+            }
+            let other = match respelled.get(&canonical) {
+                Some(earlier) => Some(*earlier),
+                None => set(&canonical).map(|_| canonical.as_str()),
+            };
+            if let Some(other) = other {
+                if set(other) != set(var) {
+                    return Err(SettingError::Conflict(format!(
+                        "{other} and {var} are both set, to different values: they are one \
+                         setting, written once with '_' and once with '-' or '.'; write it once"
+                    )));
+                }
+                continue;
+            }
+            respelled.insert(canonical, var.as_str());
+        }
+        Ok(PluginEnv { env, respelled })
+    }
+
+    /// The non-empty value of `var` in any spelling, and the spelling that was set.
+    fn get(&self, var: &str) -> Option<(&'a str, &'a str)> {
+        let env = self.env;
+        let found = |name: &'a str| {
+            env.get(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (name, v.as_str()))
+        };
+        self.env
+            .get_key_value(var)
+            .and_then(|(name, _)| found(name.as_str()))
+            .or_else(|| self.respelled.get(var).copied().and_then(found))
+    }
+}
+
 fn resolve_one(
     setting: &'static Setting,
     flags: &HashMap<&'static str, String>,
-    env: &HashMap<String, String>,
+    env: &PluginEnv<'_>,
 ) -> Result<Option<RawValue>, SettingError> {
     let from_flag = flags
         .get(setting.name)
         .map(|v| (v.as_str(), Source::Flag(setting.flag())));
     let from_env = setting.envs().into_iter().find_map(|var| {
         env.get(&var)
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| (v.as_str(), Source::Env(var)))
+            .map(|(name, value)| (value, Source::Env(name.to_string())))
     });
     let from_default = setting.default.map(|d| (d, Source::Default));
     let Some((text, source)) = from_flag
@@ -191,7 +260,7 @@ pub fn parse_value(setting: &Setting, text: &str) -> Result<Value, String> {
         Kind::Bool => Value::Bool(parse_bool(text)?),
         Kind::Text => Value::Text(text.to_string()),
         Kind::Secret => Value::Secret(Secret::new(text)),
-        Kind::List => Value::List(parse_list(text)),
+        Kind::List => Value::List(parse_list(text)?),
         Kind::Int => Value::Int(
             text.parse()
                 .map_err(|_| format!("'{text}' is not a whole number"))?,
@@ -213,22 +282,49 @@ fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
-/// Splits `a,b` (how Drone passes a YAML list); also accepts a JSON array.
-fn parse_list(text: &str) -> Vec<String> {
-    if text.starts_with('[')
-        && let Ok(items) = serde_json::from_str::<Vec<String>>(text)
-    {
-        return items
+/// A list as the runners pass one. A YAML list of plain values arrives
+/// joined with `,` (no escaping, so an item cannot contain a comma); a list
+/// with a map or a list inside (Woodpecker: also a `from_secret` item)
+/// arrives as JSON. Both are read; a JSON array is also the way to give an
+/// item with a comma in it (`mount: '["a,b"]'`). Empty items are dropped.
+fn parse_list(text: &str) -> Result<Vec<String>, String> {
+    use serde_json::Value as Json;
+    let json = match text.as_bytes().first() {
+        Some(b'[' | b'{') => serde_json::from_str::<Json>(text).ok(),
+        _ => None,
+    };
+    let items: Vec<String> = match json {
+        Some(Json::Array(items)) => items
             .into_iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
-    }
-    text.split(',')
-        .map(str::trim)
+            .enumerate()
+            .map(|(i, item)| match item {
+                Json::String(s) => Ok(s),
+                Json::Number(n) => Ok(n.to_string()),
+                Json::Bool(b) => Ok(b.to_string()),
+                Json::Null => Ok(String::new()),
+                Json::Array(_) | Json::Object(_) => Err(format!(
+                    "item {} of the list is itself a {}; each item must be a plain value \
+                     such as a path or a key template",
+                    i + 1,
+                    if matches!(item, Json::Array(_)) {
+                        "list"
+                    } else {
+                        "map"
+                    }
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Json::Object(_)) => {
+            return Err("is a map; write a list, e.g. [a, b]".into());
+        }
+        _ => text.split(',').map(String::from).collect(),
+    };
+    Ok(items
+        .iter()
+        .map(|s| s.trim())
         .filter(|s| !s.is_empty())
         .map(String::from)
-        .collect()
+        .collect())
 }
 
 /// Go-style durations (`90s`, `3m`, `1h30m`); a bare number means seconds.
@@ -252,16 +348,17 @@ pub fn environment_warnings(env: &HashMap<String, String>) -> Vec<String> {
     let mut names: Vec<&String> = env.keys().collect();
     names.sort();
     for var in names {
-        if !var.starts_with("PLUGIN_") || known.contains(var) {
+        let canonical = canonical_env_name(var);
+        if !var.starts_with("PLUGIN_") || known.contains(&canonical) {
             continue;
         }
-        if let Some((_, why)) = UNSUPPORTED.iter().find(|(name, _)| name == var) {
+        if let Some((_, why)) = UNSUPPORTED.iter().find(|(name, _)| *name == canonical) {
             warnings.push(format!(
                 "{var} is a drone-cache setting larder does not support ({why}); it is ignored"
             ));
             continue;
         }
-        let setting = var.trim_start_matches("PLUGIN_").to_ascii_lowercase();
+        let setting = canonical.trim_start_matches("PLUGIN_").to_ascii_lowercase();
         let hint = SETTINGS
             .iter()
             .map(|s| (strsim::jaro_winkler(&setting, s.name), s.name))
@@ -329,6 +426,78 @@ mod tests {
         assert_eq!(
             parse_value(mount, r#"["x,y", "z"]"#).unwrap(),
             Value::List(vec!["x,y".into(), "z".into()])
+        );
+    }
+
+    /// What drone-runner-docker's encoder and Woodpecker's ParamsToEnv make
+    /// of the YAML a user can write, read back as the list that was meant.
+    #[test]
+    fn lists_in_every_encoding_the_runners_produce() {
+        let keys = find("restore_keys").unwrap();
+        let list = |text: &str| match parse_value(keys, text) {
+            Ok(Value::List(items)) => items,
+            other => panic!("{text}: {other:?}"),
+        };
+        // [a, b] on both runners; [3, true] from unquoted YAML scalars.
+        assert_eq!(list("gomod-main-,gomod-"), ["gomod-main-", "gomod-"]);
+        assert_eq!(list("3,true"), ["3", "true"]);
+        // Woodpecker: a list with a from_secret item arrives as JSON, secret resolved.
+        assert_eq!(
+            list(r#"["gomod-{{ .Commit.Branch }}-","gomod-"]"#),
+            ["gomod-{{ .Commit.Branch }}-", "gomod-"]
+        );
+        // JSON numbers, booleans and nulls are plain values too.
+        assert_eq!(list("[1, false, null, \" x \"]"), ["1", "false", "x"]);
+        // A glob that only looks like JSON is split by commas as usual.
+        assert_eq!(list("[ab]*,c"), ["[ab]*", "c"]);
+        // An empty list: Woodpecker passes "", Drone "" too.
+        assert!(list("[]").is_empty());
+        // A map, or a list holding one, cannot be a list of paths or keys.
+        let err = parse_value(keys, r#"["a",{"path":"b"}]"#).unwrap_err();
+        assert!(err.contains("item 2 of the list is itself a map"), "{err}");
+        let err = parse_value(keys, r#"{"path":"b"}"#).unwrap_err();
+        assert!(err.contains("is a map"), "{err}");
+    }
+
+    #[test]
+    fn drone_keeps_dashes_woodpecker_makes_underscores() {
+        for var in [
+            "PLUGIN_RESTORE-KEYS",
+            "PLUGIN_RESTORE_KEYS",
+            "PLUGIN_RESTORE.KEYS",
+        ] {
+            let e = env_of(&[(var, "a,b")]);
+            let raw = RawSettings::resolve(&HashMap::new(), &e).unwrap();
+            assert_eq!(raw.list("restore_keys"), ["a", "b"], "{var}");
+            assert_eq!(raw.source("restore_keys"), Source::Env(var.into()));
+            assert!(environment_warnings(&e).is_empty(), "{var}");
+        }
+        // Aliases are read in either spelling as well.
+        let e = env_of(&[("PLUGIN_FAIL-RESTORE-IF-KEY-NOT-PRESENT", "true")]);
+        let raw = RawSettings::resolve(&HashMap::new(), &e).unwrap();
+        assert!(raw.bool("fail_on_miss"));
+        // An empty dashed value does not hide the other spelling.
+        let e = env_of(&[("PLUGIN_CACHE-KEY", ""), ("PLUGIN_CACHE_KEY", "k")]);
+        let raw = RawSettings::resolve(&HashMap::new(), &e).unwrap();
+        assert_eq!(raw.text("cache_key"), Some("k"));
+        // The same value twice is fine; two different values are a conflict.
+        let e = env_of(&[("PLUGIN_CACHE-KEY", "k"), ("PLUGIN_CACHE_KEY", "k")]);
+        assert!(RawSettings::resolve(&HashMap::new(), &e).is_ok());
+        let e = env_of(&[("PLUGIN_CACHE-KEY", "a"), ("PLUGIN_CACHE_KEY", "b")]);
+        let err = RawSettings::resolve(&HashMap::new(), &e)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PLUGIN_CACHE-KEY") && err.contains("PLUGIN_CACHE_KEY"),
+            "{err}"
+        );
+        let e = env_of(&[("PLUGIN_CACHE-KEY", "a"), ("PLUGIN_CACHE.KEY", "b")]);
+        assert!(RawSettings::resolve(&HashMap::new(), &e).is_err());
+        // A typo with dashes is still reported under the setting's spelling.
+        let warnings = environment_warnings(&env_of(&[("PLUGIN_CACHE-KEYS", "x")]));
+        assert!(
+            warnings[0].contains("PLUGIN_CACHE-KEYS") && warnings[0].contains("cache_key"),
+            "{warnings:?}"
         );
     }
 

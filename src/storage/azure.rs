@@ -9,7 +9,7 @@ use anyhow::Context;
 use object_store::azure::MicrosoftAzureBuilder;
 use url::Url;
 
-use super::s3::{client_options, retry_config};
+use super::s3::{CaCerts, client_options, retry_config};
 use super::{Scratch, Store};
 use crate::settings::Secret;
 
@@ -20,6 +20,7 @@ pub struct AzureOptions {
     pub container: String,
     /// The account's blob endpoint; `None` for https://<account>.blob.core.windows.net.
     pub endpoint: Option<Url>,
+    pub ca_certs: CaCerts,
 }
 
 pub fn open(options: &AzureOptions, timeout: Duration) -> anyhow::Result<Store> {
@@ -42,7 +43,7 @@ pub fn open(options: &AzureOptions, timeout: Duration) -> anyhow::Result<Store> 
         .with_account(&options.account)
         .with_access_key(options.key.expose())
         .with_container_name(&options.container)
-        .with_client_options(client_options(timeout, allow_http))
+        .with_client_options(client_options(timeout, allow_http, &options.ca_certs))
         .with_retry(retry_config(timeout));
     if let Some(endpoint) = endpoint {
         builder = builder.with_endpoint(endpoint);

@@ -14,7 +14,7 @@ use anyhow::Context;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use url::Url;
 
-use super::s3::{client_options, retry_config};
+use super::s3::{CaCerts, client_options, retry_config};
 use super::{Scratch, Store};
 use crate::settings::Secret;
 
@@ -24,6 +24,7 @@ pub struct GcsOptions {
     /// A custom API endpoint (an emulator); `None` for storage.googleapis.com.
     pub endpoint: Option<Url>,
     pub credentials: GcsCredentials,
+    pub ca_certs: CaCerts,
 }
 
 #[derive(Clone, Debug)]
@@ -53,7 +54,7 @@ pub fn open(options: &GcsOptions, timeout: Duration) -> anyhow::Result<Store> {
     );
     let mut builder = GoogleCloudStorageBuilder::new()
         .with_bucket_name(&options.bucket)
-        .with_client_options(client_options(timeout, allow_http))
+        .with_client_options(client_options(timeout, allow_http, &options.ca_certs))
         .with_retry(retry_config(timeout));
     if let GcsCredentials::KeyJson(json) = &options.credentials {
         builder = builder.with_service_account_key(json.expose());

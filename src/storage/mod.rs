@@ -132,7 +132,9 @@ impl Store {
 /// The error's own message and its causes, with a hint about what to check.
 fn explain(err: &object_store::Error) -> (String, Option<&'static str>) {
     let detail = chain(err);
-    let lower = detail.to_ascii_lowercase();
+    // object_store's retry errors always print their "retry_timeout"
+    // setting; that is no sign of a timeout.
+    let lower = detail.to_ascii_lowercase().replace("retry_timeout", "");
     let hint = match err {
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => Some(
@@ -146,6 +148,10 @@ fn explain(err: &object_store::Error) -> (String, Option<&'static str>) {
         }
         _ if lower.contains("connection refused") => Some(
             "Nothing accepts connections at the endpoint: check endpoint (host and port) and that the server is running",
+        ),
+        _ if lower.contains("certificate") || lower.contains("unknownissuer") => Some(
+            "The server's TLS certificate is not trusted: if a private CA issued it, give that \
+             CA's certificate in ca_cert (PEM text or a file path)",
         ),
         _ if lower.contains("timed out")
             || lower.contains("did not answer")

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::{ClientOptions, RetryConfig};
+use object_store::{Certificate, ClientOptions, RetryConfig};
 use url::Url;
 
 use super::{Scratch, Store};
@@ -20,6 +20,25 @@ pub struct S3Options {
     pub path_style: bool,
     /// Static keys; `None` means the AWS credential chain.
     pub keys: Option<S3Keys>,
+    pub ca_certs: CaCerts,
+}
+
+/// CA certificates from the `ca_cert` setting, trusted for https besides
+/// the system's (the image's bundle). Shared by the HTTP backends.
+#[derive(Clone, Default)]
+pub struct CaCerts {
+    /// Where they came from, for messages: "ca_cert", "ca_cert file /x.pem".
+    pub origin: String,
+    pub certs: Vec<Certificate>,
+}
+
+impl std::fmt::Debug for CaCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.certs.len() {
+            0 => f.write_str("none"),
+            n => write!(f, "{n} from {}", self.origin),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -53,7 +72,7 @@ pub fn open(options: &S3Options, timeout: Duration) -> anyhow::Result<Store> {
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(&options.bucket)
         .with_region(&region)
-        .with_client_options(client_options(timeout, allow_http))
+        .with_client_options(client_options(timeout, allow_http, &options.ca_certs))
         .with_retry(retry_config(timeout));
     match &options.keys {
         Some(keys) => {
@@ -115,9 +134,10 @@ fn virtual_host(endpoint: &Url, bucket: &str) -> anyhow::Result<Url> {
     Ok(url)
 }
 
-/// Every request is bounded by the operation timeout; connecting by at most 10 s.
-pub(crate) fn client_options(timeout: Duration, allow_http: bool) -> ClientOptions {
-    ClientOptions::new()
+/// Every request is bounded by the operation timeout; connecting by at most
+/// 10 s. Certificates from `ca_cert` are trusted on top of the system's.
+pub(crate) fn client_options(timeout: Duration, allow_http: bool, ca: &CaCerts) -> ClientOptions {
+    let mut options = ClientOptions::new()
         .with_timeout(timeout)
         .with_connect_timeout(timeout.min(Duration::from_secs(10)))
         .with_allow_http(allow_http)
@@ -125,7 +145,11 @@ pub(crate) fn client_options(timeout: Duration, allow_http: bool) -> ClientOptio
             concat!("larder/", env!("CARGO_PKG_VERSION"))
                 .parse()
                 .expect("static user agent is a valid header"),
-        )
+        );
+    for cert in &ca.certs {
+        options = options.with_root_certificate(cert.clone());
+    }
+    options
 }
 
 /// A few retries for transient errors, all within the operation timeout.

@@ -2,7 +2,10 @@
 //! against real storage servers, and compare directory trees exactly.
 #![allow(dead_code)]
 
+pub mod docker;
+pub mod golang;
 pub mod hostile;
+pub mod runners;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
