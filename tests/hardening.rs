@@ -473,18 +473,23 @@ fn slow_entry(backend: &Backend, root: &str) -> tempfile::TempDir {
     ws
 }
 
-/// Waits until a restore has started writing into its staging directory.
-fn wait_for_staging(ws: &Path) {
+/// Waits until a restore has written at least `files` files into its
+/// staging directory.
+fn wait_for_staging(ws: &Path, files: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let staged = names(ws).iter().any(|n| n.starts_with(".larder-restore-"));
-        if staged {
-            std::thread::sleep(Duration::from_millis(20));
+        let staged = walkdir::WalkDir::new(ws)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .filter(|e| e.path().to_string_lossy().contains(".larder-restore-"))
+            .count();
+        if staged >= files {
             return;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    panic!("the restore never started staging in {}", ws.display());
+    panic!("the restore never staged {files} files in {}", ws.display());
 }
 
 fn a_second_signal_does_not_skip_the_cleanup(backend: &Backend) {
@@ -496,14 +501,18 @@ fn a_second_signal_does_not_skip_the_cleanup(backend: &Backend) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_staging(ws.path());
+    // Half the files staged: removing them takes a while, and the second
+    // signal arrives during that.
+    wait_for_staging(ws.path(), 1500);
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    std::thread::sleep(Duration::from_millis(3));
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     let run = to_run(child.wait_with_output().unwrap());
     assert_ne!(run.code, 0, "{}", run.log());
-    run.assert_log("stop signal");
     no_debris(ws.path());
+    run.assert_log("stop signal")
+        .assert_log("received another stop signal: still cleaning up");
     assert_eq!(names(ws.path()), Vec::<String>::new());
 }
 
@@ -516,7 +525,7 @@ fn a_killed_restore_leaves_debris_the_next_one_removes(backend: &Backend) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_staging(ws.path());
+    wait_for_staging(ws.path(), 100);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
