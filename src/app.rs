@@ -1,4 +1,6 @@
-//! One run, from settings to exit code.
+//! One run, from the process to its exit code: the only place that reads
+//! the process's environment, arguments and signals, and the only place
+//! that decides the exit code.
 //!
 //! Exit codes: 0 for success, a miss or a skipped upload; 2 for a
 //! configuration error (the pipeline must be fixed); 1 for a failed restore
@@ -7,16 +9,18 @@
 //! because a cache problem should slow a build down, not break it.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
-use crate::mode::Keys;
+use crate::cancel::{self, Cancel};
+use crate::job::{self, Job, Process, Task};
 use crate::mount::MountSpec;
 use crate::result::{self, Outcome, Report};
-use crate::settings::{self, Config, Loaded, Mode};
+use crate::settings::{self, Loaded, SettingError};
 use crate::storage::Store;
-use crate::{interrupt, logging, mode};
+use crate::{logging, mode};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
@@ -26,38 +30,64 @@ pub fn main() -> u8 {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let env: HashMap<String, String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let cwd = match std::env::current_dir() {
-        Ok(cwd) => cwd,
-        Err(e) => {
-            eprintln!("larder: cannot determine the current directory: {e}");
+    let process = match read_process() {
+        Ok(process) => process,
+        Err(problem) => {
+            eprintln!("larder: {problem}");
             return EXIT_CONFIG;
         }
     };
-    let (config, warnings, secrets) = match settings::load(args, &env, &cwd) {
+    let (values, warnings, secrets) = match settings::load(args, &process.env) {
         Ok(Loaded::Print(text)) => {
             print!("{text}");
             return EXIT_OK;
         }
         Ok(Loaded::Run {
-            config,
+            values,
             warnings,
             secrets,
-        }) => (config, warnings, secrets),
-        Err(e) => {
-            let text = logging::scrub(&e.to_string(), &secret_values(&env));
-            eprintln!("larder: configuration error: {text}");
-            eprintln!("larder: see `larder --help` or docs/settings.md for every setting");
-            return EXIT_CONFIG;
-        }
+        }) => (values, warnings, secrets),
+        Err(e) => return configuration_error(&e, &secret_values(&process.env)),
     };
-    logging::init(config.log_level, secrets);
-    for warning in warnings {
+    let job = match Job::new(&values, &process) {
+        Ok(job) => job,
+        Err(e) => return configuration_error(&e, &secrets),
+    };
+    logging::init(job.log_level, secrets);
+    for warning in warnings.iter().chain(&job::storage::warnings(&values)) {
         warn!("{warning}");
     }
-    run(&config)
+    run(&job)
+}
+
+/// The process's environment, working directory, host name and user.
+fn read_process() -> Result<Process, String> {
+    let env: HashMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let cwd = std::env::current_dir()
+        .map_err(|e| format!("cannot determine the current directory: {e}"))?;
+    let hostname = env
+        .get("HOSTNAME")
+        .cloned()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let home = env.get("HOME").map(PathBuf::from);
+    Ok(Process {
+        known_hosts_files: job::storage::known_hosts_files(home.as_deref()),
+        root: rustix::process::geteuid().is_root(),
+        hostname,
+        cwd,
+        env,
+    })
+}
+
+fn configuration_error(error: &SettingError, secrets: &[String]) -> u8 {
+    let text = logging::scrub(&error.to_string(), secrets);
+    eprintln!("larder: configuration error: {text}");
+    eprintln!("larder: see `larder --help` or docs/settings.md for every setting");
+    EXIT_CONFIG
 }
 
 /// Secret-looking values straight from the environment, for scrubbing an
@@ -69,41 +99,24 @@ fn secret_values(env: &HashMap<String, String>) -> Vec<String> {
         .flat_map(|s| s.envs())
         .collect();
     env.iter()
-        .filter(|(var, _)| names.contains(&settings::raw::canonical_env_name(var)))
+        .filter(|(var, _)| names.contains(&settings::sources::canonical_env_name(var)))
         .map(|(_, value)| value.clone())
         .filter(|v| v.len() >= 3)
         .collect()
 }
 
-fn run(config: &Config) -> u8 {
-    let keys = match render_keys(config) {
-        Ok(keys) => keys,
-        Err(problem) => {
-            error!("{problem}");
-            return EXIT_CONFIG;
-        }
-    };
-    let what = match config.mode {
-        Mode::Flush => "old entries".to_string(),
-        _ if config.mounts.is_empty() => "the whole entry".to_string(),
-        _ => config
-            .mounts
-            .iter()
-            .map(MountSpec::text)
-            .collect::<Vec<_>>()
-            .join(", "),
-    };
-    let key = match config.mode {
-        Mode::Flush => String::new(),
-        _ => format!(" with key '{}'", keys.key),
-    };
+fn run(job: &Job) -> u8 {
     info!(
-        "larder {}: {} of {what}{key} under '{}'",
+        "larder {}: {} of {}{} under '{}'",
         env!("CARGO_PKG_VERSION"),
-        config.mode,
-        config.remote_root
+        job.mode(),
+        what(job),
+        job.key()
+            .map(|key| format!(" with key '{key}'"))
+            .unwrap_or_default(),
+        job.remote_root
     );
-    debug!("configuration: {config:?}");
+    debug!("job: {job:?}");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -114,40 +127,63 @@ fn run(config: &Config) -> u8 {
             return EXIT_FAILED;
         }
     };
+    let cancel = Cancel::new();
     let result = runtime.block_on(async {
-        interrupt::listen();
-        let store = Store::open(&config.storage, config.timeout).await?;
-        mode::run(config, &store, &keys).await
+        cancel::listen(cancel.clone());
+        let store = Store::open(&job.storage, job.timeout, &job.remote_root).await?;
+        mode::run(job, &store, &cancel).await
     });
     // Do not wait for background work (a claim renewal) once the result is known.
     runtime.shutdown_timeout(Duration::from_secs(5));
     let report = match &result {
         Ok(report) => report.clone(),
         Err(e) => {
-            let mut report = Report::new(config.mode, Outcome::Failed);
-            report.key = (config.mode != Mode::Flush).then(|| keys.key.clone());
+            let mut report = Report::new(job.mode(), Outcome::Failed);
+            report.key = job.key().map(str::to_string);
             report.error = Some(format!("{e:#}"));
             report
         }
     };
-    if let Some(path) = &config.result_file {
+    if let Some(path) = &job.result_file {
         match result::write(path, &report) {
             Ok(()) => debug!("wrote the result to {}", path.display()),
             Err(e) => warn!("could not write result_file {}: {e}", path.display()),
         }
     }
+    exit_code(job, result)
+}
+
+/// What the step was asked to cache, for the first log line.
+fn what(job: &Job) -> String {
+    let mounts = match &job.task {
+        Task::Flush(_) => return "old entries".to_string(),
+        Task::Restore(task) => &task.mounts,
+        Task::Rebuild(task) => &task.mounts,
+    };
+    if mounts.is_empty() {
+        return "the whole entry".to_string();
+    }
+    mounts
+        .iter()
+        .map(MountSpec::text)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn exit_code(job: &Job, result: anyhow::Result<Report>) -> u8 {
+    let fail_on_miss = matches!(&job.task, Task::Restore(task) if task.fail_on_miss);
     match result {
-        Ok(report) if report.result == Outcome::Miss && config.fail_on_miss => {
+        Ok(report) if report.result == Outcome::Miss && fail_on_miss => {
             error!("restore found no entry and fail_on_miss is true");
             EXIT_FAILED
         }
         Ok(_) => EXIT_OK,
-        Err(e) if config.exit_code => {
-            error!("{} failed: {e:#}", config.mode);
+        Err(e) if job.exit_code => {
+            error!("{} failed: {e:#}", job.mode());
             EXIT_FAILED
         }
         Err(e) => {
-            warn!("{} failed: {e:#}", config.mode);
+            warn!("{} failed: {e:#}", job.mode());
             warn!(
                 "the step still succeeds because exit_code is false; set exit_code: true \
                  to fail the build when the cache fails"
@@ -155,37 +191,4 @@ fn run(config: &Config) -> u8 {
             EXIT_OK
         }
     }
-}
-
-/// Renders `cache_key` and the restore keys; an error names the setting.
-fn render_keys(config: &Config) -> Result<Keys, String> {
-    if config.mode == Mode::Flush {
-        return Ok(Keys {
-            key: String::new(),
-            restore_prefixes: Vec::new(),
-        });
-    }
-    let render = |setting: &str, template: &crate::key::KeyTemplate| {
-        template
-            .render(&config.metadata, &config.workspace)
-            .map_err(|problem| {
-                format!(
-                    "setting {setting}: '{}' cannot be rendered: {problem}",
-                    template.source
-                )
-            })
-    };
-    let key = render("cache_key", &config.key)?;
-    let restore_prefixes = match config.mode {
-        Mode::Restore => config
-            .restore_keys
-            .iter()
-            .map(|t| render("restore_keys", t))
-            .collect::<Result<_, _>>()?,
-        _ => Vec::new(),
-    };
-    Ok(Keys {
-        key,
-        restore_prefixes,
-    })
 }

@@ -1,13 +1,16 @@
 //! larder: a build cache for Drone and Woodpecker CI.
 //!
 //! The layout follows the flow of one run:
-//! `settings` (what the pipeline asked for) → `key` (which entry) →
-//! `mode` (restore or rebuild) → `archive` (the tar stream) and `storage`
-//! (where entries live), with `staging` making restores all-or-nothing.
+//! `app` (the process: environment, signals, exit code) → `settings` (what
+//! the pipeline wrote) → `job` (what to do, checked, keys rendered by `key`)
+//! → `mode` (restore, rebuild or flush) → `archive` (the tar stream),
+//! `storage` (where entries live) and `staging` (all-or-nothing restores).
+//! Leaves that everything may use: `secret`, `cancel`, `report`.
 
 pub mod app;
 pub mod archive;
-pub mod interrupt;
+pub mod cancel;
+pub mod job;
 pub mod key;
 pub mod logging;
 pub mod mode;
@@ -15,6 +18,7 @@ pub mod mount;
 pub mod pipe;
 pub mod report;
 pub mod result;
+pub mod secret;
 pub mod settings;
 pub mod staging;
 pub mod storage;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::runners::Runner;
+use larder::job::{Job, Process, Task};
 use larder::settings::cli::IMAGE;
 use larder::settings::{self, Loaded, defs};
 use serde_yaml_ng::Value;
@@ -166,20 +167,32 @@ fn check_pipeline(file: &str, runner: Runner) {
             if env.contains_key("PLUGIN_CA_CERT") {
                 env.insert("PLUGIN_CA_CERT".into(), TEST_CA.into());
             }
-            let loaded = settings::load(vec!["larder".into()], &env, workspace.path())
+            let loaded = settings::load(vec!["larder".into()], &env)
                 .unwrap_or_else(|e| panic!("{file} step {name}: {e}"));
             let Loaded::Run {
-                config, warnings, ..
+                values, warnings, ..
             } = loaded
             else {
                 panic!("{name}: printed instead of running")
             };
             assert!(warnings.is_empty(), "{file} step {name}: {warnings:?}");
-            modes.push(config.mode.to_string());
+            let process = Process {
+                env: env.clone(),
+                cwd: workspace.path().to_path_buf(),
+                ..Process::default()
+            };
+            let job =
+                Job::new(&values, &process).unwrap_or_else(|e| panic!("{file} step {name}: {e}"));
+            let mounts = match &job.task {
+                Task::Restore(task) => task.mounts.clone(),
+                Task::Rebuild(task) => task.mounts.clone(),
+                Task::Flush(_) => panic!("{file} step {name}: a flush"),
+            };
+            modes.push(job.mode().to_string());
             keys.push((
-                config.mode.to_string(),
-                config.key.clone(),
-                config.mounts.clone(),
+                job.mode().to_string(),
+                job.key().map(str::to_string),
+                mounts,
             ));
         }
     }

@@ -68,19 +68,30 @@ fn damaged(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Damaged(message.into()))
 }
 
+/// How to extract.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The most tar stream to read, and file data to write (`max_restore_size`).
+    pub max_bytes: u64,
+    /// Give files their owners from the archive (as GNU tar does as root).
+    pub owners: bool,
+    /// Checked between entries.
+    pub cancel: crate::cancel::Cancel,
+}
+
 /// Decides where to restore, once the entry's manifest (its first member)
 /// says which mounts it holds; `None` for an archive without one.
 pub type Planner<'a> = &'a dyn Fn(Option<&Manifest>) -> anyhow::Result<Staging>;
 
 /// Reads the archive from `input` into staging planned by `plan`, and
 /// returns the staging for the caller to commit. On error the staging is
-/// dropped, which removes everything written so far. At most `max_bytes` of
-/// tar stream are read (`max_restore_size`).
+/// dropped, which removes everything written so far.
 pub fn extract(
     input: impl BufRead + Send + 'static,
     plan: Planner<'_>,
-    max_bytes: u64,
+    options: &Options,
 ) -> Result<(Extracted, Staging), Failed> {
+    let max_bytes = options.max_bytes;
     let (compression, decoder) = match codec::decoder(input) {
         Ok(Some(found)) => found,
         Ok(None) => return Err(failed(damaged("the entry is empty (0 bytes)"), true)),
@@ -91,7 +102,7 @@ pub fn extract(
     };
     let stream = Verifier::new(decoder, max_bytes);
     let progress = stream.progress();
-    read_all(stream, compression, plan, max_bytes).map_err(|error| {
+    read_all(stream, compression, plan, options).map_err(|error| {
         let progress = progress.borrow();
         if progress.over_limit {
             let error = anyhow!(
@@ -114,13 +125,13 @@ fn read_all<R: Read>(
     mut stream: Verifier<R>,
     compression: Compression,
     plan: Planner<'_>,
-    max_bytes: u64,
+    options: &Options,
 ) -> anyhow::Result<(Extracted, Staging)> {
     let progress = stream.progress();
     let mut extractor = Extractor {
         plan,
         staging: None,
-        owner: rustix::process::geteuid().is_root(),
+        owner: options.owners,
         stats: Stats::default(),
         manifest: None,
         verified: false,
@@ -131,7 +142,7 @@ fn read_all<R: Read>(
         created: HashSet::new(),
         budgets: Vec::new(),
         total_written: 0,
-        max_bytes,
+        max_bytes: options.max_bytes,
         next_header: 0,
         last_name: None,
     };
@@ -141,7 +152,7 @@ fn read_all<R: Read>(
             .entries()
             .map_err(|e| damaged(format!("cannot read the tar stream: {e}")))?;
         for entry in entries {
-            crate::interrupt::check()?;
+            options.cancel.check()?;
             let entry = entry.map_err(|e| extractor.bad_header(&e))?;
             if extractor.verified {
                 return Err(damaged(

@@ -28,6 +28,8 @@ pub const BLOCK: usize = 512;
 
 pub struct WriteOptions {
     pub skip_symlinks: bool,
+    /// Checked between entries: a cancelled step stops archiving.
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// Writes every mount into a tar stream on `out` and returns what was written.
@@ -124,7 +126,7 @@ impl<W: Write> MountWriter<'_, W> {
             .follow_root_links(false)
             .sort_by_file_name();
         for item in walk {
-            crate::interrupt::check()?;
+            self.options.cancel.check()?;
             let item = item.map_err(walk_error)?;
             let path = item.path();
             let meta = item

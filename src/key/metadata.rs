@@ -159,7 +159,7 @@ mod tests {
     use super::*;
 
     fn meta(pairs: &[(&str, &str)]) -> Metadata {
-        Metadata::from_env(&crate::settings::raw::env_of(pairs))
+        Metadata::from_env(&crate::settings::sources::env_of(pairs))
     }
 
     #[test]

@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use chrono::Utc;
-use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
+use object_store::ObjectMeta;
 use tracing::{info, warn};
 
+use crate::job::{Flush, Job, Mode};
 use crate::report;
 use crate::result::{Outcome, Report};
-use crate::settings::Config;
 use crate::storage::{Store, entry};
 
 /// A claim untouched for this long belongs to a rebuild that died.
@@ -25,27 +24,21 @@ struct Candidate {
     age: Duration,
 }
 
-pub async fn flush(config: &Config, store: &Store) -> anyhow::Result<Report> {
+pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<Report> {
     let started = Instant::now();
-    if let Some(reason) = super::pull_request_block(config) {
+    if let Some(reason) = &job.writes_blocked {
         info!("flush: skipped: {reason}");
-        return Ok(Report::new("flush", Outcome::Skipped).reason(reason));
+        return Ok(Report::new(Mode::Flush, Outcome::Skipped).reason(reason.clone()));
     }
-    let options = &config.flush;
-    let root = &config.remote_root;
-    let folder = Path::from(root.as_str());
-    let listing = store
-        .inner()
-        .list_with_delimiter(Some(&folder))
-        .await
-        .map_err(|e| store.error("listing of", &folder, e))?;
+    let root = &store.root;
+    let listing = store.list().await?;
     let now = Utc::now();
     let age_of = |meta: &ObjectMeta| (now - meta.last_modified).to_std().unwrap_or_default();
     let mut entries = Vec::new();
     let mut stale_claims = Vec::new();
     // Damage reports, by key: kept while their entry is.
     let mut reports = Vec::new();
-    for meta in listing.objects {
+    for meta in listing {
         let Some(name) = meta.location.filename().map(str::to_string) else {
             continue;
         };
@@ -94,10 +87,10 @@ pub async fn flush(config: &Config, store: &Store) -> anyhow::Result<Report> {
     for (candidate, why) in &doomed {
         let deleted = match options.dry_run {
             true => Ok(()),
-            false => delete(store, &candidate.meta.location).await,
+            false => store.delete(&candidate.meta.location).await,
         };
         if let Err(e) = deleted {
-            warn!("flush: {e}");
+            warn!("flush: {e:#}");
             failures += 1;
             continue;
         }
@@ -109,20 +102,23 @@ pub async fn flush(config: &Config, store: &Store) -> anyhow::Result<Report> {
         );
     }
     for claim in &stale_claims {
-        if !options.dry_run && delete(store, &claim.location).await.is_ok() {
-            info!("flush: removed the abandoned claim '{}'", claim.location);
+        if !options.dry_run && store.delete(&claim.location).await.is_ok() {
+            info!(
+                "flush: removed the abandoned claim '{}'",
+                store.full(&claim.location)
+            );
         }
     }
     for (key, report) in &reports {
         if options.dry_run || kept.iter().any(|c| &c.key == key) {
             continue;
         }
-        if delete(store, &report.location).await.is_ok() {
+        if store.delete(&report.location).await.is_ok() {
             info!("flush: removed the damage report of the deleted key '{key}'");
         }
     }
     if !options.dry_run {
-        for name in store.remove_temporaries(root, |_| true, STALE_CLAIM).await {
+        for name in store.remove_temporaries(|_| true, STALE_CLAIM).await {
             info!("flush: removed the unfinished upload '{name}' of a killed rebuild");
         }
     }
@@ -156,19 +152,12 @@ pub async fn flush(config: &Config, store: &Store) -> anyhow::Result<Report> {
             doomed.len()
         );
     }
-    let mut report = Report::new("flush", Outcome::Flushed);
+    let mut report = Report::new(Mode::Flush, Outcome::Flushed);
     report.deleted = Some(doomed.len() as u64);
     report.kept = Some(kept.len() as u64);
     report.stored_bytes = kept_bytes;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-async fn delete(store: &Store, path: &Path) -> anyhow::Result<()> {
-    match store.inner().delete(path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(store.error("deletion of", path, e)),
-    }
 }
 
 fn plural_entries(n: usize) -> String {

@@ -5,102 +5,151 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use object_store::ObjectStoreExt;
+use object_store::path::Path;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::archive::{self, write::WriteOptions};
+use crate::cancel::Cancel;
+use crate::job::{Job, Mode, Rebuild};
 use crate::mount::{self, Mount};
 use crate::pipe::ChunkWriter;
 use crate::report;
 use crate::result::{Outcome, Report};
-use crate::settings::Config;
 use crate::storage::claim::{self, Claim, Claimed};
 use crate::storage::{Store, damage, entry, transfer};
 
-pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Result<Report> {
+pub async fn rebuild(
+    job: &Job,
+    task: &Rebuild,
+    store: &Store,
+    cancel: &Cancel,
+) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let skipped = |reason: String| {
-        info!("rebuild: skipped: {reason}");
-        Ok(Report::new("rebuild", Outcome::Skipped)
-            .key(key)
-            .reason(reason))
-    };
-    if let Some(reason) = super::pull_request_block(config) {
-        return skipped(reason);
+    let key = &task.key;
+    if let Some(reason) = &job.writes_blocked {
+        return Ok(skipped(key, reason.clone()));
     }
-    let (mounts, notes) = mount::for_rebuild(&config.mounts, &config.workspace);
+    let (mounts, notes) = mount::for_rebuild(&task.mounts, &job.workspace);
     for note in notes {
         warn!("rebuild: {note}");
     }
     if mounts.is_empty() {
         let reason = "none of the mounts exist, so there is nothing to cache";
         info!("rebuild: skipped: {reason}");
-        return Ok(Report::new("rebuild", Outcome::Empty)
+        return Ok(Report::new(Mode::Rebuild, Outcome::Empty)
             .key(key)
             .reason(reason));
     }
-    let root = &config.remote_root;
-    let target = entry::path(root, key, config.compression);
+    let (held, damaged) = if task.replace {
+        (None, None)
+    } else {
+        match take_key(task, store).await? {
+            Taken::Skip(reason) => return Ok(skipped(key, reason)),
+            Taken::Ours { claim, damaged } => (Some(claim), damaged),
+        }
+    };
+    remove_leftovers(store, key).await;
 
-    let mut held = None;
-    // A stored entry that a restore reported damaged is stored again.
-    let mut damaged = None;
-    if !config.override_existing {
-        if let Some(existing) = entry::find(store, root, key).await? {
-            match damage::find(store, root, key, &existing.meta).await? {
-                Some(report) => {
-                    info!(
-                        "rebuild: key '{key}' is stored as '{}', but a restore found that entry \
-                         damaged ({}); storing it again",
-                        existing.meta.location, report.reason
-                    );
-                    damaged = Some(report);
-                }
-                None => {
-                    return skipped(format!(
-                        "key '{key}' is already stored ('{}', {}). Keys are immutable, so \
-                         nothing was uploaded{}",
-                        existing.meta.location,
-                        report::bytes(existing.meta.size),
-                        immutability_hint(config)
-                    ));
-                }
-            }
-        }
-        match claim::claim(store, &entry::claim_path(root, key), &holder(config)).await? {
-            Claimed::Won(claim) => held = Some(claim),
-            Claimed::Held(by) => {
-                return skipped(format!("key '{key}' is being stored right now by {by}"));
-            }
-        }
-        // Another rebuild may have finished (or healed the entry) between
-        // the lookup and the claim.
-        let now = match entry::find(store, root, key).await {
-            Ok(now) => now,
-            Err(e) => {
-                if let Some(claim) = held.take() {
-                    claim.release().await;
-                }
-                return Err(e);
-            }
-        };
-        let still_damaged =
-            |e: &entry::Entry| damaged.as_ref().is_some_and(|r| r.describes(&e.meta));
-        if now.as_ref().is_some_and(|e| !still_damaged(e)) {
-            if let Some(claim) = held.take() {
-                claim.release().await;
-            }
-            return skipped(format!(
-                "key '{key}' was stored by another rebuild a moment ago"
-            ));
-        }
+    let target = entry::path(key, task.compression);
+    let result = upload(
+        task,
+        store,
+        &mounts,
+        &target,
+        started,
+        held.as_ref(),
+        cancel,
+    )
+    .await;
+    if let Some(claim) = held {
+        claim.release().await;
     }
+    let report = result?;
+    if report.result == Outcome::Stored && (task.replace || damaged.is_some()) {
+        remove_other_formats(task, store).await;
+    }
+    if report.result == Outcome::Stored && damaged.is_some() {
+        damage::clear(store, key).await;
+        info!("rebuild: the damaged entry of key '{key}' was replaced");
+    }
+    Ok(report)
+}
+
+fn skipped(key: &str, reason: String) -> Report {
+    info!("rebuild: skipped: {reason}");
+    Report::new(Mode::Rebuild, Outcome::Skipped)
+        .key(key)
+        .reason(reason)
+}
+
+/// What claiming the key came to.
+enum Taken {
+    /// Someone else stores it, or has: nothing to upload.
+    Skip(String),
+    /// This rebuild stores the key; `damaged` when it replaces an entry a
+    /// restore found damaged.
+    Ours {
+        claim: Claim,
+        damaged: Option<Box<damage::Report>>,
+    },
+}
+
+/// Keys are immutable: a stored key is skipped, unless a restore reported
+/// that very entry damaged. Otherwise the key is claimed (first writer wins)
+/// and looked up once more, in case another rebuild finished in between.
+async fn take_key(task: &Rebuild, store: &Store) -> anyhow::Result<Taken> {
+    let key = &task.key;
+    let mut damaged = None;
+    if let Some(existing) = entry::find(store, key).await? {
+        let Some(report) = damage::find(store, key, &existing.meta).await? else {
+            return Ok(Taken::Skip(format!(
+                "key '{key}' is already stored ('{}', {}). Keys are immutable, so nothing was \
+                 uploaded{}",
+                store.full(&existing.meta.location),
+                report::bytes(existing.meta.size),
+                task.stored_hint
+            )));
+        };
+        info!(
+            "rebuild: key '{key}' is stored as '{}', but a restore found that entry damaged \
+             ({}); storing it again",
+            store.full(&existing.meta.location),
+            report.reason
+        );
+        damaged = Some(Box::new(report));
+    }
+    let claim = match claim::claim(store, &entry::claim_path(key), &task.holder).await? {
+        Claimed::Won(claim) => claim,
+        Claimed::Held(by) => {
+            return Ok(Taken::Skip(format!(
+                "key '{key}' is being stored right now by {by}"
+            )));
+        }
+    };
+    let now = match entry::find(store, key).await {
+        Ok(now) => now,
+        Err(e) => {
+            claim.release().await;
+            return Err(e);
+        }
+    };
+    let still_damaged = |e: &entry::Entry| damaged.as_ref().is_some_and(|r| r.describes(&e.meta));
+    if now.as_ref().is_some_and(|e| !still_damaged(e)) {
+        claim.release().await;
+        return Ok(Taken::Skip(format!(
+            "key '{key}' was stored by another rebuild a moment ago"
+        )));
+    }
+    Ok(Taken::Ours { claim, damaged })
+}
+
+/// Unfinished uploads of this key left by killed rebuilds (on a volume or
+/// SFTP; object stores hide them), idle for longer than a claim lives.
+async fn remove_leftovers(store: &Store, key: &str) {
     let ours = key.to_string();
     let of_this_key = move |object: &str| entry::key_of(object).is_some_and(|(k, _)| k == ours);
-    let leftovers = store
-        .remove_temporaries(root, of_this_key, claim::LEASE)
-        .await;
+    let leftovers = store.remove_temporaries(of_this_key, claim::LEASE).await;
     if !leftovers.is_empty() {
         info!(
             "rebuild: removed {} unfinished upload(s) of key '{key}' left by killed rebuilds: {}",
@@ -108,44 +157,33 @@ pub async fn rebuild(config: &Config, store: &Store, key: &str) -> anyhow::Resul
             leftovers.join(", ")
         );
     }
-
-    let result = upload(config, store, key, &mounts, &target, started, held.as_ref()).await;
-    if let Some(claim) = held {
-        claim.release().await;
-    }
-    let report = result?;
-    if report.result == Outcome::Stored && (config.override_existing || damaged.is_some()) {
-        remove_other_formats(config, store, key).await;
-    }
-    if report.result == Outcome::Stored && damaged.is_some() {
-        damage::clear(store, root, key).await;
-        info!("rebuild: the damaged entry of key '{key}' was replaced");
-    }
-    Ok(report)
 }
 
 async fn upload(
-    config: &Config,
+    task: &Rebuild,
     store: &Store,
-    key: &str,
     mounts: &[Mount],
-    target: &object_store::path::Path,
+    target: &Path,
     started: Instant,
     claim: Option<&Claim>,
+    cancel: &Cancel,
 ) -> anyhow::Result<Report> {
+    let key = &task.key;
     info!(
-        "rebuild: archiving {} with {} level {} into '{target}' in {} {}",
+        "rebuild: archiving {} with {} level {} into '{}' in {} {}",
         mount::names(mounts),
-        config.compression,
-        config.level,
+        task.compression,
+        task.level,
+        store.full(target),
         store.backend,
         store.location
     );
     let (tx, rx) = mpsc::channel(8);
     let options = WriteOptions {
-        skip_symlinks: config.skip_symlinks,
+        skip_symlinks: task.skip_symlinks,
+        cancel: cancel.clone(),
     };
-    let (compression, level) = (config.compression, config.level);
+    let (compression, level) = (task.compression, task.level);
     let owned_mounts = mounts.to_vec();
     let producer = tokio::task::spawn_blocking(move || {
         let (packed, writer) = archive::pack(
@@ -170,12 +208,12 @@ async fn upload(
         Ok(true) => {}
         Ok(false) => {
             pending.discard().await;
-            let reason = "another rebuild took over the key while this one uploaded; \
-                          its entry stands and this upload was discarded";
-            info!("rebuild: skipped: {reason}");
-            return Ok(Report::new("rebuild", Outcome::Skipped)
-                .key(key)
-                .reason(reason));
+            return Ok(skipped(
+                key,
+                "another rebuild took over the key while this one uploaded; its entry stands \
+                 and this upload was discarded"
+                    .into(),
+            ));
         }
         Err(e) => {
             pending.discard().await;
@@ -187,11 +225,12 @@ async fn upload(
     let elapsed = started.elapsed();
     let stats = packed.stats;
     info!(
-        "rebuild: stored key '{key}' as '{target}': {}; {} -> {} {} ({}) in {}, {}",
+        "rebuild: stored key '{key}' as '{}': {}; {} -> {} {} ({}) in {}, {}",
+        store.full(target),
         report::contents(&stats),
         report::bytes(packed.tar_bytes),
         report::bytes(sent),
-        config.compression,
+        task.compression,
         report::ratio(sent, packed.tar_bytes),
         report::seconds(elapsed),
         report::rate(packed.tar_bytes, elapsed)
@@ -202,8 +241,8 @@ async fn upload(
             report::count(stats.skipped)
         );
     }
-    let mut report = Report::new("rebuild", Outcome::Stored).key(key);
-    report.object = Some(target.to_string());
+    let mut report = Report::new(Mode::Rebuild, Outcome::Stored).key(key);
+    report.object = Some(store.full(target));
     report.files = stats.files;
     report.bytes = packed.tar_bytes;
     report.stored_bytes = sent;
@@ -211,41 +250,15 @@ async fn upload(
     Ok(report)
 }
 
-/// With `override`, an entry stored earlier in another format would linger
-/// beside the new one; remove it so the key has one entry.
-async fn remove_other_formats(config: &Config, store: &Store, key: &str) {
+/// An entry stored earlier in another format would linger beside the one
+/// just stored; remove it so the key has one entry.
+async fn remove_other_formats(task: &Rebuild, store: &Store) {
     for compression in archive::Compression::ALL {
-        if compression == config.compression {
+        if compression == task.compression {
             continue;
         }
-        let path = entry::path(&config.remote_root, key, compression);
-        match store.inner().delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => warn!("{}", store.error("removal of the replaced", &path, e)),
+        if let Err(e) = store.delete(&entry::path(&task.key, compression)).await {
+            warn!("{e:#}");
         }
     }
-}
-
-/// What to do about an existing key, depending on how the key is built.
-fn immutability_hint(config: &Config) -> &'static str {
-    let source = &config.key.source;
-    if source.contains("checksum") || source.contains("hashFiles") {
-        "; the entry matches these inputs (set override: true to replace entries)"
-    } else {
-        ". Put a lockfile checksum in cache_key, e.g. {{ checksum \"go.sum\" }}, so changed \
-         dependencies get a new key, or set override: true to replace entries"
-    }
-}
-
-/// Who holds a claim, for the log of a rebuild that has to wait.
-fn holder(config: &Config) -> String {
-    let build = config
-        .metadata
-        .get_path(".Build.Number")
-        .map(|n| format!("build {n}"))
-        .unwrap_or_else(|| "a rebuild".into());
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    format!("{build} (host {host}, pid {})", std::process::id())
 }

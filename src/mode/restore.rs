@@ -7,13 +7,14 @@ use std::time::Instant;
 use anyhow::{anyhow, bail};
 use tracing::{info, warn};
 
-use super::Keys;
-use crate::archive::extract::{Extracted, Failed, extract};
+use crate::archive::extract::{self, Extracted, Failed, extract};
 use crate::archive::manifest::{Manifest, Totals};
+use crate::cancel::Cancel;
+use crate::job::Mode;
+use crate::job::{Job, Restore};
 use crate::mount::{self, Mount};
 use crate::report;
 use crate::result::{Outcome, Report};
-use crate::settings::Config;
 use crate::staging::{Placed, Staging};
 use crate::storage::{Store, damage, entry, transfer};
 
@@ -25,11 +26,16 @@ struct Found {
     restore_key: Option<String>,
 }
 
-pub async fn restore(config: &Config, store: &Store, keys: &Keys) -> anyhow::Result<Report> {
+pub async fn restore(
+    job: &Job,
+    task: &Restore,
+    store: &Store,
+    cancel: &Cancel,
+) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let key = &keys.key;
-    let Some(found) = lookup(config, store, keys).await? else {
-        let tried = match keys.restore_prefixes.as_slice() {
+    let key = &task.key;
+    let Some(found) = lookup(task, store).await? else {
+        let tried = match task.prefixes.as_slice() {
             [] => String::new(),
             prefixes => format!(
                 " (nor for the restore keys {})",
@@ -42,26 +48,26 @@ pub async fn restore(config: &Config, store: &Store, keys: &Keys) -> anyhow::Res
         };
         info!(
             "restore: miss for key '{key}': no entry{tried} under '{}' in {} {}; nothing was restored",
-            config.remote_root, store.backend, store.location
+            store.root, store.backend, store.location
         );
-        return Ok(Report::new("restore", Outcome::Miss).key(key));
+        return Ok(Report::new(Mode::Restore, Outcome::Miss).key(key));
     };
     let size = found.entry.meta.size;
     match &found.restore_key {
         None => info!(
             "restore: found key '{key}' as '{}' ({}); downloading and unpacking",
-            found.entry.meta.location,
+            store.full(&found.entry.meta.location),
             report::bytes(size)
         ),
         Some(prefix) => info!(
             "restore: no entry for key '{key}'; restore key '{prefix}' found '{}' as '{}' ({}); \
              downloading and unpacking",
             found.key,
-            found.entry.meta.location,
+            store.full(&found.entry.meta.location),
             report::bytes(size)
         ),
     }
-    let (extracted, placed) = unpack(config, store, &found).await?;
+    let (extracted, placed) = unpack(job, task, store, &found, cancel).await?;
     let elapsed = started.elapsed();
     let stats = extracted.stats;
     let (outcome, hit) = match &found.restore_key {
@@ -87,10 +93,10 @@ pub async fn restore(config: &Config, store: &Store, keys: &Keys) -> anyhow::Res
             report::count(stats.skipped)
         );
     }
-    let mut report = Report::new("restore", outcome).key(key);
+    let mut report = Report::new(Mode::Restore, outcome).key(key);
     report.matched_key = Some(found.key.clone());
     report.restore_key = found.restore_key.clone();
-    report.object = Some(found.entry.meta.location.to_string());
+    report.object = Some(store.full(&found.entry.meta.location));
     report.files = stats.files;
     report.bytes = extracted.tar_bytes;
     report.stored_bytes = size;
@@ -99,17 +105,16 @@ pub async fn restore(config: &Config, store: &Store, keys: &Keys) -> anyhow::Res
 }
 
 /// The exact key first; then each restore key as a prefix, newest first.
-async fn lookup(config: &Config, store: &Store, keys: &Keys) -> anyhow::Result<Option<Found>> {
-    let root = &config.remote_root;
-    if let Some(entry) = entry::find(store, root, &keys.key).await? {
+async fn lookup(task: &Restore, store: &Store) -> anyhow::Result<Option<Found>> {
+    if let Some(entry) = entry::find(store, &task.key).await? {
         return Ok(Some(Found {
             entry,
-            key: keys.key.clone(),
+            key: task.key.clone(),
             restore_key: None,
         }));
     }
-    for prefix in &keys.restore_prefixes {
-        if let Some((key, entry)) = entry::newest_with_prefix(store, root, prefix).await? {
+    for prefix in &task.prefixes {
+        if let Some((key, entry)) = entry::newest_with_prefix(store, prefix).await? {
             return Ok(Some(Found {
                 entry,
                 key,
@@ -123,15 +128,23 @@ async fn lookup(config: &Config, store: &Store, keys: &Keys) -> anyhow::Result<O
 /// Downloads and unpacks `found`, then swaps it into the workspace. An
 /// entry found damaged is reported in storage, so the next rebuild replaces it.
 async fn unpack(
-    config: &Config,
+    job: &Job,
+    task: &Restore,
     store: &Store,
     found: &Found,
+    cancel: &Cancel,
 ) -> anyhow::Result<(Extracted, Placed)> {
-    let download = transfer::download(store.clone(), found.entry.meta.clone()).await?;
+    let download =
+        transfer::download(store.clone(), found.entry.meta.clone(), cancel.clone()).await?;
     let failure = download.failure_handle();
-    let specs = config.mounts.clone();
-    let workspace = config.workspace.clone();
-    let max_bytes = config.max_restore_size;
+    let specs = task.mounts.clone();
+    let workspace = job.workspace.clone();
+    let max_bytes = task.max_bytes;
+    let options = extract::Options {
+        max_bytes,
+        owners: task.owners,
+        cancel: cancel.clone(),
+    };
     let unpacked = tokio::task::spawn_blocking(move || -> Result<(Extracted, Placed), Failed> {
         let plan = |manifest: Option<&Manifest>| {
             let held = manifest.map(|m| m.mounts.as_slice());
@@ -144,12 +157,12 @@ async fn unpack(
             }
             Ok(Staging::prepare(&mounts, &workspace)?)
         };
-        let (extracted, staging) = extract(download.into_reader(), &plan, max_bytes)?;
+        let (extracted, staging) = extract(download.into_reader(), &plan, &options)?;
         let local = |error: anyhow::Error| Failed {
             error,
             damaged: false,
         };
-        crate::interrupt::check().map_err(|e| local(e.into()))?;
+        options.cancel.check().map_err(|e| local(e.into()))?;
         let missing: Vec<String> = staging
             .mounts
             .iter()
@@ -171,21 +184,21 @@ async fn unpack(
     if let Some(cause) = failure.get() {
         return Err(anyhow!("{cause}; the workspace was left as it was"));
     }
-    let object = &found.entry.meta.location;
+    let object = store.full(&found.entry.meta.location);
     let error = failed.error.context(format!(
         "entry '{object}' could not be restored; the workspace was left as it was"
     ));
-    if failed.damaged && !crate::interrupt::requested() {
-        report_damage(config, store, found, &error).await;
+    if failed.damaged && !cancel.is_cancelled() {
+        report_damage(job, store, found, &error).await;
     }
     Err(error)
 }
 
 /// Tells the next rebuild of the entry's key to replace it, unless this
 /// build may not write to the cache.
-async fn report_damage(config: &Config, store: &Store, found: &Found, error: &anyhow::Error) {
+async fn report_damage(job: &Job, store: &Store, found: &Found, error: &anyhow::Error) {
     let key = &found.key;
-    if super::pull_request_block(config).is_some() {
+    if job.writes_blocked.is_some() {
         warn!(
             "restore: entry for key '{key}' is damaged; a rebuild on a branch will replace it \
              once a build there finds it damaged (pull requests do not write to the cache)"
@@ -193,7 +206,7 @@ async fn report_damage(config: &Config, store: &Store, found: &Found, error: &an
         return;
     }
     let report = damage::Report::new(&found.entry.meta, &format!("{error:#}"));
-    match damage::write(store, &config.remote_root, key, &report).await {
+    match damage::write(store, key, &report).await {
         Ok(()) => warn!(
             "restore: entry for key '{key}' is damaged; the next rebuild of '{key}' will \
              replace it"
@@ -201,7 +214,7 @@ async fn report_damage(config: &Config, store: &Store, found: &Found, error: &an
         Err(e) => warn!(
             "restore: entry for key '{key}' is damaged, and this could not be recorded for \
              the next rebuild ({e:#}); delete '{}' to have it rebuilt",
-            found.entry.meta.location
+            store.full(&found.entry.meta.location)
         ),
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use clap::{Arg, ArgAction, Command};
 
-use super::defs::{Group, Kind, SETTINGS, Setting};
+use super::defs::{Choice, Group, Kind, SETTINGS, Setting};
 use crate::key::metadata::FIELDS;
 
 /// What the command line asked for.
@@ -50,6 +50,15 @@ pub fn command() -> Command {
     cmd
 }
 
+/// `s3|filesystem|...`: the allowed values, as the placeholder.
+fn choices_name(choices: &[Choice]) -> String {
+    choices
+        .iter()
+        .map(|c| c.value)
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
 fn arg(setting: &'static Setting) -> Arg {
     let mut arg = Arg::new(setting.name)
         .long(setting.flag())
@@ -69,6 +78,7 @@ fn arg(setting: &'static Setting) -> Arg {
         Kind::Size => arg.value_name("SIZE"),
         Kind::Secret => arg.value_name("SECRET"),
         Kind::Text => arg.value_name("TEXT"),
+        Kind::Choice(choices) => arg.value_name(choices_name(choices)),
     }
 }
 

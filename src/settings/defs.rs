@@ -24,7 +24,56 @@ pub enum Kind {
     Duration,
     /// A size such as `10GB`, `500MiB`.
     Size,
+    /// One of a fixed set of words (case does not matter), each with the
+    /// other spellings it accepts.
+    Choice(&'static [Choice]),
 }
+
+/// One allowed value of a `Kind::Choice` setting.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub value: &'static str,
+    /// Other spellings read as `value` (drone-cache's, common abbreviations).
+    pub also: &'static [&'static str],
+}
+
+impl Choice {
+    /// The value `text` names, if any.
+    pub fn find(choices: &'static [Choice], text: &str) -> Option<&'static str> {
+        let text = text.to_ascii_lowercase();
+        choices
+            .iter()
+            .find(|c| c.value == text || c.also.contains(&text.as_str()))
+            .map(|c| c.value)
+    }
+
+    /// `a, b or c`, for messages and help.
+    pub fn list(choices: &[Choice]) -> String {
+        let values: Vec<&str> = choices.iter().map(|c| c.value).collect();
+        match values.split_last() {
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+}
+
+macro_rules! choices {
+    ($($value:literal $(| $also:literal)*),* $(,)?) => {
+        &[$(Choice { value: $value, also: &[$($also),*] }),*]
+    };
+}
+
+pub static BACKENDS: &[Choice] =
+    choices!["s3", "filesystem" | "fs" | "volume", "sftp", "azure", "gcs"];
+pub static FORMATS: &[Choice] = choices![
+    "gzip" | "gz" | "tgz" | "tar.gz",
+    "zstd" | "zst" | "tar.zst" | "tzst",
+    "tar" | "none",
+];
+pub static LOG_LEVELS: &[Choice] = choices!["error", "warn" | "warning", "info", "debug" | "trace"];
+pub static SFTP_AUTH_METHODS: &[Choice] =
+    choices!["password", "public_key_file" | "public_key" | "key"];
 
 /// Where a setting is shown in `--help` and in the settings reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -107,203 +156,291 @@ impl Setting {
     }
 }
 
-macro_rules! setting {
-    ($name:literal, $kind:ident, $group:ident, default: $default:expr,
-     aliases: [$($alias:literal),*], flags: [$($flag:literal),*], $help:literal) => {
-        Setting {
-            name: $name,
-            aliases: &[$($alias),*],
-            flag_aliases: &[$($flag),*],
-            kind: Kind::$kind,
-            default: $default,
-            group: Group::$group,
-            help: $help,
+/// Defines every setting once: the table (`SETTINGS`, for parsing, help
+/// and docs) and `Values`, one typed field per setting, so code reads
+/// `values.bucket` rather than looking a name up. A setting with a default
+/// is always set (`Sourced<T>`); one without may be absent (`Option`).
+macro_rules! settings {
+    ($($name:literal => $field:ident: $kind:ident $(($choices:expr))? $(= $default:literal)?,
+        $group:ident, aliases: [$($alias:literal),*], flags: [$($flag:literal),*], $help:expr;)*) => {
+        /// The table. Order here is the order in `--help` within each group.
+        pub static SETTINGS: &[Setting] = &[$(
+            Setting {
+                name: $name,
+                aliases: &[$($alias),*],
+                flag_aliases: &[$($flag),*],
+                kind: Kind::$kind $(($choices))?,
+                default: default!($($default)?),
+                group: Group::$group,
+                help: $help,
+            },
+        )*];
+
+        /// Every setting's value, typed, with where it came from.
+        #[derive(Clone, Debug)]
+        pub struct Values {
+            $(pub $field: field_type!($kind $(= $default)?),)*
+        }
+
+        impl Values {
+            /// Reads every setting from `sources`, failing on the first
+            /// value that does not parse as its kind.
+            pub fn read(
+                sources: &crate::settings::sources::Sources<'_>,
+            ) -> Result<Values, crate::settings::SettingError> {
+                let mut settings = SETTINGS.iter();
+                Ok(Values {
+                    $($field: read_field!(
+                        sources,
+                        settings.next().expect("SETTINGS has one entry per field"),
+                        $kind $(= $default)?
+                    ),)*
+                })
+            }
         }
     };
 }
 
-/// The table. Order here is the order in `--help` within each group.
-pub static SETTINGS: &[Setting] = &[
-    setting!("restore", Bool, Mode, default: Some("false"), aliases: [], flags: [],
+macro_rules! default {
+    () => {
+        None
+    };
+    ($default:literal) => {
+        Some($default)
+    };
+}
+
+/// The Rust type a kind's values have.
+macro_rules! value_type {
+    (Bool) => { bool };
+    (Text) => { String };
+    (Secret) => { crate::secret::Secret };
+    (List) => { Vec<String> };
+    (Int) => { i64 };
+    (Duration) => { std::time::Duration };
+    (Size) => { u64 };
+    (Choice) => { &'static str };
+}
+
+macro_rules! field_type {
+    ($kind:ident = $default:literal) => { crate::settings::values::Sourced<value_type!($kind)> };
+    (List) => { crate::settings::values::Sourced<Vec<String>> };
+    ($kind:ident) => { Option<crate::settings::values::Sourced<value_type!($kind)>> };
+}
+
+macro_rules! read_field {
+    ($sources:ident, $setting:expr, $kind:ident = $default:literal) => {
+        $sources.required::<value_type!($kind)>($setting)?
+    };
+    ($sources:ident, $setting:expr, List) => {
+        $sources.list($setting)?
+    };
+    ($sources:ident, $setting:expr, $kind:ident) => {
+        $sources.optional::<value_type!($kind)>($setting)?
+    };
+}
+
+settings! {
+    "restore" => restore: Bool = "false", Mode,
+        aliases: [], flags: [],
         "Download the cache entry for the key and unpack it into the workspace. \
-         A miss is not an error. Exactly one of restore and rebuild must be true."),
-    setting!("rebuild", Bool, Mode, default: Some("false"), aliases: [], flags: [],
+         A miss is not an error. Exactly one of restore and rebuild must be true.";
+    "rebuild" => rebuild: Bool = "false", Mode,
+        aliases: [], flags: [],
         "Archive the mounts and upload them under the key. If the key is already \
-         stored the upload is skipped (see override)."),
-    setting!("flush", Bool, Mode, default: Some("false"), aliases: [], flags: [],
+         stored the upload is skipped (see override).";
+    "flush" => flush: Bool = "false", Mode,
+        aliases: [], flags: [],
         "Delete this repository's old entries: those older than flush_age, then the \
-         oldest until the rest fit in max_size. Other repositories' entries are never touched."),
-    setting!("mount", List, Cache, default: None, aliases: [], flags: [],
+         oldest until the rest fit in max_size. Other repositories' entries are never touched.";
+    "mount" => mount: List, Cache,
+        aliases: [], flags: [],
         "Directories or files to cache, relative to the workspace (absolute paths \
          are allowed). All mounts go into one entry. Patterns with *, ? or ** \
          (packages/**/node_modules) are expanded at rebuild, and restore brings back \
-         whatever they matched. Restore without mount restores the whole entry."),
-    setting!("restore_keys", List, Cache, default: None, aliases: [], flags: [],
+         whatever they matched. Restore without mount restores the whole entry.";
+    "restore_keys" => restore_keys: List, Cache,
+        aliases: [], flags: [],
         "Fallbacks when cache_key has no entry: templates like cache_key, each used as a \
          prefix, tried in order; the newest entry with that prefix is restored. \
-         Example: ['gomod-{{ .Commit.Branch }}-', 'gomod-']."),
-    setting!("cache_key", Text, Cache, default: None, aliases: [], flags: ["cache.key"],
+         Example: ['gomod-{{ .Commit.Branch }}-', 'gomod-'].";
+    "cache_key" => cache_key: Text, Cache,
+        aliases: [], flags: ["cache.key"],
         "Template for the cache key, in drone-cache's Go-template syntax: \
          {{ .Commit.Branch }}, {{ checksum \"go.sum\" }}, {{ hashFiles \"**/go.sum\" }}, \
          {{ arch }}, {{ os }}, {{ epoch }}. Characters other than letters, digits and \
-         . _ - + = @ become '-'. Default: the commit branch."),
-    setting!("remote_root", Text, Cache, default: None, aliases: [], flags: ["remote.root"],
+         . _ - + = @ become '-'. Default: the commit branch.";
+    "remote_root" => remote_root: Text, Cache,
+        aliases: [], flags: ["remote.root"],
         "Folder in the bucket or cache root that holds this repository's entries. \
-         Default: the repository's owner/name (DRONE_REPO or CI_REPO)."),
-    setting!("local_root", Text, Cache,
-        default: None, aliases: ["DRONE_WORKSPACE", "CI_WORKSPACE"], flags: ["local.root"],
+         Default: the repository's owner/name (DRONE_REPO or CI_REPO).";
+    "local_root" => local_root: Text, Cache,
+        aliases: ["DRONE_WORKSPACE", "CI_WORKSPACE"], flags: ["local.root"],
         "The workspace: relative mounts and checksum paths start here. \
-         Default: DRONE_WORKSPACE or CI_WORKSPACE, else the current directory."),
-    setting!("override", Bool, Cache, default: Some("false"), aliases: [], flags: [],
+         Default: DRONE_WORKSPACE or CI_WORKSPACE, else the current directory.";
+    "override" => override_existing: Bool = "false", Cache,
+        aliases: [], flags: [],
         "Replace an entry that already exists under the key. Off by default: keys are \
          immutable, so put a lockfile checksum in cache_key and a changed lockfile \
-         makes a new entry. (drone-cache defaulted this to true.)"),
-    setting!("fail_on_miss", Bool, Cache, default: Some("false"),
+         makes a new entry. (drone-cache defaulted this to true.)";
+    "fail_on_miss" => fail_on_miss: Bool = "false", Cache,
         aliases: ["PLUGIN_FAIL_RESTORE_IF_KEY_NOT_PRESENT"], flags: [],
-        "Fail the step (exit 1) when restore finds no entry for the key or the restore keys."),
-    setting!("allow_pull_request_writes", Bool, Cache, default: Some("false"), aliases: [],
-        flags: [],
+        "Fail the step (exit 1) when restore finds no entry for the key or the restore keys.";
+    "allow_pull_request_writes" => allow_pull_request_writes: Bool = "false", Cache,
+        aliases: [], flags: [],
         "Let pull request builds rebuild and flush. Off by default, so a pull request \
-         cannot poison entries that other builds restore; restore still works."),
-    setting!("flush_age", Duration, Cache, default: None, aliases: [], flags: [],
-        "With flush: delete entries older than this, e.g. 14d."),
-    setting!("max_size", Size, Cache, default: None, aliases: [], flags: [],
+         cannot poison entries that other builds restore; restore still works.";
+    "flush_age" => flush_age: Duration, Cache,
+        aliases: [], flags: [],
+        "With flush: delete entries older than this, e.g. 14d.";
+    "max_size" => max_size: Size, Cache,
+        aliases: [], flags: [],
         "With flush: then delete the oldest entries until the repository's entries \
-         fit in this size, e.g. 10GB."),
-    setting!("dry_run", Bool, Cache, default: Some("false"), aliases: [], flags: [],
-        "With flush: list what would be deleted, delete nothing."),
-    setting!("max_restore_size", Size, Cache, default: Some("50GB"), aliases: [], flags: [],
+         fit in this size, e.g. 10GB.";
+    "dry_run" => dry_run: Bool = "false", Cache,
+        aliases: [], flags: [],
+        "With flush: list what would be deleted, delete nothing.";
+    "max_restore_size" => max_restore_size: Size = "50GB", Cache,
+        aliases: [], flags: [],
         "With restore: the most an entry may unpack to (its tar stream). Larger entries \
          are refused before they fill the disk. Entries also declare their own size, and \
-         a restore never writes more than that, nor starts when the disk has no room for it."),
-    setting!("archive_format", Text, Archive, default: Some("gzip"), aliases: [],
-        flags: ["archive.format"],
+         a restore never writes more than that, nor starts when the disk has no room for it.";
+    "archive_format" => archive_format: Choice(FORMATS) = "gzip", Archive,
+        aliases: [], flags: ["archive.format"],
         "Compression of new entries: gzip (.tar.gz), zstd (.tar.zst) or tar (no compression). \
-         Restore reads any of them, whatever this says."),
-    setting!("compression_level", Int, Archive, default: Some("-1"), aliases: [],
-        flags: ["compression.level"],
+         Restore reads any of them, whatever this says.";
+    "compression_level" => compression_level: Int = "-1", Archive,
+        aliases: [], flags: ["compression.level"],
         "Compression level: gzip 1-9, zstd 1-19. -1 picks the format's default, chosen \
-         for CI speed: gzip 1, zstd 3 (measured in the README, under Speed)."),
-    setting!("skip_symlinks", Bool, Archive, default: Some("false"),
+         for CI speed: gzip 1, zstd 3 (measured in the README, under Speed).";
+    "skip_symlinks" => skip_symlinks: Bool = "false", Archive,
         aliases: ["SKIP_SYMLINKS"], flags: [],
         "Leave symbolic links out of the archive. By default they are stored as links \
-         (never followed) and restored as links."),
-    setting!("backend", Text, Storage, default: Some("s3"), aliases: [], flags: [],
+         (never followed) and restored as links.";
+    "backend" => backend: Choice(BACKENDS) = "s3", Storage,
+        aliases: [], flags: [],
         "Where entries are stored: s3 (AWS S3 or any S3-compatible server), filesystem \
-         (a mounted volume), sftp, azure or gcs."),
-    setting!("backend_operation_timeout", Duration, Storage, default: Some("3m"),
+         (a mounted volume), sftp, azure or gcs.";
+    "backend_operation_timeout" => backend_operation_timeout: Duration = "3m", Storage,
         aliases: ["BACKEND_OPERATION_TIMEOUT"], flags: ["backend.operation-timeout"],
         "Longest time one storage request may take (one upload part, one download \
-         range, one lookup) before the step gives up. Whole transfers may take longer."),
-    setting!("ca_cert", Text, Storage, default: None, aliases: [], flags: [],
+         range, one lookup) before the step gives up. Whole transfers may take longer.";
+    "ca_cert" => ca_cert: Text, Storage,
+        aliases: [], flags: [],
         "CA certificates to trust for an https endpoint behind a private CA (self-hosted \
          MinIO or Ceph, Azure Stack), for backends s3, azure and gcs: the PEM text itself \
          (a secret or a YAML block scalar) or the path of a PEM file. The public CAs \
-         stay trusted as well."),
-    setting!("bucket", Text, S3, default: None, aliases: ["S3_BUCKET", "GCS_BUCKET"], flags: [],
-        "Bucket name. Required for backends s3 and gcs."),
-    setting!("endpoint", Text, S3, default: None, aliases: ["S3_ENDPOINT", "GCS_ENDPOINT"],
-        flags: [],
+         stay trusted as well.";
+    "bucket" => bucket: Text, S3,
+        aliases: ["S3_BUCKET", "GCS_BUCKET"], flags: [],
+        "Bucket name. Required for backends s3 and gcs.";
+    "endpoint" => endpoint: Text, S3,
+        aliases: ["S3_ENDPOINT", "GCS_ENDPOINT"], flags: [],
         "Server URL for an S3-compatible server (https://minio.example.com:9000), a GCS \
          emulator, or an Azure endpoint (https://account.blob.core.chinacloudapi.cn, Azurite). \
-         Default: the provider's public endpoint."),
-    setting!("region", Text, S3, default: None,
+         Default: the provider's public endpoint.";
+    "region" => region: Text, S3,
         aliases: ["S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"], flags: [],
-        "Bucket region. Default: us-east-1."),
-    setting!("path_style", Bool, S3, default: Some("false"),
+        "Bucket region. Default: us-east-1.";
+    "path_style" => path_style: Bool = "false", S3,
         aliases: ["AWS_PLUGIN_PATH_STYLE"], flags: [],
         "Address the bucket as endpoint/bucket instead of bucket.endpoint. \
-         Most self-hosted servers (MinIO, Ceph, Garage) need true."),
-    setting!("access_key", Secret, S3, default: None,
+         Most self-hosted servers (MinIO, Ceph, Garage) need true.";
+    "access_key" => access_key: Secret, S3,
         aliases: ["AWS_ACCESS_KEY_ID", "CACHE_AWS_ACCESS_KEY_ID"], flags: [],
         "Access key ID. Without access_key and secret_key, the standard AWS chain is \
-         used: web identity (IRSA), ECS/EKS container credentials, instance profile."),
-    setting!("secret_key", Secret, S3, default: None,
+         used: web identity (IRSA), ECS/EKS container credentials, instance profile.";
+    "secret_key" => secret_key: Secret, S3,
         aliases: ["AWS_SECRET_ACCESS_KEY", "CACHE_AWS_SECRET_ACCESS_KEY"], flags: [],
-        "Secret access key. Pass it from a secret, never in the pipeline file."),
-    setting!("session_token", Secret, S3, default: None, aliases: ["AWS_SESSION_TOKEN"],
-        flags: [],
-        "Session token for temporary credentials (used with access_key and secret_key)."),
-    setting!("disable_ssl", Bool, S3, default: Some("false"),
+        "Secret access key. Pass it from a secret, never in the pipeline file.";
+    "session_token" => session_token: Secret, S3,
+        aliases: ["AWS_SESSION_TOKEN"], flags: [],
+        "Session token for temporary credentials (used with access_key and secret_key).";
+    "disable_ssl" => disable_ssl: Bool = "false", S3,
         aliases: ["PLUGIN_DISABLESSL", "AWS_DISABLESSL"], flags: [],
         "Use plain http for an endpoint given without a scheme. An endpoint written \
-         as http://... is always used as given."),
-    setting!("filesystem_cache_root", Text, Filesystem, default: Some("/tmp/cache"),
+         as http://... is always used as given.";
+    "filesystem_cache_root" => filesystem_cache_root: Text = "/tmp/cache", Filesystem,
         aliases: ["FILESYSTEM_CACHE_ROOT"], flags: ["filesystem.cache-root"],
         "Directory that holds the entries, usually a host volume mounted into the \
-         step. Created if missing."),
-    setting!("sftp_host", Text, Sftp, default: None, aliases: ["SFTP_HOST"], flags: [],
-        "SFTP server host name or address. Required for backend sftp."),
-    setting!("sftp_port", Int, Sftp, default: Some("22"), aliases: ["SFTP_PORT"], flags: [],
-        "SFTP server port."),
-    setting!("sftp_username", Text, Sftp, default: None,
+         step. Created if missing.";
+    "sftp_host" => sftp_host: Text, Sftp,
+        aliases: ["SFTP_HOST"], flags: [],
+        "SFTP server host name or address. Required for backend sftp.";
+    "sftp_port" => sftp_port: Int = "22", Sftp,
+        aliases: ["SFTP_PORT"], flags: [],
+        "SFTP server port.";
+    "sftp_username" => sftp_username: Text, Sftp,
         aliases: ["PLUGIN_USERNAME", "SFTP_USERNAME"], flags: [],
-        "User to log in as."),
-    setting!("sftp_password", Secret, Sftp, default: None,
+        "User to log in as.";
+    "sftp_password" => sftp_password: Secret, Sftp,
         aliases: ["PLUGIN_PASSWORD", "SFTP_PASSWORD"], flags: [],
-        "Password, for password login."),
-    setting!("sftp_public_key_file", Text, Sftp, default: None,
+        "Password, for password login.";
+    "sftp_public_key_file" => sftp_public_key_file: Text, Sftp,
         aliases: ["PLUGIN_PUBLIC_KEY_FILE", "SFTP_PUBLIC_KEY_FILE"], flags: [],
-        "Path to the private key file for key login (drone-cache's name for it)."),
-    setting!("sftp_private_key", Secret, Sftp, default: None, aliases: ["SFTP_PRIVATE_KEY"],
-        flags: [],
-        "The private key itself (OpenSSH or PEM text), for key login from a secret."),
-    setting!("sftp_key_passphrase", Secret, Sftp, default: None,
+        "Path to the private key file for key login (drone-cache's name for it).";
+    "sftp_private_key" => sftp_private_key: Secret, Sftp,
+        aliases: ["SFTP_PRIVATE_KEY"], flags: [],
+        "The private key itself (OpenSSH or PEM text), for key login from a secret.";
+    "sftp_key_passphrase" => sftp_key_passphrase: Secret, Sftp,
         aliases: ["SFTP_KEY_PASSPHRASE"], flags: [],
-        "Passphrase of an encrypted private key."),
-    setting!("sftp_auth_method", Text, Sftp, default: None, aliases: ["SFTP_AUTH_METHOD"],
-        flags: [],
-        "PASSWORD or PUBLIC_KEY_FILE. Default: the key when one is given, else the password."),
-    setting!("sftp_cache_root", Text, Sftp, default: None, aliases: ["SFTP_CACHE_ROOT"],
-        flags: [],
+        "Passphrase of an encrypted private key.";
+    "sftp_auth_method" => sftp_auth_method: Choice(SFTP_AUTH_METHODS), Sftp,
+        aliases: ["SFTP_AUTH_METHOD"], flags: [],
+        "PASSWORD or PUBLIC_KEY_FILE. Default: the key when one is given, else the password.";
+    "sftp_cache_root" => sftp_cache_root: Text, Sftp,
+        aliases: ["SFTP_CACHE_ROOT"], flags: [],
         "Directory on the server that holds the entries; relative paths start in the \
-         user's home. Created if missing. Default: the home directory."),
-    setting!("sftp_known_hosts", Text, Sftp, default: None, aliases: ["SFTP_KNOWN_HOSTS"],
-        flags: [],
+         user's home. Created if missing. Default: the home directory.";
+    "sftp_known_hosts" => sftp_known_hosts: Text, Sftp,
+        aliases: ["SFTP_KNOWN_HOSTS"], flags: [],
         "The server's known_hosts lines (as printed by ssh-keyscan -p PORT HOST), or a \
          path to such a file. The host key is checked against it. Without this or \
          sftp_host_key_fingerprint, ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts are \
-         used when they exist, as OpenSSH does."),
-    setting!("sftp_host_key_fingerprint", Text, Sftp, default: None,
+         used when they exist, as OpenSSH does.";
+    "sftp_host_key_fingerprint" => sftp_host_key_fingerprint: Text, Sftp,
         aliases: ["SFTP_HOST_KEY_FINGERPRINT"], flags: [],
         "The server's host key fingerprint, SHA256:... as printed by ssh-keygen -lf; an \
-         alternative to sftp_known_hosts."),
-    setting!("sftp_insecure_ignore_host_key", Bool, Sftp, default: Some("false"),
+         alternative to sftp_known_hosts.";
+    "sftp_insecure_ignore_host_key" => sftp_insecure_ignore_host_key: Bool = "false", Sftp,
         aliases: ["SFTP_INSECURE_IGNORE_HOST_KEY"], flags: [],
         "Accept any host key without checking. Anyone on the network path can then \
-         impersonate the server; every run logs a warning."),
-    setting!("account_name", Text, Azure, default: None, aliases: ["AZURE_ACCOUNT_NAME"],
-        flags: [],
-        "Storage account name. Required for backend azure."),
-    setting!("account_key", Secret, Azure, default: None, aliases: ["AZURE_ACCOUNT_KEY"],
-        flags: [],
-        "Storage account key. Required for backend azure."),
-    setting!("container", Text, Azure, default: None,
+         impersonate the server; every run logs a warning.";
+    "account_name" => account_name: Text, Azure,
+        aliases: ["AZURE_ACCOUNT_NAME"], flags: [],
+        "Storage account name. Required for backend azure.";
+    "account_key" => account_key: Secret, Azure,
+        aliases: ["AZURE_ACCOUNT_KEY"], flags: [],
+        "Storage account key. Required for backend azure.";
+    "container" => container: Text, Azure,
         aliases: ["AZURE_CONTAINER_NAME", "AZURE_CONTAINER"], flags: [],
-        "Blob container that holds the entries. Required for backend azure."),
-    setting!("blob_storage_url", Text, Azure, default: None,
+        "Blob container that holds the entries. Required for backend azure.";
+    "blob_storage_url" => blob_storage_url: Text, Azure,
         aliases: ["AZURE_BLOB_STORAGE_URL"], flags: ["azure.blob-storage-url"],
         "Blob service domain for sovereign clouds (blob.core.chinacloudapi.cn), used as \
-         https://<account>.<domain>; a full URL is used as given. Default: blob.core.windows.net."),
-    setting!("json_key", Secret, Gcs, default: None, aliases: ["GCS_CACHE_JSON_KEY"], flags: [],
-        "Service account key JSON, the content itself (from a secret)."),
-    setting!("json_key_file", Text, Gcs, default: None,
+         https://<account>.<domain>; a full URL is used as given. Default: blob.core.windows.net.";
+    "json_key" => json_key: Secret, Gcs,
+        aliases: ["GCS_CACHE_JSON_KEY"], flags: [],
+        "Service account key JSON, the content itself (from a secret).";
+    "json_key_file" => json_key_file: Text, Gcs,
         aliases: ["GOOGLE_APPLICATION_CREDENTIALS"], flags: [],
         "Path to a service account key JSON file. Without json_key or json_key_file, \
-         the runner's workload identity or metadata server is used."),
-    setting!("exit_code", Bool, Output, default: Some("false"), aliases: ["EXIT_CODE"],
-        flags: [],
+         the runner's workload identity or metadata server is used.";
+    "exit_code" => exit_code: Bool = "false", Output,
+        aliases: ["EXIT_CODE"], flags: [],
         "Fail the step (exit 1) when restore or rebuild fails. By default a failure is \
-         logged as a warning and the step succeeds, so a cache problem never breaks a build."),
-    setting!("result_file", Text, Output, default: None, aliases: [], flags: [],
+         logged as a warning and the step succeeds, so a cache problem never breaks a build.";
+    "result_file" => result_file: Text, Output,
+        aliases: [], flags: [],
         "Write a JSON summary of the run here (relative to the workspace) for later \
-         steps: result (exact, partial, miss, stored, skipped...), keys, files, bytes, seconds."),
-    setting!("debug", Bool, Output, default: Some("false"), aliases: ["DEBUG"], flags: [],
-        "Log each step in detail. Secrets are never logged, with or without debug."),
-    setting!("log_level", Text, Output, default: Some("info"), aliases: ["LOG_LEVEL"],
-        flags: ["log.level"],
-        "error, warn, info or debug."),
-];
+         steps: result (exact, partial, miss, stored, skipped...), keys, files, bytes, seconds.";
+    "debug" => debug: Bool = "false", Output,
+        aliases: ["DEBUG"], flags: [],
+        "Log each step in detail. Secrets are never logged, with or without debug.";
+    "log_level" => log_level: Choice(LOG_LEVELS) = "info", Output,
+        aliases: ["LOG_LEVEL"], flags: ["log.level"],
+        "error, warn, info or debug.";
+}
 
 /// drone-cache settings larder recognises but does not implement. Setting one
 /// gets a warning instead of silence, so nobody believes it took effect.
@@ -368,7 +505,7 @@ mod tests {
     fn every_default_parses_as_its_kind() {
         for s in SETTINGS {
             if let Some(d) = s.default {
-                super::super::raw::parse_value(s, d)
+                super::super::values::check(s, d)
                     .unwrap_or_else(|e| panic!("default of {} is invalid: {e}", s.name));
             }
         }

@@ -1,7 +1,7 @@
 //! Configuration errors. Each names the setting, where its value came from
 //! and what to write instead; `main` turns them into exit code 2.
 
-use super::raw::Source;
+use super::values::Source;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingError {

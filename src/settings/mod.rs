@@ -1,30 +1,26 @@
-//! Settings: defined once (`defs`), parsed from flags and environment
-//! (`raw`), validated into a `Config` (`config`). `cli` generates `--help`
-//! and the settings reference from the same table.
+//! Settings: each defined once (`defs`: its names, kind, default, allowed
+//! values and help, and a typed field of `Values`), read from flags and the
+//! environment (`sources`, `values`). `cli` generates `--help` and the
+//! settings reference from the same table. Checking the values and turning
+//! them into work is the job's (`crate::job`).
 
-pub mod backends;
 pub mod cli;
-pub mod config;
 pub mod defs;
 pub mod error;
-pub mod raw;
+pub mod sources;
+pub mod values;
 
 use std::collections::HashMap;
-use std::path::Path;
 
-pub use config::{Config, Mode};
+pub use defs::Values;
 pub use error::SettingError;
-pub use raw::Secret;
 
-use crate::key::Metadata;
-use raw::RawSettings;
-
-/// The result of reading the command line and environment.
+/// What the command line and environment say.
 pub enum Loaded {
     /// Print this and exit successfully (`--help`, `--version`).
     Print(String),
     Run {
-        config: Box<Config>,
+        values: Box<Values>,
         /// Things worth a warning that do not stop the run.
         warnings: Vec<String>,
         /// Every secret value given, to scrub from all output.
@@ -32,27 +28,25 @@ pub enum Loaded {
     },
 }
 
-pub fn load(
-    args: Vec<String>,
-    env: &HashMap<String, String>,
-    cwd: &Path,
-) -> Result<Loaded, SettingError> {
+pub fn load(args: Vec<String>, env: &HashMap<String, String>) -> Result<Loaded, SettingError> {
     let flags = match cli::parse(args).map_err(SettingError::CommandLine)? {
         cli::Invocation::Print(text) => return Ok(Loaded::Print(text)),
         cli::Invocation::Run(flags) => flags,
     };
-    let raw = RawSettings::resolve(&flags, env)?;
-    let secrets = defs::SETTINGS
-        .iter()
-        .filter_map(|s| raw.secret(s.name))
-        .map(|s| s.expose().to_string())
-        .collect();
-    let mut warnings = raw::environment_warnings(env);
-    warnings.extend(backends::warnings(&raw));
-    let config = Config::from_raw(&raw, Metadata::from_env(env), cwd)?;
+    let sources = sources::Sources::new(&flags, env)?;
+    let secrets = sources.secrets();
+    let values = Values::read(&sources)?;
+    let warnings = sources::environment_warnings(env);
     Ok(Loaded::Run {
-        config: Box::new(config),
+        values: Box::new(values),
         warnings,
         secrets,
     })
+}
+
+/// The values an environment of `pairs` gives, for tests.
+#[cfg(test)]
+pub fn values_of(pairs: &[(&str, &str)]) -> Result<Values, SettingError> {
+    let env = sources::env_of(pairs);
+    Values::read(&sources::Sources::new(&HashMap::new(), &env)?)
 }

@@ -9,9 +9,9 @@ use anyhow::Context;
 use object_store::azure::MicrosoftAzureBuilder;
 use url::Url;
 
-use super::s3::{CaCerts, client_options, retry_config};
-use super::{Scratch, Store};
-use crate::settings::Secret;
+use super::http::{CaCerts, client_options, retry_config};
+use super::{Opened, Scratch};
+use crate::secret::Secret;
 
 #[derive(Clone, Debug)]
 pub struct AzureOptions {
@@ -23,7 +23,7 @@ pub struct AzureOptions {
     pub ca_certs: CaCerts,
 }
 
-pub fn open(options: &AzureOptions, timeout: Duration) -> anyhow::Result<Store> {
+pub fn open(options: &AzureOptions, timeout: Duration) -> anyhow::Result<Opened> {
     let endpoint = options
         .endpoint
         .as_ref()
@@ -51,9 +51,8 @@ pub fn open(options: &AzureOptions, timeout: Duration) -> anyhow::Result<Store> 
     let store = builder
         .build()
         .with_context(|| format!("cannot set up access to {location}"))?;
-    Ok(Store {
-        inner: Arc::new(store),
-        backend: "azure",
+    Ok(Opened {
+        store: Arc::new(store),
         location,
         scratch: Scratch::None,
     })

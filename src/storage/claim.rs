@@ -10,8 +10,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use object_store::PutMode;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutPayload};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
@@ -53,18 +53,17 @@ pub async fn claim(store: &Store, path: &Path, holder: &str) -> anyhow::Result<C
             token: token.clone(),
             expires: now() + LEASE.as_secs(),
         };
-        match store
-            .inner()
-            .put_opts(path, payload(&record), PutMode::Create.into())
-            .await
-        {
-            Ok(_) => return Ok(Claimed::Won(Claim::start(store, path, token, record))),
-            Err(object_store::Error::AlreadyExists { .. }) => match read(store, path).await? {
+        match store.write(path, body(&record), PutMode::Create).await {
+            Ok(true) => return Ok(Claimed::Won(Claim::start(store, path, token, record))),
+            Ok(false) => match read(store, path).await? {
                 Found::Live(holder) => return Ok(Claimed::Held(holder)),
                 Found::Gone => {}
                 Found::Stale(holder) => {
-                    tracing::info!("taking over an abandoned claim on '{path}' left by {holder}");
-                    delete(store, path).await?;
+                    tracing::info!(
+                        "taking over an abandoned claim on '{}' left by {holder}",
+                        store.full(path)
+                    );
+                    store.delete(path).await?;
                 }
             },
             Err(e) => {
@@ -74,7 +73,7 @@ pub async fn claim(store: &Store, path: &Path, holder: &str) -> anyhow::Result<C
                 Claim::start(store, path, token.clone(), record)
                     .release()
                     .await;
-                return Err(store.error("claim of", path, e));
+                return Err(e.context("cannot claim the key"));
             }
         }
     }
@@ -93,11 +92,10 @@ impl Claim {
                 tokio::time::sleep(RENEW_EVERY).await;
                 record.expires = now() + LEASE.as_secs();
                 let put = renew_store
-                    .inner()
-                    .put_opts(&renew_path, payload(&record), PutMode::Overwrite.into())
+                    .write(&renew_path, body(&record), PutMode::Overwrite)
                     .await;
                 if let Err(e) = put {
-                    tracing::warn!("could not renew the claim on '{renew_path}': {e}");
+                    tracing::warn!("could not renew the claim: {e:#}");
                 }
             }
         });
@@ -130,7 +128,7 @@ impl Claim {
         for wait in RELEASE_RETRIES {
             tokio::time::sleep(wait).await;
             let removed = match self.still_ours().await {
-                Ok(true) => delete(&self.store, &self.path).await,
+                Ok(true) => self.store.delete(&self.path).await,
                 Ok(false) => Ok(()),
                 Err(e) => Err(e),
             };
@@ -165,8 +163,8 @@ impl Drop for Claim {
     }
 }
 
-fn payload(record: &Record) -> PutPayload {
-    PutPayload::from(serde_json::to_vec(record).unwrap_or_default())
+fn body(record: &Record) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_default()
 }
 
 /// What an existing claim says.
@@ -195,25 +193,10 @@ async fn read(store: &Store, path: &Path) -> anyhow::Result<Found> {
 
 /// The claim's record (if it parses) and its modification time in Unix seconds.
 async fn read_record(store: &Store, path: &Path) -> anyhow::Result<Option<(Option<Record>, u64)>> {
-    match store.inner().get(path).await {
-        Ok(result) => {
-            let modified = u64::try_from(result.meta.last_modified.timestamp()).unwrap_or(0);
-            let bytes = result
-                .bytes()
-                .await
-                .map_err(|e| store.error("read of claim", path, e))?;
-            Ok(Some((serde_json::from_slice(&bytes).ok(), modified)))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(store.error("read of claim", path, e)),
-    }
-}
-
-async fn delete(store: &Store, path: &Path) -> anyhow::Result<()> {
-    match store.inner().delete(path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(store.error("removal of claim", path, e)),
-    }
+    Ok(store.read(path).await?.map(|(bytes, meta)| {
+        let modified = u64::try_from(meta.last_modified.timestamp()).unwrap_or(0);
+        (serde_json::from_slice(&bytes).ok(), modified)
+    }))
 }
 
 fn now() -> u64 {

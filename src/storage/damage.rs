@@ -9,7 +9,7 @@
 //! the report. A report about an older version of the entry is ignored.
 
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, PutMode};
 use serde::{Deserialize, Serialize};
 
 use super::Store;
@@ -48,49 +48,33 @@ impl Report {
     }
 }
 
-/// `<root>/<key>.damaged`
-pub fn path(root: &str, key: &str) -> Path {
-    Path::from(format!("{root}/{key}.damaged"))
+/// `<key>.damaged`
+pub fn path(key: &str) -> Path {
+    Path::from(format!("{key}.damaged"))
 }
 
 /// Writes (or replaces) the report for `key`.
-pub async fn write(store: &Store, root: &str, key: &str, report: &Report) -> anyhow::Result<()> {
-    let path = path(root, key);
+pub async fn write(store: &Store, key: &str, report: &Report) -> anyhow::Result<()> {
     let body = serde_json::to_vec(report).unwrap_or_default();
     store
-        .inner()
-        .put(&path, PutPayload::from(body))
+        .write(&path(key), body, PutMode::Overwrite)
         .await
-        .map_err(|e| store.error("report of damage to", &path, e))?;
-    Ok(())
+        .map(drop)
 }
 
 /// The report for `key` if it describes `entry` as stored now.
-pub async fn find(
-    store: &Store,
-    root: &str,
-    key: &str,
-    entry: &ObjectMeta,
-) -> anyhow::Result<Option<Report>> {
-    let path = path(root, key);
-    let bytes = match store.inner().get(&path).await {
-        Ok(result) => result
-            .bytes()
-            .await
-            .map_err(|e| store.error("read of", &path, e))?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(store.error("read of", &path, e)),
+pub async fn find(store: &Store, key: &str, entry: &ObjectMeta) -> anyhow::Result<Option<Report>> {
+    let Some((bytes, _)) = store.read(&path(key)).await? else {
+        return Ok(None);
     };
     let report: Option<Report> = serde_json::from_slice(&bytes).ok();
     Ok(report.filter(|r| r.describes(entry)))
 }
 
 /// Removes the report for `key`, if there is one.
-pub async fn clear(store: &Store, root: &str, key: &str) {
-    let path = path(root, key);
-    match store.inner().delete(&path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => tracing::warn!("{}", store.error("removal of", &path, e)),
+pub async fn clear(store: &Store, key: &str) {
+    if let Err(e) = store.delete(&path(key)).await {
+        tracing::warn!("{e:#}");
     }
 }
 

@@ -1,11 +1,12 @@
-//! Where a cache entry lives: `<remote_root>/<key>.<tar|tar.gz|tar.zst>`.
+//! Where a cache entry lives: `<key>.<tar|tar.gz|tar.zst>` in the
+//! repository's folder.
 //!
 //! The extension shows the format in any listing, and lookups try all three,
 //! so changing `archive_format` never hides an existing entry.
 
 use futures::future::join_all;
+use object_store::ObjectMeta;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
 
 use super::Store;
 use crate::archive::Compression;
@@ -18,27 +19,23 @@ pub struct Entry {
     pub named_format: Compression,
 }
 
-pub fn path(root: &str, key: &str, compression: Compression) -> Path {
-    Path::from(format!("{root}/{key}.{}", compression.extension()))
+pub fn path(key: &str, compression: Compression) -> Path {
+    Path::from(format!("{key}.{}", compression.extension()))
 }
 
 /// The object that marks a rebuild of `key` in progress.
-pub fn claim_path(root: &str, key: &str) -> Path {
-    Path::from(format!("{root}/{key}.claim"))
+pub fn claim_path(key: &str) -> Path {
+    Path::from(format!("{key}.claim"))
 }
 
 /// Finds the entry for `key` in any format; the newest wins if several exist.
-pub async fn find(store: &Store, root: &str, key: &str) -> anyhow::Result<Option<Entry>> {
+pub async fn find(store: &Store, key: &str) -> anyhow::Result<Option<Entry>> {
     let lookups = Compression::ALL.map(|c| async move {
-        let path = path(root, key, c);
-        match store.inner().head(&path).await {
-            Ok(meta) => Ok(Some(Entry {
-                meta,
-                named_format: c,
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(store.error("lookup of", &path, e)),
-        }
+        let found = store.head(&path(key, c)).await?;
+        Ok::<_, anyhow::Error>(found.map(|meta| Entry {
+            meta,
+            named_format: c,
+        }))
     });
     let mut found = Vec::new();
     for result in join_all(lookups).await {
@@ -48,20 +45,14 @@ pub async fn find(store: &Store, root: &str, key: &str) -> anyhow::Result<Option
 }
 
 /// The newest entry whose key starts with `prefix`, and its key. Only the
-/// remote root's own objects are considered, not deeper folders.
+/// repository folder's own objects are considered, not deeper folders.
 pub async fn newest_with_prefix(
     store: &Store,
-    root: &str,
     prefix: &str,
 ) -> anyhow::Result<Option<(String, Entry)>> {
-    let folder = Path::from(root);
-    let listing = store
-        .inner()
-        .list_with_delimiter(Some(&folder))
-        .await
-        .map_err(|e| store.error("listing of", &folder, e))?;
-    Ok(listing
-        .objects
+    Ok(store
+        .list()
+        .await?
         .into_iter()
         .filter_map(|meta| {
             let (key, named_format) = key_of(meta.location.filename()?)?;

@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use object_store::local::LocalFileSystem;
 
-use super::{Scratch, Store};
+use super::{Opened, Scratch};
 
 /// Opens (and creates) the cache root. Writes are fsynced on completion so a
 /// crash can never leave a renamed-but-empty entry on the volume.
-pub fn open(root: &Path) -> anyhow::Result<Store> {
+pub fn open(root: &Path) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(root).with_context(|| {
         format!(
             "filesystem_cache_root {} does not exist and cannot be created; \
@@ -24,9 +24,8 @@ pub fn open(root: &Path) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open filesystem_cache_root {}", root.display()))?
         .with_fsync(true)
         .with_automatic_cleanup(true);
-    Ok(Store {
-        inner: Arc::new(store),
-        backend: "filesystem",
+    Ok(Opened {
+        store: Arc::new(store),
         location: root.display().to_string(),
         scratch: Scratch::Local(root.to_path_buf()),
     })

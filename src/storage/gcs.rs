@@ -14,9 +14,9 @@ use anyhow::Context;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use url::Url;
 
-use super::s3::{CaCerts, client_options, retry_config};
-use super::{Scratch, Store};
-use crate::settings::Secret;
+use super::http::{CaCerts, client_options, retry_config};
+use super::{Opened, Scratch};
+use crate::secret::Secret;
 
 #[derive(Clone, Debug)]
 pub struct GcsOptions {
@@ -35,7 +35,7 @@ pub enum GcsCredentials {
     Default,
 }
 
-pub fn open(options: &GcsOptions, timeout: Duration) -> anyhow::Result<Store> {
+pub fn open(options: &GcsOptions, timeout: Duration) -> anyhow::Result<Opened> {
     let allow_http = options
         .endpoint
         .as_ref()
@@ -65,9 +65,8 @@ pub fn open(options: &GcsOptions, timeout: Duration) -> anyhow::Result<Store> {
     let store = builder
         .build()
         .with_context(|| format!("cannot set up access to {location}"))?;
-    Ok(Store {
-        inner: Arc::new(store),
-        backend: "gcs",
+    Ok(Opened {
+        store: Arc::new(store),
         location,
         scratch: Scratch::None,
     })

@@ -1,6 +1,7 @@
-//! Storage: one `object_store::ObjectStore` per backend, plus the few things
-//! larder builds on top of it (entry names, first-writer claims, streaming
-//! transfers, readable errors). Each backend only has to build its store.
+//! Storage: one `object_store::ObjectStore` per backend, rooted at the
+//! repository's folder, plus the few things larder builds on top of it
+//! (entry names, first-writer claims, damage reports, streaming transfers,
+//! readable errors). Each backend only has to build its store.
 
 pub mod azure;
 pub mod claim;
@@ -8,6 +9,7 @@ pub mod damage;
 pub mod entry;
 pub mod filesystem;
 pub mod gcs;
+pub mod http;
 pub mod s3;
 pub mod sftp;
 pub mod transfer;
@@ -17,8 +19,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::ObjectStore;
+use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 
 /// Which backend to use, validated from the settings.
 #[derive(Clone, Debug)]
@@ -30,14 +34,49 @@ pub enum StorageConfig {
     Gcs(gcs::GcsOptions),
 }
 
-/// An opened backend and how to describe it in logs.
+/// The kinds of storage, for logs and for the few places that differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Filesystem,
+    S3,
+    Sftp,
+    Azure,
+    Gcs,
+    /// A store handed in directly (in-process tests).
+    Memory,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Filesystem => "filesystem",
+            Backend::S3 => "s3",
+            Backend::Sftp => "sftp",
+            Backend::Azure => "azure",
+            Backend::Gcs => "gcs",
+            Backend::Memory => "memory",
+        })
+    }
+}
+
+/// A backend as built, before it is rooted at the repository's folder.
+pub struct Opened {
+    pub store: Arc<dyn ObjectStore>,
+    /// Where, for people: `s3://ci-cache at http://127.0.0.1:9200`, `/tmp/cache`.
+    pub location: String,
+    pub scratch: Scratch,
+}
+
+/// The repository's folder in an opened backend, and how to describe it.
+/// Paths given to it are relative to the folder (`gomod-1.tar.gz`).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
-    /// The backend's name: `s3`, `filesystem`.
-    pub backend: &'static str,
+    pub backend: Backend,
     /// Where, for people: `s3://ci-cache at http://127.0.0.1:9200`, `/tmp/cache`.
     pub location: String,
+    /// The repository's folder (`remote_root`), e.g. `octocat/hello`.
+    pub root: String,
     /// Where the backend keeps unfinished uploads that listings do not show.
     scratch: Scratch,
 }
@@ -56,32 +95,121 @@ pub enum Scratch {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.backend, self.location)
+        write!(f, "{} {} ({})", self.backend, self.location, self.root)
     }
 }
 
 impl Store {
-    /// Opens the configured backend. Object stores connect lazily; SFTP
-    /// logs in here, so a bad password or host key fails before any work.
-    pub async fn open(config: &StorageConfig, timeout: Duration) -> anyhow::Result<Store> {
-        match config {
-            StorageConfig::Filesystem { root } => filesystem::open(root),
-            StorageConfig::S3(options) => s3::open(options, timeout),
-            StorageConfig::Sftp(options) => sftp::open(options, timeout).await,
-            StorageConfig::Azure(options) => azure::open(options, timeout),
-            StorageConfig::Gcs(options) => gcs::open(options, timeout),
+    /// Opens the configured backend, rooted at `root`. Object stores
+    /// connect lazily; SFTP logs in here, so a bad password or host key
+    /// fails before any work.
+    pub async fn open(
+        config: &StorageConfig,
+        timeout: Duration,
+        root: &str,
+    ) -> anyhow::Result<Store> {
+        let (backend, opened) = match config {
+            StorageConfig::Filesystem { root } => (Backend::Filesystem, filesystem::open(root)?),
+            StorageConfig::S3(options) => (Backend::S3, s3::open(options, timeout)?),
+            StorageConfig::Sftp(options) => (Backend::Sftp, sftp::open(options, timeout).await?),
+            StorageConfig::Azure(options) => (Backend::Azure, azure::open(options, timeout)?),
+            StorageConfig::Gcs(options) => (Backend::Gcs, gcs::open(options, timeout)?),
+        };
+        Ok(Store::new(backend, opened, root))
+    }
+
+    /// Roots an opened backend at `root`.
+    pub fn new(backend: Backend, opened: Opened, root: &str) -> Store {
+        let inner: Arc<dyn ObjectStore> =
+            Arc::new(PrefixStore::new(opened.store, ObjectPath::from(root)));
+        Store {
+            inner,
+            backend,
+            location: opened.location,
+            root: root.to_string(),
+            scratch: opened.scratch,
         }
     }
 
-    /// Removes unfinished uploads in `folder` of the objects `wanted`
+    /// `path` with the repository's folder in front, for messages.
+    pub fn full(&self, path: &ObjectPath) -> String {
+        format!("{}/{path}", self.root)
+    }
+
+    pub fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    /// An object's metadata, or `None` if there is no such object.
+    pub async fn head(&self, path: &ObjectPath) -> anyhow::Result<Option<ObjectMeta>> {
+        match self.inner.head(path).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("lookup of", path, e)),
+        }
+    }
+
+    /// A small object's bytes and metadata, or `None` if there is none.
+    pub async fn read(&self, path: &ObjectPath) -> anyhow::Result<Option<(Bytes, ObjectMeta)>> {
+        let result = match self.inner.get(path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error("read of", path, e)),
+        };
+        let meta = result.meta.clone();
+        let bytes = result
+            .bytes()
+            .await
+            .map_err(|e| self.error("read of", path, e))?;
+        Ok(Some((bytes, meta)))
+    }
+
+    /// Writes a small object. With `PutMode::Create`, `Ok(false)` means it
+    /// already existed and nothing was written.
+    pub async fn write(
+        &self,
+        path: &ObjectPath,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> anyhow::Result<bool> {
+        match self
+            .inner
+            .put_opts(path, PutPayload::from(bytes), mode.into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.error("write of", path, e)),
+        }
+    }
+
+    /// Deletes an object; one that is already gone is fine.
+    pub async fn delete(&self, path: &ObjectPath) -> anyhow::Result<()> {
+        match self.inner.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("removal of", path, e)),
+        }
+    }
+
+    /// The folder's own objects (not deeper folders).
+    pub async fn list(&self) -> anyhow::Result<Vec<ObjectMeta>> {
+        let listing = self
+            .inner
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| self.error("listing of", &ObjectPath::from(""), e))?;
+        Ok(listing.objects)
+    }
+
+    /// Removes unfinished uploads in the folder of the objects `wanted`
     /// accepts (by file name) that were not written to for `older_than`,
     /// and returns their names. Best effort: a failure is logged.
     pub async fn remove_temporaries(
         &self,
-        folder: &str,
         wanted: impl Fn(&str) -> bool + Send + 'static,
         older_than: Duration,
     ) -> Vec<String> {
+        let folder = self.root.as_str();
         let removed = match &self.scratch {
             Scratch::None => Ok(Vec::new()),
             Scratch::Local(root) => {
@@ -108,10 +236,6 @@ impl Store {
         })
     }
 
-    pub fn inner(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner
-    }
-
     /// Wraps a storage failure in a sentence naming backend, operation and object.
     pub fn error(
         &self,
@@ -122,8 +246,9 @@ impl Store {
         let (detail, hint) = explain(&err);
         let hint = hint.map(|h| format!(". {h}")).unwrap_or_default();
         anyhow::anyhow!(
-            "{} {operation} '{path}' in {} failed: {detail}{hint}",
+            "{} {operation} '{}' in {} failed: {detail}{hint}",
             self.backend,
+            self.full(path),
             self.location
         )
     }

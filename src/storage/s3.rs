@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::{Certificate, ClientOptions, RetryConfig};
 use url::Url;
 
-use super::{Scratch, Store};
-use crate::settings::Secret;
+use super::http::{CaCerts, client_options, retry_config};
+use super::{Opened, Scratch};
+use crate::secret::Secret;
 
 #[derive(Clone, Debug)]
 pub struct S3Options {
@@ -20,25 +20,10 @@ pub struct S3Options {
     pub path_style: bool,
     /// Static keys; `None` means the AWS credential chain.
     pub keys: Option<S3Keys>,
+    /// The AWS credential chain's variables (`CREDENTIAL_CHAIN_VARS`) that
+    /// are set, used when `keys` is `None`.
+    pub credential_env: Vec<(String, String)>,
     pub ca_certs: CaCerts,
-}
-
-/// CA certificates from the `ca_cert` setting, trusted for https besides
-/// the system's (the image's bundle). Shared by the HTTP backends.
-#[derive(Clone, Default)]
-pub struct CaCerts {
-    /// Where they came from, for messages: "ca_cert", "ca_cert file /x.pem".
-    pub origin: String,
-    pub certs: Vec<Certificate>,
-}
-
-impl std::fmt::Debug for CaCerts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.certs.len() {
-            0 => f.write_str("none"),
-            n => write!(f, "{n} from {}", self.origin),
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -51,7 +36,7 @@ pub struct S3Keys {
 /// AWS credential-chain variables passed through when no static keys are set:
 /// web identity (EKS IRSA), ECS and EKS Pod Identity container credentials,
 /// and the instance metadata service.
-const CREDENTIAL_CHAIN_VARS: &[&str] = &[
+pub const CREDENTIAL_CHAIN_VARS: &[&str] = &[
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_ROLE_ARN",
     "AWS_ROLE_SESSION_NAME",
@@ -63,7 +48,7 @@ const CREDENTIAL_CHAIN_VARS: &[&str] = &[
     "AWS_IMDSV1_FALLBACK",
 ];
 
-pub fn open(options: &S3Options, timeout: Duration) -> anyhow::Result<Store> {
+pub fn open(options: &S3Options, timeout: Duration) -> anyhow::Result<Opened> {
     let region = options.region.clone().unwrap_or_else(|| "us-east-1".into());
     let allow_http = options
         .endpoint
@@ -84,11 +69,8 @@ pub fn open(options: &S3Options, timeout: Duration) -> anyhow::Result<Store> {
             }
         }
         None => {
-            for var in CREDENTIAL_CHAIN_VARS {
-                if let (Ok(value), Ok(key)) = (
-                    std::env::var(var),
-                    AmazonS3ConfigKey::from_str(&var.to_ascii_lowercase()),
-                ) {
+            for (var, value) in &options.credential_env {
+                if let Ok(key) = AmazonS3ConfigKey::from_str(&var.to_ascii_lowercase()) {
                     builder = builder.with_config(key, value);
                 }
             }
@@ -114,9 +96,8 @@ pub fn open(options: &S3Options, timeout: Duration) -> anyhow::Result<Store> {
     let store = builder
         .build()
         .with_context(|| format!("cannot set up S3 access to {location}"))?;
-    Ok(Store {
-        inner: Arc::new(store),
-        backend: "s3",
+    Ok(Opened {
+        store: Arc::new(store),
         location,
         scratch: Scratch::None,
     })
@@ -132,33 +113,6 @@ fn virtual_host(endpoint: &Url, bucket: &str) -> anyhow::Result<Url> {
             format!("bucket '{bucket}' cannot be used as a host name; set path_style: true")
         })?;
     Ok(url)
-}
-
-/// Every request is bounded by the operation timeout; connecting by at most
-/// 10 s. Certificates from `ca_cert` are trusted on top of the system's.
-pub(crate) fn client_options(timeout: Duration, allow_http: bool, ca: &CaCerts) -> ClientOptions {
-    let mut options = ClientOptions::new()
-        .with_timeout(timeout)
-        .with_connect_timeout(timeout.min(Duration::from_secs(10)))
-        .with_allow_http(allow_http)
-        .with_user_agent(
-            concat!("larder/", env!("CARGO_PKG_VERSION"))
-                .parse()
-                .expect("static user agent is a valid header"),
-        );
-    for cert in &ca.certs {
-        options = options.with_root_certificate(cert.clone());
-    }
-    options
-}
-
-/// A few retries for transient errors, all within the operation timeout.
-pub(crate) fn retry_config(timeout: Duration) -> RetryConfig {
-    RetryConfig {
-        max_retries: 3,
-        retry_timeout: timeout,
-        ..RetryConfig::default()
-    }
 }
 
 #[cfg(test)]

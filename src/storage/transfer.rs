@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::Store;
+use super::{Backend, Store};
+use crate::cancel::Cancel;
 use crate::pipe::ChunkReader;
 
 /// Multipart part size: S3 allows 10,000 parts, so entries up to 78 GiB.
@@ -170,9 +171,9 @@ impl Download {
 /// the open file is read directly (it cannot change under us: entries are
 /// replaced by rename); elsewhere ranges are fetched, several at a time,
 /// into a channel of chunks in order, a failure arriving as an `Err` item.
-pub async fn download(store: Store, meta: ObjectMeta) -> anyhow::Result<Download> {
+pub async fn download(store: Store, meta: ObjectMeta, cancel: Cancel) -> anyhow::Result<Download> {
     let failure = Arc::new(OnceLock::new());
-    if store.backend == "filesystem" {
+    if store.backend == Backend::Filesystem {
         let options = GetOptions {
             if_match: meta.e_tag.clone(),
             ..GetOptions::default()
@@ -203,11 +204,10 @@ pub async fn download(store: Store, meta: ObjectMeta) -> anyhow::Result<Download
                 AbortOnDropHandle::new(tokio::spawn(fetch(store.clone(), meta.clone(), range)))
             })
             .buffered(DOWNLOAD_CONCURRENCY);
-        let cancelled = crate::interrupt::token();
         loop {
             let joined = tokio::select! {
                 joined = fetches.next() => joined,
-                () = cancelled.cancelled() => {
+                () = cancel.cancelled() => {
                     let stop = io::Error::new(io::ErrorKind::Interrupted, "interrupted by a signal");
                     let _ = tx.send(Err(stop)).await;
                     return;
@@ -249,10 +249,11 @@ async fn fetch(store: Store, meta: ObjectMeta, range: Range<u64>) -> anyhow::Res
     let describe = |e: object_store::Error| {
         if was_replaced(&e) {
             anyhow!(
-                "{} entry '{path}' in {} was replaced while it was being downloaded (the \
+                "{} entry '{}' in {} was replaced while it was being downloaded (the \
                  server answered 412 Precondition Failed to a read pinned to the version \
                  found); nothing was restored, run the step again",
                 store.backend,
+                store.full(path),
                 store.location
             )
         } else {
@@ -269,8 +270,9 @@ async fn fetch(store: Store, meta: ObjectMeta, range: Range<u64>) -> anyhow::Res
     let expected = range.end - range.start;
     if got != expected {
         return Err(anyhow!(
-            "{} download of '{path}' in {} returned {got} bytes for a range of {expected}",
+            "{} download of '{}' in {} returned {got} bytes for a range of {expected}",
             store.backend,
+            store.full(path),
             store.location
         ));
     }

@@ -29,8 +29,8 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{OpenFlags, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::{Scratch, Store};
-use crate::settings::Secret;
+use super::{Opened, Scratch};
+use crate::secret::Secret;
 use session::Connection;
 
 pub use session::verify as verify_host_key;
@@ -72,7 +72,7 @@ const TEMP_SUFFIX: &str = ".larder-tmp";
 /// Size of one read from the server when streaming a download.
 const READ_CHUNK: usize = 256 * 1024;
 
-pub async fn open(options: &SftpOptions, timeout: Duration) -> anyhow::Result<Store> {
+pub async fn open(options: &SftpOptions, timeout: Duration) -> anyhow::Result<Opened> {
     let connection = session::connect(options, timeout).await?;
     let target = format!("{}@{}:{}", options.username, options.host, options.port);
     let root = resolve_root(&connection.sftp, &options.root, timeout)
@@ -91,9 +91,8 @@ pub async fn open(options: &SftpOptions, timeout: Duration) -> anyhow::Result<St
         timeout,
     };
     let store = Arc::new(store);
-    Ok(Store {
-        inner: Arc::clone(&store) as Arc<dyn ObjectStore>,
-        backend: "sftp",
+    Ok(Opened {
+        store: Arc::clone(&store) as Arc<dyn ObjectStore>,
         location,
         scratch: Scratch::Sftp(store),
     })

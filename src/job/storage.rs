@@ -4,58 +4,51 @@
 //! here, so a wrong path is a configuration error naming the setting, found
 //! before anything connects anywhere.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use url::Url;
 
-use super::error::SettingError;
-use super::raw::{RawSettings, Secret};
+use super::Process;
+use crate::secret::Secret;
+use crate::settings::SettingError;
+use crate::settings::defs::Values;
+use crate::settings::values::{Given, GivenText, Sourced};
 use crate::storage::StorageConfig;
 use crate::storage::azure::AzureOptions;
 use crate::storage::gcs::{GcsCredentials, GcsOptions};
-use crate::storage::s3::{CaCerts, S3Keys, S3Options};
+use crate::storage::http::CaCerts;
+use crate::storage::s3::{CREDENTIAL_CHAIN_VARS, S3Keys, S3Options};
 use crate::storage::sftp::{HostKeyCheck, SftpAuth, SftpOptions};
 
-/// Where OpenSSH looks for host keys when nothing else is configured.
-const SYSTEM_KNOWN_HOSTS: &str = "/etc/ssh/ssh_known_hosts";
-
-pub fn storage(raw: &RawSettings) -> Result<StorageConfig, SettingError> {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let user_known_hosts = home.map(|h| h.join(".ssh/known_hosts"));
-    let defaults: Vec<PathBuf> = user_known_hosts
+/// Where OpenSSH looks for host keys when nothing else is configured: the
+/// user's file, then the system's.
+pub fn known_hosts_files(home: Option<&Path>) -> Vec<PathBuf> {
+    home.map(|h| h.join(".ssh/known_hosts"))
         .into_iter()
-        .chain([PathBuf::from(SYSTEM_KNOWN_HOSTS)])
-        .collect();
-    storage_with(raw, &defaults)
+        .chain([PathBuf::from("/etc/ssh/ssh_known_hosts")])
+        .collect()
 }
 
-/// `storage`, with the known_hosts files to fall back on given.
-fn storage_with(
-    raw: &RawSettings,
-    known_hosts_files: &[PathBuf],
-) -> Result<StorageConfig, SettingError> {
-    let backend = backend_name(raw);
-    match backend.as_str() {
-        "filesystem" | "fs" | "volume" => filesystem(raw),
-        "s3" => Ok(StorageConfig::S3(s3(raw)?)),
-        "sftp" => Ok(StorageConfig::Sftp(sftp(raw, known_hosts_files)?)),
-        "azure" => Ok(StorageConfig::Azure(azure(raw)?)),
-        "gcs" => Ok(StorageConfig::Gcs(gcs(raw)?)),
-        other => Err(SettingError::unusable(
-            "backend",
-            format!("'{other}' is not a backend; use s3, filesystem, sftp, azure or gcs"),
-        )),
+/// The backend's options. The process gives the known_hosts files to fall
+/// back on and the AWS credential chain's variables.
+pub fn storage(values: &Values, process: &Process) -> Result<StorageConfig, SettingError> {
+    match *values.backend {
+        "filesystem" => filesystem(values),
+        "sftp" => Ok(StorageConfig::Sftp(sftp(
+            values,
+            &process.known_hosts_files,
+        )?)),
+        "azure" => Ok(StorageConfig::Azure(azure(values)?)),
+        "gcs" => Ok(StorageConfig::Gcs(gcs(values)?)),
+        _ => Ok(StorageConfig::S3(s3(values, &process.env)?)),
     }
 }
 
-fn backend_name(raw: &RawSettings) -> String {
-    raw.text("backend").unwrap_or("s3").to_ascii_lowercase()
-}
-
 /// Storage settings that are set but do nothing for the chosen backend.
-pub fn warnings(raw: &RawSettings) -> Vec<String> {
-    let backend = backend_name(raw);
-    if raw.text("ca_cert").is_some() && !matches!(backend.as_str(), "s3" | "azure" | "gcs") {
+pub fn warnings(values: &Values) -> Vec<String> {
+    let backend = *values.backend;
+    if values.ca_cert.text().is_some() && !matches!(backend, "s3" | "azure" | "gcs") {
         vec![format!(
             "ca_cert is set but backend {backend} does not use https; it is ignored"
         )]
@@ -65,8 +58,8 @@ pub fn warnings(raw: &RawSettings) -> Vec<String> {
 }
 
 /// The `ca_cert` setting: PEM text, or the path of a PEM file.
-fn ca_certs(raw: &RawSettings) -> Result<CaCerts, SettingError> {
-    let Some(text) = raw.text("ca_cert") else {
+fn ca_certs(values: &Values) -> Result<CaCerts, SettingError> {
+    let Some(text) = values.ca_cert.text() else {
         return Ok(CaCerts::default());
     };
     let (pem, origin) = if text.contains("-----BEGIN") {
@@ -111,8 +104,8 @@ fn ca_certs(raw: &RawSettings) -> Result<CaCerts, SettingError> {
     Ok(CaCerts { origin, certs })
 }
 
-fn filesystem(raw: &RawSettings) -> Result<StorageConfig, SettingError> {
-    let root = PathBuf::from(raw.text("filesystem_cache_root").unwrap_or("/tmp/cache"));
+fn filesystem(values: &Values) -> Result<StorageConfig, SettingError> {
+    let root = PathBuf::from(&*values.filesystem_cache_root.value);
     if !root.is_absolute() || root.parent().is_none() {
         return Err(SettingError::unusable(
             "filesystem_cache_root",
@@ -126,11 +119,11 @@ fn filesystem(raw: &RawSettings) -> Result<StorageConfig, SettingError> {
 }
 
 fn required<'a>(
-    raw: &'a RawSettings,
+    value: &'a Option<Sourced<String>>,
     setting: &'static str,
     backend: &str,
 ) -> Result<&'a str, SettingError> {
-    raw.text(setting).ok_or_else(|| {
+    value.text().ok_or_else(|| {
         SettingError::unusable(
             setting,
             format!(
@@ -141,11 +134,11 @@ fn required<'a>(
 }
 
 fn required_secret<'a>(
-    raw: &'a RawSettings,
+    value: &'a Option<Sourced<Secret>>,
     setting: &'static str,
     backend: &str,
 ) -> Result<&'a Secret, SettingError> {
-    raw.secret(setting).ok_or_else(|| {
+    value.given().ok_or_else(|| {
         SettingError::unusable(
             setting,
             format!("backend {backend} needs {setting}; pass it from a secret"),
@@ -153,49 +146,56 @@ fn required_secret<'a>(
     })
 }
 
-fn s3(raw: &RawSettings) -> Result<S3Options, SettingError> {
-    let bucket = raw.text("bucket").ok_or_else(|| {
+fn s3(values: &Values, env: &HashMap<String, String>) -> Result<S3Options, SettingError> {
+    let bucket = values.bucket.text().ok_or_else(|| {
         SettingError::unusable(
             "bucket",
             "backend s3 needs a bucket; set bucket: <name> (or backend: filesystem for a volume)",
         )
     })?;
-    let keys = match (raw.secret("access_key"), raw.secret("secret_key")) {
+    let keys = match (values.access_key.given(), values.secret_key.given()) {
         (Some(access_key), Some(secret_key)) => Some(S3Keys {
             access_key: access_key.clone(),
             secret_key: secret_key.clone(),
-            session_token: raw.secret("session_token").cloned(),
+            session_token: values.session_token.given().cloned(),
         }),
         (None, None) => None,
-        (Some(_), None) => return Err(half_a_key_pair(raw, "access_key", "secret_key")),
-        (None, Some(_)) => return Err(half_a_key_pair(raw, "secret_key", "access_key")),
+        (Some(_), None) => return Err(half_a_key_pair(&values.access_key, "secret_key")),
+        (None, Some(_)) => return Err(half_a_key_pair(&values.secret_key, "access_key")),
     };
     Ok(S3Options {
         bucket: bucket.to_string(),
-        endpoint: endpoint(raw)?,
-        region: raw.text("region").map(str::to_string),
-        path_style: raw.bool("path_style"),
+        endpoint: endpoint(values)?,
+        region: values.region.text().map(str::to_string),
+        path_style: *values.path_style,
         keys,
-        ca_certs: ca_certs(raw)?,
+        credential_env: CREDENTIAL_CHAIN_VARS
+            .iter()
+            .filter_map(|var| Some((var.to_string(), env.get(*var)?.clone())))
+            .collect(),
+        ca_certs: ca_certs(values)?,
     })
 }
 
-fn half_a_key_pair(raw: &RawSettings, given: &'static str, missing: &'static str) -> SettingError {
+fn half_a_key_pair(given: &Option<Sourced<Secret>>, missing: &'static str) -> SettingError {
+    let name = given.as_ref().map_or("", |g| g.name());
     SettingError::unusable(
         missing,
         format!(
-            "{given} is set (from {}) but {missing} is not; set both, \
+            "{name} is set (from {}) but {missing} is not; set both, \
              or neither to use the AWS credential chain",
-            raw.source(given)
+            given.source()
         ),
     )
 }
 
 /// The `endpoint` setting as a URL; `host:port` as drone-cache accepted it
 /// means https, or http with `disable_ssl`.
-fn endpoint(raw: &RawSettings) -> Result<Option<Url>, SettingError> {
-    raw.text("endpoint")
-        .map(|text| parse_url("endpoint", text, raw.bool("disable_ssl")))
+fn endpoint(values: &Values) -> Result<Option<Url>, SettingError> {
+    values
+        .endpoint
+        .text()
+        .map(|text| parse_url("endpoint", text, *values.disable_ssl))
         .transpose()
 }
 
@@ -226,28 +226,28 @@ fn parse_url(setting: &'static str, text: &str, plain_http: bool) -> Result<Url,
     Ok(url)
 }
 
-fn sftp(raw: &RawSettings, known_hosts_files: &[PathBuf]) -> Result<SftpOptions, SettingError> {
-    let host = required(raw, "sftp_host", "sftp")?;
-    let port = raw.int("sftp_port").unwrap_or(22);
+fn sftp(values: &Values, known_hosts_files: &[PathBuf]) -> Result<SftpOptions, SettingError> {
+    let host = required(&values.sftp_host, "sftp_host", "sftp")?;
+    let port = *values.sftp_port;
     let port = u16::try_from(port)
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| SettingError::unusable("sftp_port", format!("{port} is not a TCP port")))?;
-    let username = required(raw, "sftp_username", "sftp")?;
+    let username = required(&values.sftp_username, "sftp_username", "sftp")?;
     Ok(SftpOptions {
         host: host.to_string(),
         port,
         username: username.to_string(),
-        auth: sftp_auth(raw)?,
-        host_key: host_key_check(raw, known_hosts_files)?,
-        root: raw.text("sftp_cache_root").unwrap_or("").to_string(),
+        auth: sftp_auth(values)?,
+        host_key: host_key_check(values, known_hosts_files)?,
+        root: values.sftp_cache_root.text().unwrap_or("").to_string(),
     })
 }
 
-fn sftp_auth(raw: &RawSettings) -> Result<SftpAuth, SettingError> {
+fn sftp_auth(values: &Values) -> Result<SftpAuth, SettingError> {
     let key = match (
-        raw.text("sftp_public_key_file"),
-        raw.secret("sftp_private_key"),
+        values.sftp_public_key_file.text(),
+        values.sftp_private_key.given(),
     ) {
         (Some(_), Some(_)) => {
             return Err(SettingError::Conflict(
@@ -256,33 +256,33 @@ fn sftp_auth(raw: &RawSettings) -> Result<SftpAuth, SettingError> {
         }
         (Some(path), None) => Some(SftpAuth::Key {
             key: Secret::new(read_file("sftp_public_key_file", path)?),
-            passphrase: raw.secret("sftp_key_passphrase").cloned(),
+            passphrase: values.sftp_key_passphrase.given().cloned(),
             origin: format!("key file {path}"),
         }),
         (None, Some(key)) => Some(SftpAuth::Key {
             key: key.clone(),
-            passphrase: raw.secret("sftp_key_passphrase").cloned(),
+            passphrase: values.sftp_key_passphrase.given().cloned(),
             origin: "the key in sftp_private_key".into(),
         }),
         (None, None) => None,
     };
-    let password = raw.secret("sftp_password").cloned().map(SftpAuth::Password);
-    let method = raw.text("sftp_auth_method").map(|m| m.to_ascii_uppercase());
-    match (method.as_deref(), key, password) {
-        (Some("PASSWORD"), _, Some(password)) => Ok(password),
-        (Some("PASSWORD"), _, None) => Err(SettingError::unusable(
+    let password = values
+        .sftp_password
+        .given()
+        .cloned()
+        .map(SftpAuth::Password);
+    let method = values.sftp_auth_method.given().copied();
+    match (method, key, password) {
+        (Some("password"), _, Some(password)) => Ok(password),
+        (Some("password"), _, None) => Err(SettingError::unusable(
             "sftp_password",
             "sftp_auth_method is PASSWORD but no password is set",
         )),
-        (Some("PUBLIC_KEY_FILE" | "PUBLIC_KEY" | "KEY"), Some(key), _) => Ok(key),
-        (Some("PUBLIC_KEY_FILE" | "PUBLIC_KEY" | "KEY"), None, _) => Err(SettingError::unusable(
+        (Some(_), Some(key), _) => Ok(key),
+        (Some(_), None, _) => Err(SettingError::unusable(
             "sftp_public_key_file",
             "sftp_auth_method is PUBLIC_KEY_FILE but neither sftp_public_key_file nor \
              sftp_private_key is set",
-        )),
-        (Some(other), _, _) => Err(SettingError::unusable(
-            "sftp_auth_method",
-            format!("'{other}' is not a method; use PASSWORD or PUBLIC_KEY_FILE"),
         )),
         (None, Some(key), _) => Ok(key),
         (None, None, Some(password)) => Ok(password),
@@ -295,13 +295,13 @@ fn sftp_auth(raw: &RawSettings) -> Result<SftpAuth, SettingError> {
 }
 
 fn host_key_check(
-    raw: &RawSettings,
+    values: &Values,
     known_hosts_files: &[PathBuf],
 ) -> Result<HostKeyCheck, SettingError> {
-    let insecure = raw.bool("sftp_insecure_ignore_host_key");
+    let insecure = *values.sftp_insecure_ignore_host_key;
     match (
-        raw.text("sftp_known_hosts"),
-        raw.text("sftp_host_key_fingerprint"),
+        values.sftp_known_hosts.text(),
+        values.sftp_host_key_fingerprint.text(),
     ) {
         (Some(_), Some(_)) => Err(SettingError::Conflict(
             "sftp_known_hosts and sftp_host_key_fingerprint are both set; use one".into(),
@@ -392,11 +392,11 @@ fn read_file(setting: &'static str, path: &str) -> Result<String, SettingError> 
         .map_err(|e| SettingError::unusable(setting, format!("cannot read {path}: {e}")))
 }
 
-fn azure(raw: &RawSettings) -> Result<AzureOptions, SettingError> {
-    let account = required(raw, "account_name", "azure")?;
-    let key = required_secret(raw, "account_key", "azure")?;
-    let container = required(raw, "container", "azure")?;
-    let endpoint = match (raw.text("endpoint"), raw.text("blob_storage_url")) {
+fn azure(values: &Values) -> Result<AzureOptions, SettingError> {
+    let account = required(&values.account_name, "account_name", "azure")?;
+    let key = required_secret(&values.account_key, "account_key", "azure")?;
+    let container = required(&values.container, "container", "azure")?;
+    let endpoint = match (values.endpoint.text(), values.blob_storage_url.text()) {
         (Some(_), Some(_)) => {
             return Err(SettingError::Conflict(
                 "endpoint and blob_storage_url are both set; use one".into(),
@@ -418,13 +418,13 @@ fn azure(raw: &RawSettings) -> Result<AzureOptions, SettingError> {
         key: key.clone(),
         container: container.to_string(),
         endpoint,
-        ca_certs: ca_certs(raw)?,
+        ca_certs: ca_certs(values)?,
     })
 }
 
-fn gcs(raw: &RawSettings) -> Result<GcsOptions, SettingError> {
-    let bucket = required(raw, "bucket", "gcs")?;
-    let credentials = match (raw.secret("json_key"), raw.text("json_key_file")) {
+fn gcs(values: &Values) -> Result<GcsOptions, SettingError> {
+    let bucket = required(&values.bucket, "bucket", "gcs")?;
+    let credentials = match (values.json_key.given(), values.json_key_file.text()) {
         (Some(_), Some(_)) => {
             return Err(SettingError::Conflict(
                 "json_key and json_key_file are both set; use one".into(),
@@ -438,21 +438,27 @@ fn gcs(raw: &RawSettings) -> Result<GcsOptions, SettingError> {
     };
     Ok(GcsOptions {
         bucket: bucket.to_string(),
-        endpoint: endpoint(raw)?,
+        endpoint: endpoint(values)?,
         credentials,
-        ca_certs: ca_certs(raw)?,
+        ca_certs: ca_certs(values)?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::settings::values_of;
 
     /// With no known_hosts files to fall back on, whatever this machine has.
+    fn with_files(files: &[PathBuf]) -> Process {
+        Process {
+            known_hosts_files: files.to_vec(),
+            ..Process::default()
+        }
+    }
+
     fn storage_of(pairs: &[(&str, &str)]) -> Result<StorageConfig, SettingError> {
-        let env = crate::settings::raw::env_of(pairs);
-        storage_with(&RawSettings::resolve(&HashMap::new(), &env)?, &[])
+        storage(&values_of(pairs)?, &Process::default())
     }
 
     #[test]
@@ -590,29 +596,29 @@ mod tests {
         };
         assert_eq!(gcs.ca_certs.certs.len(), 1);
         // A backend without https says the setting does nothing.
-        let env = crate::settings::raw::env_of(&[
+        let raw = values_of(&[
             ("PLUGIN_BACKEND", "filesystem"),
             ("PLUGIN_CA_CERT", TEST_CA),
-        ]);
-        let raw = RawSettings::resolve(&HashMap::new(), &env).unwrap();
+        ])
+        .unwrap();
         assert!(warnings(&raw)[0].contains("ca_cert is set but backend filesystem"));
     }
 
     #[test]
     fn sftp_falls_back_on_openssh_known_hosts_files() {
-        let env = crate::settings::raw::env_of(&[
+        let raw = values_of(&[
             ("PLUGIN_BACKEND", "sftp"),
             ("PLUGIN_SFTP_HOST", "h"),
             ("PLUGIN_SFTP_USERNAME", "u"),
             ("PLUGIN_SFTP_PASSWORD", "pw"),
-        ]);
-        let raw = RawSettings::resolve(&HashMap::new(), &env).unwrap();
+        ])
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let user = dir.path().join("home/.ssh/known_hosts");
         let system = dir.path().join("ssh_known_hosts");
         let files = [user.clone(), system.clone()];
         // Neither exists: the error says what to set and where it looked.
-        let err = storage_with(&raw, &files).unwrap_err().to_string();
+        let err = storage(&raw, &with_files(&files)).unwrap_err().to_string();
         assert!(
             err.contains("setting sftp_known_hosts")
                 && err.contains("ssh-keyscan")
@@ -621,7 +627,7 @@ mod tests {
         );
         // Only the system file.
         std::fs::write(&system, "h ssh-ed25519 AAAAsystem\n").unwrap();
-        let check = |files: &[PathBuf]| match storage_with(&raw, files).unwrap() {
+        let check = |files: &[PathBuf]| match storage(&raw, &with_files(files)).unwrap() {
             StorageConfig::Sftp(SftpOptions {
                 host_key: HostKeyCheck::KnownHosts { lines, origin },
                 ..
@@ -651,10 +657,9 @@ mod tests {
             ("PLUGIN_SFTP_PASSWORD", "pw"),
         ];
         pairs.push(("PLUGIN_SFTP_HOST_KEY_FINGERPRINT", "SHA256:abc"));
-        let env = crate::settings::raw::env_of(&pairs);
-        let raw = RawSettings::resolve(&HashMap::new(), &env).unwrap();
+        let raw = values_of(&pairs).unwrap();
         assert!(matches!(
-            storage_with(&raw, &files).unwrap(),
+            storage(&raw, &with_files(&files)).unwrap(),
             StorageConfig::Sftp(SftpOptions {
                 host_key: HostKeyCheck::Fingerprint(_),
                 ..

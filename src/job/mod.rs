@@ -1,0 +1,491 @@
+//! What one run does, checked and resolved: the settings' values become a
+//! `Job` (restore, rebuild or flush, each with exactly what it needs, keys
+//! already rendered), which the modes take.
+//!
+//! Every check that can be made before touching storage is made here, so a
+//! bad pipeline fails in milliseconds with exit code 2 and a message that
+//! names the setting, instead of failing halfway through a transfer.
+
+pub mod storage;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::archive::Compression;
+use crate::key::{self, KeyTemplate, Metadata};
+use crate::mount::{self, MountSpec};
+use crate::settings::SettingError;
+use crate::settings::defs::Values;
+use crate::settings::values::{Given, GivenText};
+use crate::storage::StorageConfig;
+
+/// What the process knows about where it runs, read once at its boundary.
+#[derive(Clone, Debug, Default)]
+pub struct Process {
+    pub env: HashMap<String, String>,
+    pub cwd: PathBuf,
+    /// For the claim's holder, so a waiting rebuild can say who holds it.
+    pub hostname: String,
+    /// Whether restored files get their owners back (as GNU tar does as root).
+    pub root: bool,
+    /// Where OpenSSH would look for known_hosts when none is configured.
+    pub known_hosts_files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Restore,
+    Rebuild,
+    Flush,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Restore => "restore",
+            Mode::Rebuild => "rebuild",
+            Mode::Flush => "flush",
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub task: Task,
+    pub workspace: PathBuf,
+    /// The folder holding this repository's entries, e.g. `octocat/hello`.
+    pub remote_root: String,
+    pub storage: StorageConfig,
+    pub timeout: Duration,
+    pub exit_code: bool,
+    /// Where to write the JSON summary (absolute).
+    pub result_file: Option<PathBuf>,
+    pub log_level: tracing::Level,
+    /// Why this build may not write to the cache, if it may not: pull
+    /// requests read the cache but do not write it, so a pull request from
+    /// anyone cannot plant an entry that trusted builds then restore (cache
+    /// poisoning, as in CVE-2025-36852), unless `allow_pull_request_writes`.
+    pub writes_blocked: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Task {
+    Restore(Restore),
+    Rebuild(Rebuild),
+    Flush(Flush),
+}
+
+#[derive(Clone, Debug)]
+pub struct Restore {
+    pub key: String,
+    /// Rendered restore keys, tried in order as prefixes when `key` misses.
+    pub prefixes: Vec<String>,
+    pub mounts: Vec<MountSpec>,
+    pub fail_on_miss: bool,
+    /// The most an entry may unpack to.
+    pub max_bytes: u64,
+    /// Restore owners (only when running as root).
+    pub owners: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Rebuild {
+    pub key: String,
+    pub mounts: Vec<MountSpec>,
+    pub compression: Compression,
+    pub level: i32,
+    pub skip_symlinks: bool,
+    /// Replace a stored entry instead of skipping (`override`).
+    pub replace: bool,
+    /// What to suggest when the key is already stored.
+    pub stored_hint: &'static str,
+    /// Who holds the claim while this rebuild uploads, for others' logs.
+    pub holder: String,
+}
+
+/// What `flush` deletes.
+#[derive(Clone, Debug, Default)]
+pub struct Flush {
+    pub max_age: Option<Duration>,
+    pub max_size: Option<u64>,
+    pub dry_run: bool,
+}
+
+impl Job {
+    pub fn mode(&self) -> Mode {
+        match self.task {
+            Task::Restore(_) => Mode::Restore,
+            Task::Rebuild(_) => Mode::Rebuild,
+            Task::Flush(_) => Mode::Flush,
+        }
+    }
+
+    /// The rendered key, for restore and rebuild.
+    pub fn key(&self) -> Option<&str> {
+        match &self.task {
+            Task::Restore(r) => Some(&r.key),
+            Task::Rebuild(r) => Some(&r.key),
+            Task::Flush(_) => None,
+        }
+    }
+
+    /// Checks the values and resolves them into a job.
+    pub fn new(values: &Values, process: &Process) -> Result<Job, SettingError> {
+        let metadata = Metadata::from_env(&process.env);
+        let mode = mode(values)?;
+        let workspace = workspace(values, &process.cwd)?;
+        let render = |setting: &'static str, template: &KeyTemplate| {
+            template.render(&metadata, &workspace).map_err(|problem| {
+                SettingError::unusable(
+                    setting,
+                    format!("'{}' cannot be rendered: {problem}", template.source),
+                )
+            })
+        };
+        let task = match mode {
+            Mode::Restore => {
+                let template = key_template(values)?;
+                let prefixes = values
+                    .restore_keys
+                    .iter()
+                    .map(|source| {
+                        let template = KeyTemplate::parse(source).map_err(|p| {
+                            SettingError::unusable(
+                                "restore_keys",
+                                format!("cannot parse '{source}': {p}"),
+                            )
+                        })?;
+                        render("restore_keys", &template)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Task::Restore(Restore {
+                    key: render("cache_key", &template)?,
+                    prefixes,
+                    mounts: mounts(values, mode, &workspace)?,
+                    fail_on_miss: *values.fail_on_miss,
+                    max_bytes: *values.max_restore_size,
+                    owners: process.root,
+                })
+            }
+            Mode::Rebuild => {
+                let template = key_template(values)?;
+                let compression = compression(values);
+                let level = compression
+                    .level(*values.compression_level)
+                    .map_err(|p| SettingError::unusable("compression_level", p))?;
+                Task::Rebuild(Rebuild {
+                    key: render("cache_key", &template)?,
+                    mounts: mounts(values, mode, &workspace)?,
+                    compression,
+                    level,
+                    skip_symlinks: *values.skip_symlinks,
+                    replace: *values.override_existing,
+                    stored_hint: stored_hint(&template),
+                    holder: holder(&metadata, process),
+                })
+            }
+            Mode::Flush => Task::Flush(flush(values)?),
+        };
+        Ok(Job {
+            task,
+            result_file: values.result_file.text().map(|f| workspace.join(f)),
+            remote_root: remote_root(values, &metadata)?,
+            storage: storage::storage(values, process)?,
+            timeout: *values.backend_operation_timeout,
+            exit_code: *values.exit_code,
+            log_level: log_level(values),
+            writes_blocked: writes_blocked(values, &metadata),
+            workspace,
+        })
+    }
+}
+
+fn mode(values: &Values) -> Result<Mode, SettingError> {
+    let chosen: Vec<Mode> = [
+        (*values.restore, Mode::Restore),
+        (*values.rebuild, Mode::Rebuild),
+        (*values.flush, Mode::Flush),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, mode)| mode)
+    .collect();
+    match chosen.as_slice() {
+        [mode] => Ok(*mode),
+        [] => Err(SettingError::Conflict(
+            "none of restore, rebuild and flush is true; set restore: true to fetch the cache, \
+             rebuild: true to store it, or flush: true to clean it up"
+                .into(),
+        )),
+        several => Err(SettingError::Conflict(format!(
+            "{} are {} true; use one larder step per job (restore before the build, \
+             rebuild after it)",
+            several
+                .iter()
+                .map(Mode::to_string)
+                .collect::<Vec<_>>()
+                .join(" and "),
+            if several.len() == 2 { "both" } else { "all" }
+        ))),
+    }
+}
+
+fn flush(values: &Values) -> Result<Flush, SettingError> {
+    let flush = Flush {
+        max_age: values.flush_age.given().copied(),
+        max_size: values.max_size.given().copied(),
+        dry_run: *values.dry_run,
+    };
+    if flush.max_age.is_none() && flush.max_size.is_none() {
+        return Err(SettingError::unusable(
+            "flush_age",
+            "flush needs flush_age (e.g. 14d), max_size (e.g. 10GB) or both",
+        ));
+    }
+    Ok(flush)
+}
+
+fn compression(values: &Values) -> Compression {
+    match *values.archive_format {
+        "zstd" => Compression::Zstd,
+        "tar" => Compression::None,
+        _ => Compression::Gzip,
+    }
+}
+
+fn workspace(values: &Values, cwd: &Path) -> Result<PathBuf, SettingError> {
+    let path = match values.local_root.text() {
+        Some(text) => cwd.join(text),
+        None => cwd.to_path_buf(),
+    };
+    if !path.is_dir() {
+        return Err(SettingError::unusable(
+            "local_root",
+            format!(
+                "the workspace {} (from {}) is not a directory",
+                path.display(),
+                values.local_root.source()
+            ),
+        ));
+    }
+    Ok(normalize(&path))
+}
+
+/// Removes `.` components and trailing slashes without touching the disk,
+/// so mount paths compare equal however the workspace was spelled.
+fn normalize(path: &Path) -> PathBuf {
+    path.components().collect()
+}
+
+fn mounts(values: &Values, mode: Mode, workspace: &Path) -> Result<Vec<MountSpec>, SettingError> {
+    let texts = &values.mount.value;
+    if texts.is_empty() && mode == Mode::Rebuild {
+        return Err(SettingError::unusable(
+            "mount",
+            "nothing to cache; list directories relative to the workspace, e.g. mount: [pkg.mod]",
+        ));
+    }
+    mount::parse_specs(workspace, texts).map_err(|p| SettingError::unusable("mount", p))
+}
+
+fn key_template(values: &Values) -> Result<KeyTemplate, SettingError> {
+    let source = values.cache_key.text().unwrap_or(key::DEFAULT_TEMPLATE);
+    KeyTemplate::parse(source)
+        .map_err(|p| SettingError::unusable("cache_key", format!("cannot parse '{source}': {p}")))
+}
+
+/// What to do about an existing key, depending on how the key is built.
+fn stored_hint(template: &KeyTemplate) -> &'static str {
+    let source = &template.source;
+    if source.contains("checksum") || source.contains("hashFiles") {
+        "; the entry matches these inputs (set override: true to replace entries)"
+    } else {
+        ". Put a lockfile checksum in cache_key, e.g. {{ checksum \"go.sum\" }}, so changed \
+         dependencies get a new key, or set override: true to replace entries"
+    }
+}
+
+/// Who holds a claim, for the log of a rebuild that has to wait.
+fn holder(metadata: &Metadata, process: &Process) -> String {
+    let build = metadata
+        .get_path(".Build.Number")
+        .map(|n| format!("build {n}"))
+        .unwrap_or_else(|| "a rebuild".into());
+    format!(
+        "{build} (host {}, pid {})",
+        process.hostname,
+        std::process::id()
+    )
+}
+
+fn writes_blocked(values: &Values, metadata: &Metadata) -> Option<String> {
+    if *values.allow_pull_request_writes {
+        return None;
+    }
+    let field = key::metadata::field(".Build.Event")?;
+    let event = metadata.get(field)?;
+    event.starts_with("pull_request").then(|| {
+        format!(
+            "this is a pull request build ({} is '{event}'), and pull requests do not write to \
+             the cache, so one cannot plant entries that other builds restore. Set \
+             allow_pull_request_writes: true to allow it",
+            field.sources_text()
+        )
+    })
+}
+
+fn remote_root(values: &Values, metadata: &Metadata) -> Result<String, SettingError> {
+    let text = match values.remote_root.text() {
+        Some(t) => t.to_string(),
+        None => metadata.full_name().ok_or_else(|| {
+            SettingError::unusable(
+                "remote_root",
+                "not set, and the repository is unknown (DRONE_REPO and CI_REPO are unset); \
+                 set remote_root to a folder name for this repository's entries",
+            )
+        })?,
+    };
+    let mut parts = Vec::new();
+    for part in text.split('/').filter(|p| !p.is_empty()) {
+        let clean = key::sanitize(part).map_err(|p| SettingError::unusable("remote_root", p))?;
+        if clean.trim_matches(['.', '_']).is_empty() {
+            return Err(SettingError::unusable(
+                "remote_root",
+                format!("'{text}' contains the folder name '{part}'; use plain names"),
+            ));
+        }
+        parts.push(clean);
+    }
+    if parts.is_empty() {
+        return Err(SettingError::unusable(
+            "remote_root",
+            "is empty; use e.g. octocat/hello",
+        ));
+    }
+    Ok(parts.join("/"))
+}
+
+fn log_level(values: &Values) -> tracing::Level {
+    if *values.debug {
+        return tracing::Level::DEBUG;
+    }
+    match *values.log_level {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        _ => tracing::Level::INFO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::values_of;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Job, SettingError> {
+        let process = Process {
+            env: crate::settings::sources::env_of(pairs),
+            cwd: PathBuf::from("/"),
+            ..Process::default()
+        };
+        Job::new(&values_of(pairs)?, &process)
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("PLUGIN_RESTORE", "true"),
+        ("PLUGIN_MOUNT", "pkg.mod"),
+        ("PLUGIN_BUCKET", "ci-cache"),
+        ("DRONE_REPO", "octo/hello"),
+        ("DRONE_COMMIT_BRANCH", "main"),
+    ];
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut all = BASE.to_vec();
+        for (k, v) in extra {
+            all.retain(|(key, _)| key != k);
+            all.push((k, v));
+        }
+        all
+    }
+
+    #[test]
+    fn a_minimal_s3_restore_is_valid() {
+        let c = config(BASE).unwrap();
+        assert_eq!(c.mode(), Mode::Restore);
+        assert_eq!(c.remote_root, "octo/hello");
+        let rebuild = config(&with(&[
+            ("PLUGIN_RESTORE", "false"),
+            ("PLUGIN_REBUILD", "true"),
+        ]))
+        .unwrap();
+        let Task::Rebuild(task) = &rebuild.task else {
+            panic!("expected a rebuild")
+        };
+        assert_eq!(task.compression, Compression::Gzip);
+        assert!(!task.replace);
+        let StorageConfig::S3(s3) = &c.storage else {
+            panic!("expected s3")
+        };
+        assert_eq!(s3.bucket, "ci-cache");
+        assert!(s3.keys.is_none());
+    }
+
+    #[test]
+    fn mode_errors_say_what_to_set() {
+        let err = config(&with(&[("PLUGIN_REBUILD", "true")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("restore and rebuild are both true"),
+            "{err}"
+        );
+        let err = config(&with(&[("PLUGIN_RESTORE", "false")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("none of restore, rebuild and flush"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("PLUGIN_BACKEND", "floppy")], "setting backend"),
+            (
+                &[("PLUGIN_ARCHIVE_FORMAT", "rar")],
+                "setting archive_format",
+            ),
+            (
+                &[
+                    ("PLUGIN_RESTORE", "false"),
+                    ("PLUGIN_REBUILD", "true"),
+                    ("PLUGIN_COMPRESSION_LEVEL", "42"),
+                ],
+                "setting compression_level",
+            ),
+            (&[("PLUGIN_CACHE_KEY", "{{ .Nope }}")], "setting cache_key"),
+            (&[("PLUGIN_MOUNT", "../up")], "setting mount"),
+            (&[("PLUGIN_ENDPOINT", "ftp://x")], "setting endpoint"),
+            (&[("PLUGIN_ACCESS_KEY", "AKID")], "setting secret_key"),
+            (&[("PLUGIN_LOG_LEVEL", "loud")], "setting log_level"),
+        ];
+        for (extra, expected) in cases {
+            let err = config(&with(extra)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{extra:?}: {err}");
+        }
+        let no_bucket: Vec<_> = BASE
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "PLUGIN_BUCKET")
+            .collect();
+        let err = config(&no_bucket).unwrap_err().to_string();
+        assert!(err.contains("setting bucket"), "{err}");
+    }
+
+    #[test]
+    fn remote_root_defaults_to_owner_and_name_and_is_sanitised() {
+        let c = config(&with(&[("PLUGIN_REMOTE_ROOT", "team a//cache")])).unwrap();
+        assert_eq!(c.remote_root, "team-a/cache");
+        assert!(config(&with(&[("PLUGIN_REMOTE_ROOT", "a/../b")])).is_err());
+    }
+}
