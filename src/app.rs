@@ -95,7 +95,7 @@ fn configuration_error(error: &SettingError, secrets: &[String]) -> u8 {
 fn secret_values(env: &HashMap<String, String>) -> Vec<String> {
     let names: Vec<String> = settings::defs::SETTINGS
         .iter()
-        .filter(|s| s.kind == settings::defs::Kind::Secret)
+        .filter(|s| s.kind == settings::table::Kind::Secret)
         .flat_map(|s| s.envs())
         .collect();
     env.iter()

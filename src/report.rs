@@ -39,16 +39,6 @@ pub fn plural(n: u64, noun: &str) -> String {
     }
 }
 
-/// `1,234 files, 56 dirs, 7 links`: what an archive holds.
-pub fn contents(stats: &crate::archive::Stats) -> String {
-    format!(
-        "{}, {}, {}",
-        plural(stats.files, "file"),
-        plural(stats.dirs, "dir"),
-        plural(stats.symlinks + stats.hardlinks, "link")
-    )
-}
-
 /// `2.41 s`
 pub fn seconds(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())

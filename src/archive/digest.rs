@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::write::BLOCK;
+use super::pax::TAR_BLOCK;
 
 /// PAX keyword of the trailer record.
 pub const PAX_KEY: &str = "LARDER.digest";
@@ -92,16 +92,16 @@ impl Progress {
 
     fn add(&mut self, data: &[u8]) {
         self.count += data.len() as u64;
-        if data.len() >= BLOCK {
+        if data.len() >= TAR_BLOCK {
             self.hasher.update(&self.held);
             self.held.clear();
-            let split = data.len() - BLOCK;
+            let split = data.len() - TAR_BLOCK;
             self.hasher.update(&data[..split]);
             self.held.extend_from_slice(&data[split..]);
         } else {
             self.held.extend_from_slice(data);
-            if self.held.len() > BLOCK {
-                let extra = self.held.len() - BLOCK;
+            if self.held.len() > TAR_BLOCK {
+                let extra = self.held.len() - TAR_BLOCK;
                 self.hasher.update(&self.held[..extra]);
                 self.held.drain(..extra);
             }
@@ -116,7 +116,7 @@ impl<R: Read> Verifier<R> {
             inner,
             progress: Rc::new(RefCell::new(Progress {
                 hasher: Xxh3::new(),
-                held: Vec::with_capacity(2 * BLOCK),
+                held: Vec::with_capacity(2 * TAR_BLOCK),
                 count: 0,
                 hit_eof: false,
                 input_failed: false,
@@ -171,10 +171,10 @@ mod tests {
             let mut buf = vec![0; chunk];
             while v.read(&mut buf).unwrap() > 0 {}
             let (hash, len) = progress.borrow().digest_before_last_block();
-            assert_eq!(len, (data.len() - BLOCK) as u64);
+            assert_eq!(len, (data.len() - TAR_BLOCK) as u64);
             assert_eq!(
                 hash,
-                xxhash_rust::xxh3::xxh3_64(&data[..data.len() - BLOCK]),
+                xxhash_rust::xxh3::xxh3_64(&data[..data.len() - TAR_BLOCK]),
                 "chunk {chunk}"
             );
             assert!(progress.borrow().hit_eof);

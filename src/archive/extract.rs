@@ -23,9 +23,10 @@ use tar::EntryType;
 
 use super::codec;
 use super::digest::{self, Progress, Verifier};
+use super::manifest::Manifest;
 use super::manifest::Totals;
-use super::manifest::{Manifest, pax_value};
-use super::write::BLOCK;
+use super::pax;
+use super::pax::TAR_BLOCK;
 use super::writers::{
     FileJob, SMALL_FILE, WriteFailed, Writers, create_file, finish_file, replace_non_dir,
 };
@@ -227,7 +228,7 @@ fn check_end(stream: &mut impl Read) -> anyhow::Result<()> {
         }
         zeros += n as u64;
     }
-    if zeros < BLOCK as u64 {
+    if zeros < TAR_BLOCK as u64 {
         return Err(damaged(
             "the archive is truncated: its end-of-archive marker is incomplete",
         ));
@@ -237,7 +238,7 @@ fn check_end(stream: &mut impl Read) -> anyhow::Result<()> {
 
 /// A size rounded up to whole tar blocks.
 fn padded(size: u64) -> u64 {
-    size.div_ceil(BLOCK as u64) * BLOCK as u64
+    size.div_ceil(TAR_BLOCK as u64) * TAR_BLOCK as u64
 }
 
 struct DirMeta {
@@ -406,7 +407,7 @@ impl Extractor<'_> {
         }
         let mut records = Vec::new();
         entry.read_to_end(&mut records)?;
-        if let Some(expected) = pax_value(&records, digest::PAX_KEY) {
+        if let Some(expected) = pax::value(&records, digest::PAX_KEY) {
             if covered != position {
                 return Err(damaged("corrupt archive: the digest trailer is misplaced"));
             }

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::pax;
 use crate::mount::Mount;
 
 /// The PAX keyword; vendor keywords are upper-case by convention.
@@ -67,14 +68,6 @@ impl Manifest {
 
     /// Finds the manifest in a PAX global header's records, if it is there.
     pub fn from_pax(records: &[u8]) -> Option<Self> {
-        pax_value(records, PAX_KEY).and_then(|v| serde_json::from_slice(v).ok())
+        pax::value(records, PAX_KEY).and_then(|v| serde_json::from_slice(v).ok())
     }
-}
-
-/// The value of `key` in a block of PAX records.
-pub fn pax_value<'a>(records: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    tar::PaxExtensions::new(records)
-        .filter_map(Result::ok)
-        .find(|r| r.key() == Ok(key))
-        .map(|r| r.value_bytes())
 }

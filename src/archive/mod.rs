@@ -6,6 +6,7 @@ pub mod extract;
 pub mod format;
 pub mod gzip_blocks;
 pub mod manifest;
+pub mod pax;
 pub mod write;
 pub mod writers;
 
@@ -27,6 +28,20 @@ impl Stats {
     /// Every entry: files, directories and links.
     pub fn entries(&self) -> u64 {
         self.files + self.dirs + self.symlinks + self.hardlinks
+    }
+}
+
+/// `1,234 files, 56 dirs, 7 links`: what an archive holds, for the log.
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::report::plural;
+        write!(
+            f,
+            "{}, {}, {}",
+            plural(self.files, "file"),
+            plural(self.dirs, "dir"),
+            plural(self.symlinks + self.hardlinks, "link")
+        )
     }
 }
 

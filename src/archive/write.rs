@@ -18,13 +18,12 @@ use walkdir::WalkDir;
 use super::Stats;
 use super::digest::Tally;
 use super::manifest::{Manifest, Totals};
+use super::pax;
 use crate::mount::Mount;
 
 /// Largest value a ustar numeric field holds in octal; beyond it we add a PAX record.
 const USTAR_MAX_ID: u64 = 0o7777777;
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
-/// The tar block size.
-pub const BLOCK: usize = 512;
 
 pub struct WriteOptions {
     pub skip_symlinks: bool,
@@ -45,7 +44,7 @@ pub fn write_archive<W: Write>(
         .map(|mount| measure(mount, options))
         .collect::<io::Result<Vec<_>>>()?;
     let manifest = Manifest::for_mounts(mounts, totals.clone()).to_json();
-    append_global(&mut builder, super::manifest::PAX_KEY, manifest.as_bytes())?;
+    pax::append_global(&mut builder, super::manifest::PAX_KEY, manifest.as_bytes())?;
     let mut stats = Stats::default();
     for (mount, declared) in mounts.iter().zip(totals) {
         let before = stats;
@@ -72,7 +71,7 @@ pub fn write_archive<W: Write>(
         }
     }
     let digest = super::digest::format(builder.get_ref().digest());
-    append_global(&mut builder, super::digest::PAX_KEY, digest.as_bytes())?;
+    pax::append_global(&mut builder, super::digest::PAX_KEY, digest.as_bytes())?;
     let out = builder.into_inner()?;
     Ok((stats, out))
 }
@@ -308,31 +307,6 @@ fn set_link(header: &mut Header, pax: &mut Pax, link: &[u8]) {
     pax.add("linkpath", link);
 }
 
-/// Appends a PAX global header holding one record (the manifest, the digest).
-fn append_global<W: Write>(builder: &mut Builder<W>, key: &str, value: &[u8]) -> io::Result<()> {
-    let data = pax_record(key, value);
-    let mut header = Header::new_ustar();
-    header.set_entry_type(EntryType::XGlobalHeader);
-    header.set_path("pax_global_header")?;
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder.append(&header, data.as_slice())
-}
-
-/// One `"<len> key=value\n"` record, where len counts the whole record.
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let rest = key.len() + value.len() + 3;
-    let mut len = rest + 1;
-    while len != rest + len.to_string().len() {
-        len = rest + len.to_string().len();
-    }
-    let mut record = format!("{len} {key}=").into_bytes();
-    record.extend_from_slice(value);
-    record.push(b'\n');
-    record
-}
-
 /// Reads exactly `size` bytes of a file, failing if it shrank while being
 /// read: a short read would silently corrupt every entry after it.
 struct Exact<R> {
@@ -366,15 +340,6 @@ impl<R: Read> Read for Exact<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pax_record_length_counts_itself() {
-        let r = pax_record("path", b"a");
-        assert_eq!(r, b"9 path=a\n");
-        let long = vec![b'x'; 95];
-        let r = pax_record("path", &long);
-        assert_eq!(r.len().to_string(), String::from_utf8_lossy(&r[..3]));
-    }
 
     #[test]
     fn exact_reader_rejects_short_files() {

@@ -227,7 +227,7 @@ async fn upload(
     info!(
         "rebuild: stored key '{key}' as '{}': {}; {} -> {} {} ({}) in {}, {}",
         store.full(target),
-        report::contents(&stats),
+        stats,
         report::bytes(packed.tar_bytes),
         report::bytes(sent),
         task.compression,

@@ -80,7 +80,7 @@ pub async fn restore(
     info!(
         "restore: {hit}: restored {}: {}; {} {} -> {} in {}, {}",
         placed_names(&placed),
-        report::contents(&stats),
+        stats,
         report::bytes(size),
         extracted.compression,
         report::bytes(extracted.tar_bytes),

@@ -5,7 +5,8 @@ use std::fmt::Write;
 
 use clap::{Arg, ArgAction, Command};
 
-use super::defs::{Choice, Group, Kind, SETTINGS, Setting};
+use super::defs::SETTINGS;
+use super::table::{Choice, Group, Kind, Setting};
 use crate::key::metadata::FIELDS;
 
 /// What the command line asked for.

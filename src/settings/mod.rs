@@ -8,9 +8,14 @@ pub mod cli;
 pub mod defs;
 pub mod error;
 pub mod sources;
+pub mod table;
 pub mod values;
 
 use std::collections::HashMap;
+
+use defs::{SETTINGS, UNSUPPORTED};
+use sources::{Sources, canonical_env_name};
+use table::Kind;
 
 pub use defs::Values;
 pub use error::SettingError;
@@ -33,15 +38,58 @@ pub fn load(args: Vec<String>, env: &HashMap<String, String>) -> Result<Loaded, 
         cli::Invocation::Print(text) => return Ok(Loaded::Print(text)),
         cli::Invocation::Run(flags) => flags,
     };
-    let sources = sources::Sources::new(&flags, env)?;
-    let secrets = sources.secrets();
+    let sources = Sources::new(&flags, env)?;
+    let secrets = secrets(&sources);
     let values = Values::read(&sources)?;
-    let warnings = sources::environment_warnings(env);
+    let warnings = environment_warnings(env);
     Ok(Loaded::Run {
         values: Box::new(values),
         warnings,
         secrets,
     })
+}
+
+/// Every secret value given, to scrub from all output.
+fn secrets(sources: &Sources<'_>) -> Vec<String> {
+    SETTINGS
+        .iter()
+        .filter(|s| s.kind == Kind::Secret)
+        .filter_map(|s| sources.text(s))
+        .map(|(text, _)| text.trim().to_string())
+        .collect()
+}
+
+/// Warnings for the environment: drone-cache settings larder ignores, and
+/// `PLUGIN_*` names that are no setting at all (usually a typo).
+pub fn environment_warnings(env: &HashMap<String, String>) -> Vec<String> {
+    let known: Vec<String> = SETTINGS.iter().flat_map(|s| s.envs()).collect();
+    let mut warnings = Vec::new();
+    let mut names: Vec<&String> = env.keys().collect();
+    names.sort();
+    for var in names {
+        let canonical = canonical_env_name(var);
+        if !var.starts_with("PLUGIN_") || known.contains(&canonical) {
+            continue;
+        }
+        if let Some((_, why)) = UNSUPPORTED.iter().find(|(name, _)| *name == canonical) {
+            warnings.push(format!(
+                "{var} is a drone-cache setting larder does not support ({why}); it is ignored"
+            ));
+            continue;
+        }
+        let setting = canonical.trim_start_matches("PLUGIN_").to_ascii_lowercase();
+        let hint = SETTINGS
+            .iter()
+            .map(|s| (strsim::jaro_winkler(&setting, s.name), s.name))
+            .filter(|(score, _)| *score > 0.85)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, name)| format!(" (did you mean {name}?)"))
+            .unwrap_or_default();
+        warnings.push(format!(
+            "setting '{setting}' ({var}) is not a larder setting{hint}; it is ignored"
+        ));
+    }
+    warnings
 }
 
 /// The values an environment of `pairs` gives, for tests.

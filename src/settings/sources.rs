@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 
-use super::defs::{Kind, SETTINGS, Setting, UNSUPPORTED};
 use super::error::SettingError;
+use super::table::Setting;
 use super::values::{Parse, Source, Sourced};
 
 /// The command line and the environment, ready to be read setting by setting.
@@ -89,16 +89,6 @@ impl<'a> Sources<'a> {
             setting,
         }))
     }
-
-    /// Every secret value given, to scrub from all output.
-    pub fn secrets(&self) -> Vec<String> {
-        SETTINGS
-            .iter()
-            .filter(|s| s.kind == Kind::Secret)
-            .filter_map(|s| self.text(s))
-            .map(|(text, _)| text.trim().to_string())
-            .collect()
-    }
 }
 
 /// The name larder reads a variable under: `PLUGIN_` names with `-` or `.`
@@ -165,39 +155,6 @@ impl<'a> PluginEnv<'a> {
     }
 }
 
-/// Warnings for the environment: drone-cache settings larder ignores, and
-/// `PLUGIN_*` names that are no setting at all (usually a typo).
-pub fn environment_warnings(env: &HashMap<String, String>) -> Vec<String> {
-    let known: Vec<String> = SETTINGS.iter().flat_map(|s| s.envs()).collect();
-    let mut warnings = Vec::new();
-    let mut names: Vec<&String> = env.keys().collect();
-    names.sort();
-    for var in names {
-        let canonical = canonical_env_name(var);
-        if !var.starts_with("PLUGIN_") || known.contains(&canonical) {
-            continue;
-        }
-        if let Some((_, why)) = UNSUPPORTED.iter().find(|(name, _)| *name == canonical) {
-            warnings.push(format!(
-                "{var} is a drone-cache setting larder does not support ({why}); it is ignored"
-            ));
-            continue;
-        }
-        let setting = canonical.trim_start_matches("PLUGIN_").to_ascii_lowercase();
-        let hint = SETTINGS
-            .iter()
-            .map(|s| (strsim::jaro_winkler(&setting, s.name), s.name))
-            .filter(|(score, _)| *score > 0.85)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, name)| format!(" (did you mean {name}?)"))
-            .unwrap_or_default();
-        warnings.push(format!(
-            "setting '{setting}' ({var}) is not a larder setting{hint}; it is ignored"
-        ));
-    }
-    warnings
-}
-
 /// An environment made of `pairs`, for tests that resolve settings.
 #[cfg(test)]
 pub fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -211,6 +168,7 @@ pub fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 mod tests {
     use super::*;
     use crate::settings::defs::{Values, find};
+    use crate::settings::environment_warnings;
     use crate::settings::values::{Given, GivenText};
     use std::time::Duration;
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
 
-use super::defs::{Choice, Kind, Setting};
+use super::table::{Choice, Kind, Setting};
 use crate::secret::Secret;
 
 /// Where a value came from, so an error can point at the right line of the pipeline.
