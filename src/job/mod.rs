@@ -135,6 +135,19 @@ impl Job {
         let metadata = Metadata::from_env(&process.env);
         let mode = mode(values)?;
         let workspace = workspace(values, &process.cwd)?;
+        // Everything is checked before any key is rendered: a rendered key
+        // may read files, and a typo elsewhere is the clearer message.
+        let mounts = mounts(values, mode, &workspace)?;
+        let template = key_template(values)?;
+        let restore_templates = restore_templates(values)?;
+        let flush = (mode == Mode::Flush).then(|| flush(values)).transpose()?;
+        let compression = compression(values);
+        let level = compression
+            .level(*values.compression_level)
+            .map_err(|p| SettingError::unusable("compression_level", p))?;
+        let remote_root = remote_root(values, &metadata)?;
+        let storage = storage::storage(values, process)?;
+
         let render = |setting: &'static str, template: &KeyTemplate| {
             template.render(&metadata, &workspace).map_err(|problem| {
                 SettingError::unusable(
@@ -143,55 +156,35 @@ impl Job {
                 )
             })
         };
-        let task = match mode {
-            Mode::Restore => {
-                let template = key_template(values)?;
-                let prefixes = values
-                    .restore_keys
+        let task = match (mode, flush) {
+            (Mode::Restore, _) => Task::Restore(Restore {
+                key: render("cache_key", &template)?,
+                prefixes: restore_templates
                     .iter()
-                    .map(|source| {
-                        let template = KeyTemplate::parse(source).map_err(|p| {
-                            SettingError::unusable(
-                                "restore_keys",
-                                format!("cannot parse '{source}': {p}"),
-                            )
-                        })?;
-                        render("restore_keys", &template)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Task::Restore(Restore {
-                    key: render("cache_key", &template)?,
-                    prefixes,
-                    mounts: mounts(values, mode, &workspace)?,
-                    fail_on_miss: *values.fail_on_miss,
-                    max_bytes: *values.max_restore_size,
-                    owners: process.root,
-                })
-            }
-            Mode::Rebuild => {
-                let template = key_template(values)?;
-                let compression = compression(values);
-                let level = compression
-                    .level(*values.compression_level)
-                    .map_err(|p| SettingError::unusable("compression_level", p))?;
-                Task::Rebuild(Rebuild {
-                    key: render("cache_key", &template)?,
-                    mounts: mounts(values, mode, &workspace)?,
-                    compression,
-                    level,
-                    skip_symlinks: *values.skip_symlinks,
-                    replace: *values.override_existing,
-                    stored_hint: stored_hint(&template),
-                    holder: holder(&metadata, process),
-                })
-            }
-            Mode::Flush => Task::Flush(flush(values)?),
+                    .map(|t| render("restore_keys", t))
+                    .collect::<Result<_, _>>()?,
+                mounts,
+                fail_on_miss: *values.fail_on_miss,
+                max_bytes: *values.max_restore_size,
+                owners: process.root,
+            }),
+            (Mode::Rebuild, _) => Task::Rebuild(Rebuild {
+                key: render("cache_key", &template)?,
+                mounts,
+                compression,
+                level,
+                skip_symlinks: *values.skip_symlinks,
+                replace: *values.override_existing,
+                stored_hint: stored_hint(&template),
+                holder: holder(&metadata, process),
+            }),
+            (Mode::Flush, flush) => Task::Flush(flush.unwrap_or_default()),
         };
         Ok(Job {
             task,
             result_file: values.result_file.text().map(|f| workspace.join(f)),
-            remote_root: remote_root(values, &metadata)?,
-            storage: storage::storage(values, process)?,
+            remote_root,
+            storage,
             timeout: *values.backend_operation_timeout,
             exit_code: *values.exit_code,
             log_level: log_level(values),
@@ -199,6 +192,19 @@ impl Job {
             workspace,
         })
     }
+}
+
+/// The `restore_keys` templates, parsed.
+fn restore_templates(values: &Values) -> Result<Vec<KeyTemplate>, SettingError> {
+    values
+        .restore_keys
+        .iter()
+        .map(|source| {
+            KeyTemplate::parse(source).map_err(|p| {
+                SettingError::unusable("restore_keys", format!("cannot parse '{source}': {p}"))
+            })
+        })
+        .collect()
 }
 
 fn mode(values: &Values) -> Result<Mode, SettingError> {
