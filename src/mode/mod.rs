@@ -18,3 +18,6 @@ pub async fn run(job: &Job, store: &Store, cancel: &Cancel) -> anyhow::Result<Re
         Task::Flush(task) => flush::flush(job, task, store).await,
     }
 }
+
+#[cfg(test)]
+mod tests;

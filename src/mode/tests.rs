@@ -1,0 +1,343 @@
+//! The fast tier: the modes run in-process against object_store's `InMemory`
+//! and `LocalFileSystem`, no servers and no binary. The binary suites in
+//! `tests/` run the same behaviours against real servers.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::memory::InMemory;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use super::{flush, rebuild, restore};
+use crate::archive::Compression;
+use crate::cancel::Cancel;
+use crate::job::{self, Job, Task};
+use crate::mount::{self, MountSpec};
+use crate::result::Outcome;
+use crate::storage::{Backend, Opened, Scratch, StorageConfig, Store, damage, entry};
+
+const ROOT: &str = "octo/hello";
+
+fn memory() -> Store {
+    let opened = Opened {
+        store: Arc::new(InMemory::new()),
+        location: "memory".into(),
+        scratch: Scratch::None,
+    };
+    Store::new(Backend::Memory, opened, ROOT)
+}
+
+fn job(task: Task, workspace: &Path) -> Job {
+    Job {
+        task,
+        workspace: workspace.to_path_buf(),
+        remote_root: ROOT.into(),
+        storage: StorageConfig::Filesystem {
+            root: PathBuf::from("/nonexistent"),
+        },
+        timeout: Duration::from_secs(10),
+        exit_code: true,
+        result_file: None,
+        log_level: tracing::Level::INFO,
+        writes_blocked: None,
+    }
+}
+
+fn specs(workspace: &Path, mounts: &[&str]) -> Vec<MountSpec> {
+    let texts: Vec<String> = mounts.iter().map(|m| m.to_string()).collect();
+    mount::parse_specs(workspace, &texts).expect("valid mounts")
+}
+
+fn rebuild_job(workspace: &Path, key: &str) -> Job {
+    job(
+        Task::Rebuild(job::Rebuild {
+            key: key.into(),
+            mounts: specs(workspace, &["pkg.mod"]),
+            compression: Compression::Zstd,
+            level: 3,
+            skip_symlinks: false,
+            replace: false,
+            stored_hint: "",
+            holder: "a test".into(),
+        }),
+        workspace,
+    )
+}
+
+fn restore_job(workspace: &Path, key: &str, prefixes: &[&str]) -> Job {
+    job(
+        Task::Restore(job::Restore {
+            key: key.into(),
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            mounts: specs(workspace, &["pkg.mod"]),
+            fail_on_miss: false,
+            max_bytes: 1 << 30,
+            owners: false,
+        }),
+        workspace,
+    )
+}
+
+async fn run(job: &Job, store: &Store) -> anyhow::Result<crate::result::Report> {
+    let cancel = Cancel::new();
+    match &job.task {
+        Task::Restore(task) => restore::restore(job, task, store, &cancel).await,
+        Task::Rebuild(task) => rebuild::rebuild(job, task, store, &cancel).await,
+        Task::Flush(task) => flush::flush(job, task, store).await,
+    }
+}
+
+/// A small Go-module-cache-like tree: files, a read-only directory, a link.
+fn tree(workspace: &Path, seed: u8) {
+    let m = workspace.join("pkg.mod");
+    fs::create_dir_all(m.join("example.com/lib@v1.0.0/sub")).unwrap();
+    fs::create_dir_all(m.join("cache/download")).unwrap();
+    fs::write(
+        m.join("example.com/lib@v1.0.0/go.mod"),
+        "module example.com/lib\n",
+    )
+    .unwrap();
+    fs::write(m.join("example.com/lib@v1.0.0/sub/a.go"), vec![seed; 3000]).unwrap();
+    fs::write(m.join("cache/download/big.zip"), vec![seed ^ 0x5a; 2 << 20]).unwrap();
+    std::os::unix::fs::symlink("../example.com", m.join("cache/link")).unwrap();
+    let lib = m.join("example.com/lib@v1.0.0");
+    fs::set_permissions(&lib, fs::Permissions::from_mode(0o555)).unwrap();
+}
+
+/// Every path below `root` with its kind, mode and contents or target.
+fn snapshot(root: &Path) -> Vec<(PathBuf, String)> {
+    let mut items: Vec<(PathBuf, String)> = walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let meta = e.path().symlink_metadata().unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let what = if meta.is_symlink() {
+                format!("link {}", fs::read_link(e.path()).unwrap().display())
+            } else if meta.is_dir() {
+                format!("dir {mode:o}")
+            } else {
+                let data = fs::read(e.path()).unwrap();
+                format!(
+                    "file {mode:o} {} {:x}",
+                    data.len(),
+                    xxhash_rust::xxh3::xxh3_64(&data)
+                )
+            };
+            (e.path().strip_prefix(root).unwrap().to_path_buf(), what)
+        })
+        .collect();
+    items.sort();
+    items
+}
+
+fn workspace() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_tree_restores_exactly() {
+    let store = memory();
+    let source = workspace();
+    tree(source.path(), 1);
+    let stored = run(&rebuild_job(source.path(), "k"), &store).await.unwrap();
+    assert_eq!(stored.result, Outcome::Stored);
+    assert_eq!(stored.object.as_deref(), Some("octo/hello/k.tar.zst"));
+
+    let target = workspace();
+    let restored = run(&restore_job(target.path(), "k", &[]), &store)
+        .await
+        .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+    assert_eq!(restored.files, stored.files);
+    assert_eq!(
+        snapshot(&source.path().join("pkg.mod")),
+        snapshot(&target.path().join("pkg.mod"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_key_is_skipped_and_override_replaces_it() {
+    let store = memory();
+    let ws = workspace();
+    tree(ws.path(), 1);
+    run(&rebuild_job(ws.path(), "k"), &store).await.unwrap();
+    let again = run(&rebuild_job(ws.path(), "k"), &store).await.unwrap();
+    assert_eq!(again.result, Outcome::Skipped);
+    assert!(again.reason.unwrap().contains("already stored"));
+
+    let mut replace = rebuild_job(ws.path(), "k");
+    if let Task::Rebuild(task) = &mut replace.task {
+        task.replace = true;
+        task.compression = Compression::Gzip;
+        task.level = 1;
+    }
+    assert_eq!(run(&replace, &store).await.unwrap().result, Outcome::Stored);
+    // One entry per key: the zstd one went when the gzip one replaced it.
+    let names: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    assert_eq!(names, ["k.tar.gz"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_then_a_restore_key_finds_the_newest_match() {
+    let store = memory();
+    let ws = workspace();
+    let target = workspace();
+    let missed = run(&restore_job(target.path(), "gomod-b", &["gomod-"]), &store)
+        .await
+        .unwrap();
+    assert_eq!(missed.result, Outcome::Miss);
+    assert!(!target.path().join("pkg.mod").exists());
+
+    tree(ws.path(), 1);
+    run(&rebuild_job(ws.path(), "gomod-1"), &store)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    fs::write(ws.path().join("pkg.mod/cache/newer"), "2").unwrap();
+    run(&rebuild_job(ws.path(), "gomod-2"), &store)
+        .await
+        .unwrap();
+    let partial = run(
+        &restore_job(target.path(), "gomod-b", &["other-", "gomod-"]),
+        &store,
+    )
+    .await
+    .unwrap();
+    assert_eq!(partial.result, Outcome::Partial);
+    assert_eq!(partial.matched_key.as_deref(), Some("gomod-2"));
+    assert!(target.path().join("pkg.mod/cache/newer").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_entry_is_reported_and_replaced() {
+    let store = memory();
+    let ws = workspace();
+    tree(ws.path(), 1);
+    run(&rebuild_job(ws.path(), "k"), &store).await.unwrap();
+    let object = entry::path("k", Compression::Zstd);
+    let bytes = store
+        .inner()
+        .get(&object)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let cut = PutPayload::from(bytes.slice(..bytes.len() / 2));
+    store.inner().put(&object, cut).await.unwrap();
+
+    let target = workspace();
+    fs::create_dir(target.path().join("pkg.mod")).unwrap();
+    fs::write(target.path().join("pkg.mod/mine"), "local").unwrap();
+    let before = snapshot(target.path());
+    let failed = run(&restore_job(target.path(), "k", &[]), &store).await;
+    assert!(failed.is_err());
+    assert_eq!(snapshot(target.path()), before, "the workspace changed");
+    assert!(store.head(&damage::path("k")).await.unwrap().is_some());
+
+    let healed = run(&rebuild_job(ws.path(), "k"), &store).await.unwrap();
+    assert_eq!(healed.result, Outcome::Stored);
+    assert!(store.head(&damage::path("k")).await.unwrap().is_none());
+    let restored = run(&restore_job(target.path(), "k", &[]), &store)
+        .await
+        .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_rebuilds_at_once_one_stores() {
+    let store = memory();
+    let ws = workspace();
+    tree(ws.path(), 1);
+    let job = rebuild_job(ws.path(), "k");
+    let (a, b) = tokio::join!(run(&job, &store), run(&job, &store));
+    let mut results = [a.unwrap().result, b.unwrap().result];
+    results.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(results, [Outcome::Skipped, Outcome::Stored]);
+    assert!(store.head(&entry::claim_path("k")).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_requests_do_not_write() {
+    let store = memory();
+    let ws = workspace();
+    tree(ws.path(), 1);
+    let mut job = rebuild_job(ws.path(), "k");
+    job.writes_blocked = Some("a pull request".into());
+    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Skipped);
+    assert!(store.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_keeps_the_newest_entries_that_fit() {
+    let store = memory();
+    let ws = workspace();
+    tree(ws.path(), 1);
+    run(&rebuild_job(ws.path(), "old"), &store).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    run(&rebuild_job(ws.path(), "new"), &store).await.unwrap();
+    let size = store.list().await.unwrap()[0].size;
+    let flush = job(
+        Task::Flush(job::Flush {
+            max_age: None,
+            max_size: Some(size + size / 2),
+            dry_run: false,
+        }),
+        ws.path(),
+    );
+    let report = run(&flush, &store).await.unwrap();
+    assert_eq!((report.deleted, report.kept), (Some(1), Some(1)));
+    let names: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    assert_eq!(names, ["new.tar.zst"]);
+}
+
+/// On a volume the restore reads the entry file itself, and leftovers of
+/// killed rebuilds (`<object>#<n>`) go once idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_round_trip_and_its_leftovers() {
+    let volume = tempfile::tempdir().unwrap();
+    let opened = crate::storage::filesystem::open(volume.path()).unwrap();
+    let store = Store::new(Backend::Filesystem, opened, ROOT);
+    let ws = workspace();
+    tree(ws.path(), 3);
+    let folder = volume.path().join(ROOT);
+    fs::create_dir_all(&folder).unwrap();
+    let leftover = folder.join("k.tar.zst#7");
+    fs::write(&leftover, "half an upload").unwrap();
+    let old = filetime::FileTime::from_unix_time(1_000_000, 0);
+    filetime::set_file_mtime(&leftover, old).unwrap();
+
+    assert_eq!(
+        run(&rebuild_job(ws.path(), "k"), &store)
+            .await
+            .unwrap()
+            .result,
+        Outcome::Stored
+    );
+    assert!(!leftover.exists(), "the leftover upload stayed");
+    let target = workspace();
+    run(&restore_job(target.path(), "k", &[]), &store)
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot(&ws.path().join("pkg.mod")),
+        snapshot(&target.path().join("pkg.mod"))
+    );
+}
