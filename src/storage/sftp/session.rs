@@ -5,9 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use hmac::{Hmac, KeyInit, Mac};
 use russh::client::{self, Handle};
+use russh::keys::ssh_key::known_hosts;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, decode_secret_key};
 use russh_sftp::client::SftpSession;
+use sha1::Sha1;
 
 use super::{HostKeyCheck, SftpAuth, SftpOptions};
 
@@ -209,12 +212,14 @@ fn host_pattern(host: &str, port: u16) -> String {
     }
 }
 
-/// The keys known_hosts lines give for this host. Plain and hashed host
-/// names are read by russh; a line that is only `type base64` (a key with
-/// no host) applies to any host.
+/// The keys known_hosts lines give for this host, as OpenSSH matches them:
+/// plain names and `[host]:port`, `*` and `?` wildcards, `!` negations and
+/// hashed names (`|1|salt|hash`). `@revoked` and `@cert-authority` lines are
+/// not host keys and are left out. A line that is only `type base64` (a key
+/// with no host) applies to any host.
 fn known_keys(lines: &str, host: &str, port: u16) -> Vec<PublicKey> {
+    let name = host_pattern(host, port);
     let mut keys = Vec::new();
-    let mut with_hosts = String::new();
     for line in lines
         .lines()
         .map(str::trim)
@@ -223,36 +228,116 @@ fn known_keys(lines: &str, host: &str, port: u16) -> Vec<PublicKey> {
         let mut fields = line.split_whitespace();
         let first = fields.next().unwrap_or_default();
         if is_key_type(first) {
-            if let Some(key) = fields
-                .next()
-                .and_then(|b64| russh::keys::parse_public_key_base64(b64).ok())
-            {
-                keys.push(key);
-            }
-        } else {
-            with_hosts.push_str(line);
-            with_hosts.push('\n');
+            keys.extend(
+                fields
+                    .next()
+                    .and_then(|b64| russh::keys::parse_public_key_base64(b64).ok()),
+            );
+            continue;
         }
-    }
-    if !with_hosts.is_empty() {
-        keys.extend(keys_for_host(&with_hosts, host, port));
+        let Ok(entry) = line.parse::<known_hosts::Entry>() else {
+            continue;
+        };
+        if entry.marker().is_none() && matches_host(entry.host_patterns(), &name) {
+            keys.push(entry.public_key().clone());
+        }
     }
     keys
 }
 
-/// Standard known_hosts lines, matched by russh (plain and hashed names).
-fn keys_for_host(lines: &str, host: &str, port: u16) -> Vec<PublicKey> {
-    let Ok(file) = tempfile::NamedTempFile::new() else {
-        return Vec::new();
-    };
-    if std::fs::write(file.path(), lines).is_err() {
-        return Vec::new();
+fn matches_host(patterns: &known_hosts::HostPatterns, name: &str) -> bool {
+    match patterns {
+        known_hosts::HostPatterns::HashedName { salt, hash } => Hmac::<Sha1>::new_from_slice(salt)
+            .is_ok_and(|mac| mac.chain_update(name).verify_slice(hash).is_ok()),
+        known_hosts::HostPatterns::Patterns(patterns) => {
+            let matching = |pattern: &str| wildcard(pattern.as_bytes(), name.as_bytes());
+            let negated = patterns
+                .iter()
+                .filter_map(|p| p.strip_prefix('!'))
+                .any(matching);
+            !negated
+                && patterns
+                    .iter()
+                    .filter(|p| !p.starts_with('!'))
+                    .any(|p| matching(p))
+        }
     }
-    russh::keys::known_hosts::known_host_keys_path(host, port, file.path())
-        .map(|found| found.into_iter().map(|(_, key)| key).collect())
-        .unwrap_or_default()
+}
+
+/// OpenSSH's host pattern match: `*` is any run of characters, `?` any one;
+/// everything else (`[host]:port` included) matches itself.
+fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.split_first(), name.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => {
+            wildcard(rest, name)
+                || name
+                    .split_first()
+                    .is_some_and(|(_, n)| wildcard(pattern, n))
+        }
+        (Some((b'?', rest)), Some((_, n))) => wildcard(rest, n),
+        (Some((p, rest)), Some((c, n))) => p.eq_ignore_ascii_case(c) && wildcard(rest, n),
+        _ => false,
+    }
 }
 
 fn is_key_type(word: &str) -> bool {
     word.starts_with("ssh-") || word.starts_with("ecdsa-") || word.starts_with("sk-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIJwhFhUtz0183SotlzCjmG8SPVXaivvOBXzh8rK2ohDR";
+
+    fn found(lines: &str, host: &str, port: u16) -> usize {
+        known_keys(lines, host, port).len()
+    }
+
+    fn hashed(name: &str) -> String {
+        let salt = b"0123456789abcdefghij".to_vec();
+        let mac = Hmac::<Sha1>::new_from_slice(&salt)
+            .unwrap()
+            .chain_update(name)
+            .finalize()
+            .into_bytes();
+        let hash: [u8; 20] = mac.into();
+        known_hosts::HostPatterns::HashedName { salt, hash }.to_string()
+    }
+
+    #[test]
+    fn known_hosts_match_as_openssh_matches_them() {
+        let line = |hosts: &str| format!("{hosts} ssh-ed25519 {KEY}\n");
+        assert_eq!(
+            found(&line("cache.example.com"), "cache.example.com", 22),
+            1
+        );
+        assert_eq!(
+            found(&line("cache.example.com"), "cache.example.com", 2222),
+            0
+        );
+        assert_eq!(
+            found(&line("[cache.example.com]:2222"), "cache.example.com", 2222),
+            1
+        );
+        assert_eq!(found(&line("a,b,cache"), "cache", 22), 1);
+        assert_eq!(found(&line("*.example.com"), "cache.example.com", 22), 1);
+        assert_eq!(
+            found(
+                &line("*.example.com,!cache.example.com"),
+                "cache.example.com",
+                22
+            ),
+            0
+        );
+        assert_eq!(found(&line(&hashed("[cache]:2222")), "cache", 2222), 1);
+        assert_eq!(found(&line(&hashed("cache")), "other", 22), 0);
+        assert_eq!(
+            found(&format!("@revoked {}", line("cache")), "cache", 22),
+            0
+        );
+        assert_eq!(found(&format!("ssh-ed25519 {KEY}"), "anything", 22), 1);
+        assert_eq!(found("# a comment\n\ngarbage line here\n", "cache", 22), 0);
+    }
 }
