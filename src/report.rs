@@ -4,17 +4,7 @@ use std::time::Duration;
 
 /// `650.2 MB`, `12.0 kB`, `512 B` (decimal units, as transfer rates use).
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    bytesize::ByteSize::b(n).display().si().to_string()
 }
 
 /// `15,234`
