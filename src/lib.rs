@@ -16,6 +16,7 @@ pub mod logging;
 pub mod mode;
 pub mod mount;
 pub mod pipe;
+pub mod pool;
 pub mod report;
 pub mod result;
 pub mod secret;

@@ -23,13 +23,13 @@ use tar::EntryType;
 
 use super::codec;
 use super::digest::{self, Progress, Verifier};
+use super::files::{
+    FileJob, SMALL_FILE, WriteFailed, Writers, create_file, finish_file, replace_non_dir,
+};
 use super::manifest::Manifest;
 use super::manifest::Totals;
 use super::pax;
 use super::pax::TAR_BLOCK;
-use super::writers::{
-    FileJob, SMALL_FILE, WriteFailed, Writers, create_file, finish_file, replace_non_dir,
-};
 use super::{Compression, Stats};
 use crate::staging::Staging;
 

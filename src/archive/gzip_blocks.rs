@@ -10,110 +10,22 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use libdeflater::{CompressionLvl, Compressor, Decompressor};
 
+use crate::pool::{self, Msg, Pool};
+
 /// Uncompressed bytes per member.
-pub const BLOCK: usize = 1 << 20;
+pub const MEMBER_DATA: usize = 1 << 20;
 /// Header: 10 fixed bytes, XLEN, and one 8-byte subfield.
 const HEADER: usize = 20;
 const TRAILER: usize = 8;
-/// Largest member a reader accepts: `BLOCK` bytes that did not compress,
+/// Largest member a reader accepts: `MEMBER_DATA` bytes that did not compress,
 /// with room to spare. A damaged size field cannot make us allocate more.
-const MAX_MEMBER: usize = 2 * BLOCK;
-
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// What a pool reports: a finished job, or (from a feeder) the end.
-enum Msg<T> {
-    Done(u64, io::Result<T>),
-    End(io::Result<u64>),
-}
-
-/// Worker threads: numbered jobs in, numbered results out in any order.
-/// Results are unbounded so a worker never blocks; callers bound how many
-/// jobs are in flight.
-struct Pool<T> {
-    jobs: Option<SyncSender<(u64, Vec<u8>)>>,
-    results: Receiver<Msg<T>>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-impl<T: Send + 'static> Pool<T> {
-    /// Starts the workers. Also returns a sender of results for a feeder;
-    /// the pool keeps none itself, so `next` fails instead of blocking
-    /// forever once every worker and feeder is gone.
-    fn new<S: 'static>(
-        threads: usize,
-        state: impl Fn() -> S + Send + Sync + Clone + 'static,
-        work: fn(&mut S, Vec<u8>) -> io::Result<T>,
-    ) -> (Pool<T>, Sender<Msg<T>>) {
-        let (jobs, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads);
-        let (results_tx, results) = channel();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let workers = (0..threads)
-            .map(|_| {
-                let job_rx = Arc::clone(&job_rx);
-                let results_tx = results_tx.clone();
-                let state = state.clone();
-                std::thread::spawn(move || {
-                    let mut state = state();
-                    loop {
-                        let job = match job_rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok((seq, data)) = job else {
-                            return;
-                        };
-                        if results_tx
-                            .send(Msg::Done(seq, work(&mut state, data)))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                })
-            })
-            .collect();
-        let pool = Pool {
-            jobs: Some(jobs),
-            results,
-            workers,
-        };
-        (pool, results_tx)
-    }
-
-    fn submit(&self, seq: u64, data: Vec<u8>) -> io::Result<()> {
-        self.jobs
-            .as_ref()
-            .and_then(|jobs| jobs.send((seq, data)).ok())
-            .ok_or_else(stopped)
-    }
-
-    fn next(&self) -> io::Result<Msg<T>> {
-        self.results.recv().map_err(|_| stopped())
-    }
-}
-
-impl<T> Drop for Pool<T> {
-    fn drop(&mut self) {
-        self.jobs.take();
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
-    }
-}
-
-fn stopped() -> io::Error {
-    io::Error::other("the gzip worker threads stopped")
-}
+const MAX_MEMBER: usize = 2 * MEMBER_DATA;
 
 /// The first error a reader or writer met. Later calls return it again
 /// instead of waiting for results that will never come.
@@ -139,7 +51,7 @@ impl Failure {
 /// A `Write` that compresses in parallel into `out`.
 pub struct Writer<W: Write> {
     out: Option<W>,
-    pool: Pool<Vec<u8>>,
+    pool: Pool<Vec<u8>, Vec<u8>>,
     block: Vec<u8>,
     next_seq: u64,
     next_out: u64,
@@ -152,12 +64,12 @@ impl<W: Write> Writer<W> {
     pub fn new(out: W, level: i32) -> io::Result<Self> {
         let level = CompressionLvl::new(level)
             .map_err(|_| io::Error::other(format!("{level} is not a gzip level")))?;
-        let threads = threads();
+        let threads = pool::threads();
         let (pool, _) = Pool::new(threads, move || Compressor::new(level), compress_member);
         Ok(Writer {
             out: Some(out),
             pool,
-            block: Vec::with_capacity(BLOCK),
+            block: Vec::with_capacity(MEMBER_DATA),
             next_seq: 0,
             next_out: 0,
             done: BTreeMap::new(),
@@ -167,7 +79,7 @@ impl<W: Write> Writer<W> {
     }
 
     fn submit_block(&mut self) -> io::Result<()> {
-        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        let block = std::mem::replace(&mut self.block, Vec::with_capacity(MEMBER_DATA));
         while self.next_seq - self.next_out >= self.limit {
             self.collect_one()?;
         }
@@ -179,7 +91,7 @@ impl<W: Write> Writer<W> {
     /// Waits for one member and writes every member that is now in order.
     fn collect_one(&mut self) -> io::Result<()> {
         let Msg::Done(seq, member) = self.pool.next()? else {
-            return Err(stopped());
+            return Err(io::Error::other("the gzip worker threads stopped"));
         };
         self.done.insert(seq, member?);
         let out = self
@@ -211,9 +123,9 @@ impl<W: Write> Writer<W> {
 impl<W: Write> Write for Writer<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.failure.check()?;
-        let n = data.len().min(BLOCK - self.block.len());
+        let n = data.len().min(MEMBER_DATA - self.block.len());
         self.block.extend_from_slice(&data[..n]);
-        if self.block.len() == BLOCK {
+        if self.block.len() == MEMBER_DATA {
             let submitted = self.submit_block();
             self.failure.record(submitted)?;
         }
@@ -264,7 +176,7 @@ pub struct Reader {
     /// Set when the reader is dropped: the feeder stops before its next
     /// member instead of reading the tokens still queued.
     stop: Arc<AtomicBool>,
-    pool: Pool<Vec<u8>>,
+    pool: Pool<Vec<u8>, Vec<u8>>,
     next: u64,
     done: BTreeMap<u64, Vec<u8>>,
     current: Vec<u8>,
@@ -276,14 +188,14 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(input: impl Read + Send + 'static) -> Self {
-        let threads = threads();
+        let threads = pool::threads();
         let (pool, results) = Pool::new(threads, Decompressor::new, decompress_member);
         let limit = threads * 2;
         let (tokens, token_rx) = sync_channel(limit);
         for _ in 0..limit {
             let _ = tokens.send(());
         }
-        let jobs = pool.jobs.clone();
+        let jobs = pool.jobs();
         let stop = Arc::new(AtomicBool::new(false));
         let feeder_stop = Arc::clone(&stop);
         std::thread::spawn(move || {
@@ -350,7 +262,7 @@ impl Drop for Reader {
     /// which is usually on its way to report an error.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.pool.workers.clear();
+        self.pool.detach();
     }
 }
 
@@ -362,7 +274,7 @@ fn feed(
     tokens: Receiver<()>,
     stop: &AtomicBool,
 ) -> io::Result<u64> {
-    let jobs = jobs.ok_or_else(stopped)?;
+    let jobs = jobs.ok_or_else(|| io::Error::other("the gzip worker threads stopped"))?;
     let mut seq = 0;
     loop {
         // The reader went away: stop quietly.
@@ -406,7 +318,7 @@ fn decompress_member(decompressor: &mut Decompressor, member: Vec<u8>) -> io::Re
             .try_into()
             .map_err(|_| io::Error::other("short gzip member"))?,
     ) as usize;
-    if size > BLOCK {
+    if size > MEMBER_DATA {
         return Err(io::Error::other(
             "gzip member too large; the entry is damaged",
         ));
@@ -456,7 +368,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_is_plain_gzip() {
-        for len in [0, 10, BLOCK, 3 * BLOCK + 17] {
+        for len in [0, 10, MEMBER_DATA, 3 * MEMBER_DATA + 17] {
             let data = sample(len);
             let packed = compress(&data);
             assert!(is_blocked(&packed));
@@ -475,7 +387,7 @@ mod tests {
 
     #[test]
     fn dropping_a_reader_midway_stops_its_threads() {
-        let packed = compress(&sample(8 * BLOCK));
+        let packed = compress(&sample(8 * MEMBER_DATA));
         let mut reader = Reader::new(std::io::Cursor::new(packed));
         let mut first = vec![0u8; 1000];
         reader.read_exact(&mut first).unwrap();
@@ -502,7 +414,7 @@ mod tests {
         }
     }
 
-    /// Bytes that do not compress, so each member is a whole `BLOCK`.
+    /// Bytes that do not compress, so each member is a whole `MEMBER_DATA`.
     fn noise(len: usize) -> Vec<u8> {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         (0..len)
@@ -518,7 +430,7 @@ mod tests {
     #[test]
     fn dropping_a_reader_does_not_wait_for_a_slow_input() {
         // Each member takes the slow input about 3 s to deliver.
-        let packed = compress(&noise(16 * BLOCK));
+        let packed = compress(&noise(16 * MEMBER_DATA));
         returns_within(5, move || {
             let mut reader = Reader::new(Slow(std::io::Cursor::new(packed)));
             let mut first = vec![0u8; 1000];
@@ -530,7 +442,7 @@ mod tests {
 
     #[test]
     fn an_error_is_returned_again_not_waited_for() {
-        let packed = compress(&sample(3 * BLOCK));
+        let packed = compress(&sample(3 * MEMBER_DATA));
         let cut = packed[..packed.len() / 2].to_vec();
         let (first, second) = returns_within(10, move || {
             let mut reader = Reader::new(std::io::Cursor::new(cut));
@@ -545,7 +457,7 @@ mod tests {
 
     #[test]
     fn a_member_claiming_a_huge_size_is_refused() {
-        let mut packed = compress(&sample(BLOCK));
+        let mut packed = compress(&sample(MEMBER_DATA));
         packed[16..20].copy_from_slice(&(4u32 << 20).to_le_bytes());
         let mut out = Vec::new();
         let err = Reader::new(std::io::Cursor::new(packed))
@@ -556,7 +468,7 @@ mod tests {
 
     #[test]
     fn truncation_and_corruption_are_errors() {
-        let packed = compress(&sample(3 * BLOCK));
+        let packed = compress(&sample(3 * MEMBER_DATA));
         for cut in [packed.len() - 1, packed.len() - 9, packed.len() / 2, 25] {
             let mut out = Vec::new();
             let err =

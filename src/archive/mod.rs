@@ -3,12 +3,12 @@
 pub mod codec;
 pub mod digest;
 pub mod extract;
+pub mod files;
 pub mod format;
 pub mod gzip_blocks;
 pub mod manifest;
 pub mod pax;
 pub mod write;
-pub mod writers;
 
 pub use format::Compression;
 

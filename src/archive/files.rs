@@ -1,4 +1,4 @@
-//! Writing restored files on several threads.
+//! Writing restored files on the worker pool.
 //!
 //! Creating many small files is mostly system calls (create, write, chmod,
 //! utimes, close), so the tar reader hands each small file's bytes to a
@@ -10,12 +10,10 @@ use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 
 use filetime::FileTime;
+
+use crate::pool::{self, Msg, Pool};
 
 /// Files up to this size go to the pool; larger ones are streamed inline.
 pub const SMALL_FILE: u64 = 1 << 20;
@@ -51,14 +49,6 @@ impl WriteFailed {
     }
 }
 
-#[derive(Default)]
-struct Progress {
-    done: u64,
-    error: Option<io::Error>,
-    /// Whether `wait_all` is waiting: workers only wake it then.
-    waiting: bool,
-}
-
 /// Files are handed over in batches, so one wake-up moves many small files.
 const BATCH_FILES: usize = 32;
 const BATCH_BYTES: usize = 1 << 20;
@@ -67,15 +57,13 @@ const BATCH_BYTES: usize = 1 << 20;
 const PENDING_LIMIT: usize = 4096;
 
 pub struct Writers {
-    jobs: Option<SyncSender<Vec<FileJob>>>,
+    pool: Pool<Vec<FileJob>, u64>,
     batch: Vec<FileJob>,
     batch_bytes: usize,
-    workers: Vec<JoinHandle<()>>,
-    progress: Arc<(Mutex<Progress>, Condvar)>,
-    /// Set when the pool is dropped: queued files are skipped, so a failed
-    /// restore can remove its staging without files still appearing in it.
-    cancelled: Arc<AtomicBool>,
+    /// Batches sent, and files in them; files written so far.
+    batches: u64,
     submitted: u64,
+    written: u64,
     /// Paths handed to the pool since the last `settle`.
     pending: HashSet<PathBuf>,
 }
@@ -88,61 +76,14 @@ impl Default for Writers {
 
 impl Writers {
     pub fn new() -> Writers {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (jobs, job_rx) = sync_channel::<Vec<FileJob>>(threads * 2);
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let progress = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let workers = (0..threads)
-            .map(|_| {
-                let job_rx = Arc::clone(&job_rx);
-                let progress = Arc::clone(&progress);
-                let cancelled = Arc::clone(&cancelled);
-                std::thread::spawn(move || {
-                    let _guard = PanicGuard(Arc::clone(&progress));
-                    loop {
-                        let batch = match job_rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(batch) = batch else { return };
-                        let count = batch.len() as u64;
-                        let failure = batch.iter().find_map(|job| {
-                            if cancelled.load(Ordering::Relaxed) {
-                                return Some(io::Error::other("cancelled"));
-                            }
-                            write_file(job).err().map(|e| {
-                                let kind = e.kind();
-                                let failed = WriteFailed {
-                                    name: job.name.clone(),
-                                    cause: e,
-                                };
-                                io::Error::new(kind, failed)
-                            })
-                        });
-                        let (lock, done) = &*progress;
-                        let Ok(mut progress) = lock.lock() else {
-                            return;
-                        };
-                        progress.done += count;
-                        if let Some(e) = failure {
-                            progress.error.get_or_insert(e);
-                        }
-                        if progress.waiting {
-                            done.notify_all();
-                        }
-                    }
-                })
-            })
-            .collect();
+        let (pool, _) = Pool::new(pool::threads(), || (), write_batch);
         Writers {
-            jobs: Some(jobs),
+            pool,
             batch: Vec::with_capacity(BATCH_FILES),
             batch_bytes: 0,
-            workers,
-            progress,
-            cancelled,
+            batches: 0,
             submitted: 0,
+            written: 0,
             pending: HashSet::new(),
         }
     }
@@ -169,10 +110,8 @@ impl Writers {
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_FILES));
         self.batch_bytes = 0;
-        self.jobs
-            .as_ref()
-            .and_then(|jobs| jobs.send(batch).ok())
-            .ok_or_else(|| io::Error::other("the file writer threads stopped"))
+        self.batches += 1;
+        self.pool.submit(self.batches, batch)
     }
 
     /// Waits for queued files if any of `paths` is among them, so an
@@ -187,60 +126,52 @@ impl Writers {
     /// Waits until every queued file is written.
     pub fn wait_all(&mut self) -> io::Result<()> {
         self.send_batch()?;
-        let (lock, done) = &*self.progress;
-        let mut progress = lock
-            .lock()
-            .map_err(|_| io::Error::other("a file writer thread panicked"))?;
-        progress.waiting = true;
-        while progress.done < self.submitted && progress.error.is_none() {
-            progress = done
-                .wait(progress)
-                .map_err(|_| io::Error::other("a file writer thread panicked"))?;
-        }
-        progress.waiting = false;
-        if let Some(e) = progress.error.take() {
-            return Err(e);
+        while self.written < self.submitted {
+            let msg = self.pool.next()?;
+            self.count(msg)?;
         }
         self.pending.clear();
         Ok(())
     }
 
-    fn check(&self) -> io::Result<()> {
-        let (lock, _) = &*self.progress;
-        match lock.lock() {
-            Ok(mut progress) => progress.error.take().map_or(Ok(()), Err),
-            Err(_) => Err(io::Error::other("a file writer thread panicked")),
+    /// Takes in the batches finished so far; the first error, if any.
+    fn check(&mut self) -> io::Result<()> {
+        while let Some(msg) = self.pool.try_next()? {
+            self.count(msg)?;
         }
+        Ok(())
+    }
+
+    fn count(&mut self, msg: Msg<u64>) -> io::Result<()> {
+        match msg {
+            Msg::Done(_, written) => self.written += written?,
+            Msg::End(_) => {}
+        }
+        Ok(())
     }
 }
 
 impl Drop for Writers {
-    /// Skips whatever is still queued and waits for the files being
-    /// written, so nothing is created after the pool is gone.
+    /// Skips whatever is still queued; the pool then waits for the batches
+    /// being written, so nothing is created after the writers are gone.
     fn drop(&mut self) {
-        self.cancelled.store(true, Ordering::Relaxed);
-        self.jobs.take();
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
+        self.pool.cancel();
     }
 }
 
-/// Reports a worker's panic as an error, so `wait_all` returns instead of
-/// waiting for files that worker will never write.
-struct PanicGuard(Arc<(Mutex<Progress>, Condvar)>);
-
-impl Drop for PanicGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let (lock, done) = &*self.0;
-            let mut progress = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            progress
-                .error
-                .get_or_insert_with(|| io::Error::other("a file writer thread panicked"));
-            done.notify_all();
-        }
+/// Writes one batch; the error names the file that failed.
+fn write_batch(_: &mut (), batch: Vec<FileJob>) -> io::Result<u64> {
+    for job in &batch {
+        write_file(job).map_err(|e| {
+            let kind = e.kind();
+            let failed = WriteFailed {
+                name: job.name.clone(),
+                cause: e,
+            };
+            io::Error::new(kind, failed)
+        })?;
     }
+    Ok(batch.len() as u64)
 }
 
 /// Creates one file with its contents, owner, mode and mtime.
