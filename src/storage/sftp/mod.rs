@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyMode, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpError;
@@ -314,8 +314,11 @@ impl SftpStore {
     }
 
     /// One directory: its objects, and its subdirectories (relative to the root).
+    /// `dir` and the names returned are object paths as object_store
+    /// encodes them (a `/` inside a part is `%2F`), which is also how they
+    /// are named on the server.
     async fn read_dir(&self, dir: &str) -> object_store::Result<(Vec<ObjectMeta>, Vec<String>)> {
-        let location = Path::from(dir);
+        let location = Path::parse(dir).unwrap_or_else(|_| Path::from(dir));
         let full = if dir.is_empty() {
             self.root.clone()
         } else {
@@ -338,17 +341,24 @@ impl SftpStore {
             } else {
                 format!("{dir}/{name}")
             };
+            // A name object_store could not have written is no object.
+            let Ok(path) = Path::parse(&rel) else {
+                continue;
+            };
             let attrs = entry.metadata();
             if attrs.is_dir() {
                 dirs.push(rel);
             } else if attrs.is_regular() {
                 files.push(meta(
-                    Path::from(rel),
+                    path,
                     attrs.size.unwrap_or(0),
                     attrs.mtime.unwrap_or(0),
                 ));
             }
         }
+        // In name order, as object stores list (the server's order is its own).
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        dirs.sort();
         Ok((files, dirs))
     }
 }
@@ -472,22 +482,32 @@ impl ObjectStore for SftpStore {
         let prefix = prefix.map(|p| p.to_string()).unwrap_or_default();
         let (objects, dirs) = self.read_dir(&prefix).await?;
         Ok(ListResult {
-            common_prefixes: dirs.into_iter().map(Path::from).collect(),
+            common_prefixes: dirs.iter().filter_map(|d| Path::parse(d).ok()).collect(),
             objects,
             extensions: Default::default(),
         })
     }
 
+    /// SFTP has no server-side copy in its base protocol: the object is
+    /// read and written again, published as any put is (a rename).
     async fn copy_opts(
         &self,
-        _from: &Path,
-        _to: &Path,
-        _options: CopyOptions,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
     ) -> object_store::Result<()> {
-        Err(object_store::Error::NotImplemented {
-            operation: "copy".into(),
-            implementer: self.to_string(),
-        })
+        let data = self
+            .get_opts(from, GetOptions::default())
+            .await?
+            .bytes()
+            .await?;
+        let mode = match options.mode {
+            CopyMode::Create => PutMode::Create,
+            CopyMode::Overwrite => PutMode::Overwrite,
+        };
+        self.put_opts(to, PutPayload::from(data), mode.into())
+            .await
+            .map(drop)
     }
 }
 
