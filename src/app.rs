@@ -17,9 +17,9 @@ use tracing::{debug, error, info, warn};
 use crate::cancel::{self, Cancel};
 use crate::job::{self, Job, Process, Task};
 use crate::mount::MountSpec;
-use crate::result::{self, Outcome, Report};
 use crate::settings::{self, Loaded, SettingError};
 use crate::storage::Store;
+use crate::summary::{self, Outcome, Summary};
 use crate::{logging, mode};
 
 pub const EXIT_OK: u8 = 0;
@@ -138,14 +138,14 @@ fn run(job: &Job) -> u8 {
     let report = match &result {
         Ok(report) => report.clone(),
         Err(e) => {
-            let mut report = Report::new(job.mode(), Outcome::Failed);
+            let mut report = Summary::new(job.mode(), Outcome::Failed);
             report.key = job.key().map(str::to_string);
             report.error = Some(format!("{e:#}"));
             report
         }
     };
     if let Some(path) = &job.result_file {
-        match result::write(path, &report) {
+        match summary::write(path, &report) {
             Ok(()) => debug!("wrote the result to {}", path.display()),
             Err(e) => warn!("could not write result_file {}: {e}", path.display()),
         }
@@ -170,7 +170,7 @@ fn what(job: &Job) -> String {
         .join(", ")
 }
 
-fn exit_code(job: &Job, result: anyhow::Result<Report>) -> u8 {
+fn exit_code(job: &Job, result: anyhow::Result<Summary>) -> u8 {
     let fail_on_miss = matches!(&job.task, Task::Restore(task) if task.fail_on_miss);
     match result {
         Ok(report) if report.result == Outcome::Miss && fail_on_miss => {

@@ -5,11 +5,13 @@
 //! the pipeline wrote) → `job` (what to do, checked, keys rendered by `key`)
 //! → `mode` (restore, rebuild or flush) → `archive` (the tar stream),
 //! `storage` (where entries live) and `staging` (all-or-nothing restores).
-//! Leaves that everything may use: `secret`, `cancel`, `report`.
+//! Leaves that everything may use: `secret`, `cancel`, `human` (numbers
+//! for people), `pool`.
 
 pub mod app;
 pub mod archive;
 pub mod cancel;
+pub mod human;
 pub mod job;
 pub mod key;
 pub mod logging;
@@ -17,9 +19,8 @@ pub mod mode;
 pub mod mount;
 pub mod pipe;
 pub mod pool;
-pub mod report;
-pub mod result;
 pub mod secret;
 pub mod settings;
 pub mod staging;
 pub mod storage;
+pub mod summary;

@@ -109,7 +109,7 @@ pub fn extract(
             let error = anyhow!(
                 "the entry unpacks to more than max_restore_size ({}); nothing was restored. \
                  Raise max_restore_size if the cache really is this large",
-                crate::report::bytes(max_bytes)
+                crate::human::bytes(max_bytes)
             );
             return failed(error, false);
         }
@@ -149,27 +149,27 @@ fn read_all<R: Read>(
     };
     {
         let mut archive = tar::Archive::new(&mut stream);
-        let entries = archive
+        let members = archive
             .entries()
             .map_err(|e| damaged(format!("cannot read the tar stream: {e}")))?;
-        for entry in entries {
+        for member in members {
             options.cancel.check()?;
-            let entry = entry.map_err(|e| extractor.bad_header(&e))?;
+            let member = member.map_err(|e| extractor.bad_header(&e))?;
             if extractor.verified {
                 return Err(damaged(
                     "corrupt archive: entries follow the digest trailer",
                 ));
             }
-            extractor.next_header = entry.raw_file_position() + padded(entry.size());
-            extractor.last_name = Some(String::from_utf8_lossy(&entry.path_bytes()).into_owned());
-            if entry.header().entry_type() == EntryType::XGlobalHeader {
-                extractor.global(entry)?;
+            extractor.next_header = member.raw_file_position() + padded(member.size());
+            extractor.last_name = Some(String::from_utf8_lossy(&member.path_bytes()).into_owned());
+            if member.header().entry_type() == EntryType::XGlobalHeader {
+                extractor.global(member)?;
                 continue;
             }
             // Plan before the first entry, so a refusal of the whole entry
             // (no room, a link on the way) is not blamed on this member.
             extractor.staging()?;
-            extractor.entry(entry)?;
+            extractor.member(member)?;
         }
     }
     if progress.borrow().hit_eof {
@@ -337,7 +337,7 @@ impl Extractor<'_> {
             bail!(
                 "the entry unpacks to more than max_restore_size ({}); nothing was restored. \
                  Raise max_restore_size if the cache really is this large",
-                crate::report::bytes(self.max_bytes)
+                crate::human::bytes(self.max_bytes)
             );
         }
         match declared {
@@ -395,18 +395,18 @@ impl Extractor<'_> {
     }
 
     /// A PAX global header: the manifest (first) or the digest trailer (last).
-    fn global<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> anyhow::Result<()> {
+    fn global<R: Read>(&mut self, mut member: tar::Entry<'_, R>) -> anyhow::Result<()> {
         // Taken before reading the records: the hash of everything up to this header.
         let (actual, covered) = self.progress.borrow().digest_before_last_block();
-        let position = entry.raw_header_position();
-        if entry.size() > MAX_GLOBAL_HEADER {
+        let position = member.raw_header_position();
+        if member.size() > MAX_GLOBAL_HEADER {
             return Err(damaged(format!(
                 "corrupt archive: a global header claims {} bytes",
-                entry.size()
+                member.size()
             )));
         }
         let mut records = Vec::new();
-        entry.read_to_end(&mut records)?;
+        member.read_to_end(&mut records)?;
         if let Some(expected) = pax::value(&records, digest::PAX_KEY) {
             if covered != position {
                 return Err(damaged("corrupt archive: the digest trailer is misplaced"));
@@ -425,9 +425,9 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> anyhow::Result<()> {
-        let kind = entry.header().entry_type();
-        let raw_name = entry.path_bytes().into_owned();
+    fn member<R: Read>(&mut self, mut member: tar::Entry<'_, R>) -> anyhow::Result<()> {
+        let kind = member.header().entry_type();
+        let raw_name = member.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_name).into_owned();
         let refuse = || format!("refusing entry '{shown}'");
         let Some(place) = self.place(&raw_name).with_context(refuse)? else {
@@ -451,7 +451,7 @@ impl Extractor<'_> {
         }
         let source = match kind {
             EntryType::Link => {
-                let target = entry
+                let target = member
                     .link_name_bytes()
                     .ok_or_else(|| anyhow!("hard link without a target"))
                     .with_context(refuse)?;
@@ -462,7 +462,7 @@ impl Extractor<'_> {
             }
             _ => None,
         };
-        self.create(&mut entry, kind, &place, source, &shown)
+        self.create(&mut member, kind, &place, source, &shown)
             .map_err(|e| {
                 if WriteFailed::is_in(&e) {
                     e
@@ -539,7 +539,7 @@ impl Extractor<'_> {
 
     fn create<R: Read>(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
+        member: &mut tar::Entry<'_, R>,
         kind: EntryType,
         place: &Place,
         link_source: Option<Place>,
@@ -547,7 +547,7 @@ impl Extractor<'_> {
     ) -> anyhow::Result<()> {
         // Some writers leave numeric fields blank: fall back to sane values
         // rather than refusing an otherwise fine archive.
-        let header = entry.header();
+        let header = member.header();
         let default_mode = if kind == EntryType::Directory {
             0o755
         } else {
@@ -558,7 +558,7 @@ impl Extractor<'_> {
             (true, Ok(uid), Ok(gid)) => Some((uid as u32, gid as u32)),
             _ => None,
         };
-        let mtime = mtime(entry);
+        let mtime = mtime(member);
         if !matches!(kind, EntryType::Char | EntryType::Block | EntryType::Fifo) {
             self.charge(place.mount, 1, 0)?;
         }
@@ -579,11 +579,11 @@ impl Extractor<'_> {
                 if self.created.contains(&place.path) {
                     bail!("the name of an earlier directory entry is reused for a non-directory");
                 }
-                let size = entry.size();
+                let size = member.size();
                 let room = self.room(place.mount);
                 // Reads stop one byte past the declared room, so a lying
                 // header or a sparse bomb cannot write more than declared.
-                let mut data_in = entry.take(room.saturating_add(1));
+                let mut data_in = member.take(room.saturating_add(1));
                 if size <= SMALL_FILE {
                     // Small files: read here, written by the pool.
                     let mut data = Vec::with_capacity(size as usize);
@@ -610,7 +610,7 @@ impl Extractor<'_> {
                 self.stats.bytes += size;
             }
             EntryType::Symlink => {
-                let target = entry
+                let target = member
                     .link_name_bytes()
                     .ok_or_else(|| anyhow!("symbolic link without a target"))?;
                 let target = OsStr::from_bytes(&target).to_owned();
@@ -786,8 +786,8 @@ fn check_space(path: &Path, size: u64) -> anyhow::Result<()> {
         bail!(
             "not enough disk space: the file is {} and the disk has {} free; free some space \
              on the runner",
-            crate::report::bytes(size),
-            crate::report::bytes(free)
+            crate::human::bytes(size),
+            crate::human::bytes(free)
         );
     }
     Ok(())
@@ -811,9 +811,9 @@ fn kind_name(kind: EntryType) -> &'static str {
 }
 
 /// The entry's mtime, with the PAX fraction when present (0 if unreadable).
-fn mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> FileTime {
-    let secs = entry.header().mtime().unwrap_or(0) as i64;
-    if let Ok(Some(records)) = entry.pax_extensions() {
+fn mtime<R: Read>(member: &mut tar::Entry<'_, R>) -> FileTime {
+    let secs = member.header().mtime().unwrap_or(0) as i64;
+    if let Ok(Some(records)) = member.pax_extensions() {
         for record in records.flatten() {
             if record.key() == Ok("mtime")
                 && let Some(time) = record.value().ok().and_then(parse_pax_time)

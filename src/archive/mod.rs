@@ -34,7 +34,7 @@ impl Stats {
 /// `1,234 files, 56 dirs, 7 links`: what an archive holds, for the log.
 impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::report::plural;
+        use crate::human::plural;
         write!(
             f,
             "{}, {}, {}",

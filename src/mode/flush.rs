@@ -10,10 +10,10 @@ use chrono::Utc;
 use object_store::ObjectMeta;
 use tracing::{info, warn};
 
+use crate::human;
 use crate::job::{Flush, Job, Mode};
-use crate::report;
-use crate::result::{Outcome, Report};
 use crate::storage::{Store, entry};
+use crate::summary::{Outcome, Summary};
 
 /// A claim untouched for this long belongs to a rebuild that died.
 const STALE_CLAIM: Duration = Duration::from_secs(3600);
@@ -24,11 +24,11 @@ struct Candidate {
     age: Duration,
 }
 
-pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<Report> {
+pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<Summary> {
     let started = Instant::now();
     if let Some(reason) = &job.writes_blocked {
         info!("flush: skipped: {reason}");
-        return Ok(Report::new(Mode::Flush, Outcome::Skipped).reason(reason.clone()));
+        return Ok(Summary::new(Mode::Flush, Outcome::Skipped).reason(reason.clone()));
     }
     let root = &store.root;
     let listing = store.list().await?;
@@ -73,7 +73,7 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
         while total > max_size && !kept.is_empty() {
             let oldest = kept.remove(0);
             total -= oldest.meta.size;
-            let why = format!("the rest must fit in max_size {}", report::bytes(max_size));
+            let why = format!("the rest must fit in max_size {}", human::bytes(max_size));
             doomed.push((oldest, why));
         }
     }
@@ -97,7 +97,7 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
         info!(
             "flush: {verb} '{}' ({}, {} old, {why})",
             candidate.key,
-            report::bytes(candidate.meta.size),
+            human::bytes(candidate.meta.size),
             age(candidate.age)
         );
     }
@@ -126,7 +126,7 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
         info!(
             "flush: kept '{}' ({}, {} old)",
             candidate.key,
-            report::bytes(candidate.meta.size),
+            human::bytes(candidate.meta.size),
             age(candidate.age)
         );
     }
@@ -135,9 +135,9 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
     info!(
         "flush: {verb} {} ({}) and kept {} ({}) under '{root}' in {} {}{}",
         plural_entries(doomed.len()),
-        report::bytes(deleted_bytes),
+        human::bytes(deleted_bytes),
         plural_entries(kept.len()),
-        report::bytes(kept_bytes),
+        human::bytes(kept_bytes),
         store.backend,
         store.location,
         if options.dry_run {
@@ -152,7 +152,7 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
             doomed.len()
         );
     }
-    let mut report = Report::new(Mode::Flush, Outcome::Flushed);
+    let mut report = Summary::new(Mode::Flush, Outcome::Flushed);
     report.deleted = Some(doomed.len() as u64);
     report.kept = Some(kept.len() as u64);
     report.stored_bytes = kept_bytes;
@@ -161,7 +161,7 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
 }
 
 fn plural_entries(n: usize) -> String {
-    report::plural(n as u64, "entry").replace("entrys", "entries")
+    human::plural(n as u64, "entry").replace("entrys", "entries")
 }
 
 /// `3d 4h`, `5h 12m`, `40s`: an age, to the two largest units.

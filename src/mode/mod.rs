@@ -1,5 +1,5 @@
 //! The three things larder does: restore an entry, rebuild one, or flush
-//! old ones. Each takes its part of the job and returns a `Report` for the
+//! old ones. Each takes its part of the job and returns a `Summary` for the
 //! log and the result file.
 
 pub mod flush;
@@ -8,10 +8,10 @@ pub mod restore;
 
 use crate::cancel::Cancel;
 use crate::job::{Job, Task};
-use crate::result::Report;
 use crate::storage::Store;
+use crate::summary::Summary;
 
-pub async fn run(job: &Job, store: &Store, cancel: &Cancel) -> anyhow::Result<Report> {
+pub async fn run(job: &Job, store: &Store, cancel: &Cancel) -> anyhow::Result<Summary> {
     match &job.task {
         Task::Restore(task) => restore::restore(job, task, store, cancel).await,
         Task::Rebuild(task) => rebuild::rebuild(job, task, store, cancel).await,

@@ -11,20 +11,20 @@ use tracing::{info, warn};
 
 use crate::archive::{self, write::WriteOptions};
 use crate::cancel::Cancel;
+use crate::human;
 use crate::job::{Job, Mode, Rebuild};
 use crate::mount::{self, Mount};
 use crate::pipe::ChunkWriter;
-use crate::report;
-use crate::result::{Outcome, Report};
 use crate::storage::claim::{self, Claim, Claimed};
 use crate::storage::{Store, damage, entry, transfer};
+use crate::summary::{Outcome, Summary};
 
 pub async fn rebuild(
     job: &Job,
     task: &Rebuild,
     store: &Store,
     cancel: &Cancel,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let key = &task.key;
     if let Some(reason) = &job.writes_blocked {
@@ -37,7 +37,7 @@ pub async fn rebuild(
     if mounts.is_empty() {
         let reason = "none of the mounts exist, so there is nothing to cache";
         info!("rebuild: skipped: {reason}");
-        return Ok(Report::new(Mode::Rebuild, Outcome::Empty)
+        return Ok(Summary::new(Mode::Rebuild, Outcome::Empty)
             .key(key)
             .reason(reason));
     }
@@ -76,9 +76,9 @@ pub async fn rebuild(
     Ok(report)
 }
 
-fn skipped(key: &str, reason: String) -> Report {
+fn skipped(key: &str, reason: String) -> Summary {
     info!("rebuild: skipped: {reason}");
-    Report::new(Mode::Rebuild, Outcome::Skipped)
+    Summary::new(Mode::Rebuild, Outcome::Skipped)
         .key(key)
         .reason(reason)
 }
@@ -107,7 +107,7 @@ async fn take_key(task: &Rebuild, store: &Store) -> anyhow::Result<Taken> {
                 "key '{key}' is already stored ('{}', {}). Keys are immutable, so nothing was \
                  uploaded{}",
                 store.full(&existing.meta.location),
-                report::bytes(existing.meta.size),
+                human::bytes(existing.meta.size),
                 task.stored_hint
             )));
         };
@@ -167,7 +167,7 @@ async fn upload(
     started: Instant,
     claim: Option<&Claim>,
     cancel: &Cancel,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<Summary> {
     let key = &task.key;
     info!(
         "rebuild: archiving {} with {} level {} into '{}' in {} {}",
@@ -228,20 +228,20 @@ async fn upload(
         "rebuild: stored key '{key}' as '{}': {}; {} -> {} {} ({}) in {}, {}",
         store.full(target),
         stats,
-        report::bytes(packed.tar_bytes),
-        report::bytes(sent),
+        human::bytes(packed.tar_bytes),
+        human::bytes(sent),
         task.compression,
-        report::ratio(sent, packed.tar_bytes),
-        report::seconds(elapsed),
-        report::rate(packed.tar_bytes, elapsed)
+        human::ratio(sent, packed.tar_bytes),
+        human::seconds(elapsed),
+        human::rate(packed.tar_bytes, elapsed)
     );
     if stats.skipped > 0 {
         warn!(
             "rebuild: left out {} sockets, FIFOs or device files",
-            report::count(stats.skipped)
+            human::count(stats.skipped)
         );
     }
-    let mut report = Report::new(Mode::Rebuild, Outcome::Stored).key(key);
+    let mut report = Summary::new(Mode::Rebuild, Outcome::Stored).key(key);
     report.object = Some(store.full(target));
     report.files = stats.files;
     report.bytes = packed.tar_bytes;

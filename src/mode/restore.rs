@@ -10,13 +10,13 @@ use tracing::{info, warn};
 use crate::archive::extract::{self, Extracted, Failed, extract};
 use crate::archive::manifest::{Manifest, Totals};
 use crate::cancel::Cancel;
+use crate::human;
 use crate::job::Mode;
 use crate::job::{Job, Restore};
 use crate::mount::{self, Mount};
-use crate::report;
-use crate::result::{Outcome, Report};
 use crate::staging::{Placed, Staging};
 use crate::storage::{Store, damage, entry, transfer};
+use crate::summary::{Outcome, Summary};
 
 /// Which entry a lookup found.
 struct Found {
@@ -31,7 +31,7 @@ pub async fn restore(
     task: &Restore,
     store: &Store,
     cancel: &Cancel,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let key = &task.key;
     let Some(found) = lookup(task, store).await? else {
@@ -50,21 +50,21 @@ pub async fn restore(
             "restore: miss for key '{key}': no entry{tried} under '{}' in {} {}; nothing was restored",
             store.root, store.backend, store.location
         );
-        return Ok(Report::new(Mode::Restore, Outcome::Miss).key(key));
+        return Ok(Summary::new(Mode::Restore, Outcome::Miss).key(key));
     };
     let size = found.entry.meta.size;
     match &found.restore_key {
         None => info!(
             "restore: found key '{key}' as '{}' ({}); downloading and unpacking",
             store.full(&found.entry.meta.location),
-            report::bytes(size)
+            human::bytes(size)
         ),
         Some(prefix) => info!(
             "restore: no entry for key '{key}'; restore key '{prefix}' found '{}' as '{}' ({}); \
              downloading and unpacking",
             found.key,
             store.full(&found.entry.meta.location),
-            report::bytes(size)
+            human::bytes(size)
         ),
     }
     let (extracted, placed) = unpack(job, task, store, &found, cancel).await?;
@@ -81,19 +81,19 @@ pub async fn restore(
         "restore: {hit}: restored {}: {}; {} {} -> {} in {}, {}",
         placed_names(&placed),
         stats,
-        report::bytes(size),
+        human::bytes(size),
         extracted.compression,
-        report::bytes(extracted.tar_bytes),
-        report::seconds(elapsed),
-        report::rate(extracted.tar_bytes, elapsed)
+        human::bytes(extracted.tar_bytes),
+        human::seconds(elapsed),
+        human::rate(extracted.tar_bytes, elapsed)
     );
     if stats.skipped > 0 {
         warn!(
             "restore: skipped {} device or FIFO entries",
-            report::count(stats.skipped)
+            human::count(stats.skipped)
         );
     }
-    let mut report = Report::new(Mode::Restore, outcome).key(key);
+    let mut report = Summary::new(Mode::Restore, outcome).key(key);
     report.matched_key = Some(found.key.clone());
     report.restore_key = found.restore_key.clone();
     report.object = Some(store.full(&found.entry.meta.location));
@@ -248,8 +248,8 @@ fn check_room(mounts: &[Mount], manifest: &Manifest, max_bytes: u64) -> anyhow::
         bail!(
             "the entry unpacks to {} for the mounts being restored, more than max_restore_size \
              ({}); nothing was restored. Raise max_restore_size if the cache really is this large",
-            report::bytes(total.bytes),
-            report::bytes(max_bytes)
+            human::bytes(total.bytes),
+            human::bytes(max_bytes)
         );
     }
     for (_, totals, names, fs) in needs {
@@ -261,18 +261,18 @@ fn check_room(mounts: &[Mount], manifest: &Manifest, max_bytes: u64) -> anyhow::
                 "not enough disk space to restore {names}: it needs about {} ({} in {} files and \
                  directories) and the disk has {} free; nothing was restored. Free some space on \
                  the runner, or delete the cache entry",
-                report::bytes(needed),
-                report::bytes(totals.bytes),
-                report::count(totals.entries),
-                report::bytes(free)
+                human::bytes(needed),
+                human::bytes(totals.bytes),
+                human::count(totals.entries),
+                human::bytes(free)
             );
         }
         if fs.f_files > 0 && totals.entries > fs.f_favail {
             bail!(
                 "not enough free inodes to restore {names}: it holds {} files and directories \
                  and the disk has {} inodes free; nothing was restored",
-                report::count(totals.entries),
-                report::count(fs.f_favail)
+                human::count(totals.entries),
+                human::count(fs.f_favail)
             );
         }
     }

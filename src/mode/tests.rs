@@ -16,8 +16,8 @@ use crate::archive::Compression;
 use crate::cancel::Cancel;
 use crate::job::{self, Job, Task};
 use crate::mount::{self, MountSpec};
-use crate::result::Outcome;
 use crate::storage::{Backend, Opened, Scratch, StorageConfig, Store, damage, entry};
+use crate::summary::Outcome;
 
 const ROOT: &str = "octo/hello";
 
@@ -81,7 +81,7 @@ fn restore_job(workspace: &Path, key: &str, prefixes: &[&str]) -> Job {
     )
 }
 
-async fn run(job: &Job, store: &Store) -> anyhow::Result<crate::result::Report> {
+async fn run(job: &Job, store: &Store) -> anyhow::Result<crate::summary::Summary> {
     let cancel = Cancel::new();
     match &job.task {
         Task::Restore(task) => restore::restore(job, task, store, &cancel).await,

@@ -37,7 +37,7 @@ impl Outcome {
 
 /// Everything worth knowing about one run. Fields that do not apply are left out.
 #[derive(Clone, Debug, Serialize)]
-pub struct Report {
+pub struct Summary {
     pub mode: String,
     pub result: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,9 +66,9 @@ pub struct Report {
     pub error: Option<String>,
 }
 
-impl Report {
+impl Summary {
     pub fn new(mode: impl ToString, result: Outcome) -> Self {
-        Report {
+        Summary {
             mode: mode.to_string(),
             result,
             key: None,
@@ -99,7 +99,7 @@ impl Report {
 
 /// Writes the report next to its final name and renames it into place, so a
 /// later step never reads half a file.
-pub fn write(path: &Path, report: &Report) -> io::Result<()> {
+pub fn write(path: &Path, report: &Summary) -> io::Result<()> {
     let mut json = serde_json::to_vec_pretty(report).map_err(io::Error::other)?;
     json.push(b'\n');
     let temp = path.with_extension("larder-tmp");
@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn serialises_only_what_applies() {
-        let mut report = Report::new("restore", Outcome::Partial).key("gomod-b");
+        let mut report = Summary::new("restore", Outcome::Partial).key("gomod-b");
         report.matched_key = Some("gomod-a".into());
         report.restore_key = Some("gomod-".into());
         let json = serde_json::to_value(&report).unwrap();
