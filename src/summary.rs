@@ -29,12 +29,6 @@ pub enum Outcome {
     Failed,
 }
 
-impl Outcome {
-    pub fn is_hit(self) -> bool {
-        matches!(self, Outcome::Exact | Outcome::Partial)
-    }
-}
-
 /// Everything worth knowing about one run. Fields that do not apply are left out.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {

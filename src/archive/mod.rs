@@ -3,11 +3,11 @@
 pub mod codec;
 pub mod digest;
 pub mod extract;
-pub mod files;
+pub(crate) mod files;
 pub mod format;
-pub mod gzip_blocks;
+pub(crate) mod gzip_blocks;
 pub mod manifest;
-pub mod pax;
+pub(crate) mod pax;
 pub mod write;
 
 pub use format::Compression;

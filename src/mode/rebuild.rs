@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
+use object_store::ObjectMeta;
 use object_store::path::Path;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -102,19 +103,19 @@ async fn take_key(task: &Rebuild, store: &Store) -> anyhow::Result<Taken> {
     let key = &task.key;
     let mut damaged = None;
     if let Some(existing) = entry::find(store, key).await? {
-        let Some(report) = damage::find(store, key, &existing.meta).await? else {
+        let Some(report) = damage::find(store, key, &existing).await? else {
             return Ok(Taken::Skip(format!(
                 "key '{key}' is already stored ('{}', {}). Keys are immutable, so nothing was \
                  uploaded{}",
-                store.full(&existing.meta.location),
-                human::bytes(existing.meta.size),
+                store.full(&existing.location),
+                human::bytes(existing.size),
                 task.stored_hint
             )));
         };
         info!(
             "rebuild: key '{key}' is stored as '{}', but a restore found that entry damaged \
              ({}); storing it again",
-            store.full(&existing.meta.location),
+            store.full(&existing.location),
             report.reason
         );
         damaged = Some(Box::new(report));
@@ -134,7 +135,7 @@ async fn take_key(task: &Rebuild, store: &Store) -> anyhow::Result<Taken> {
             return Err(e);
         }
     };
-    let still_damaged = |e: &entry::Entry| damaged.as_ref().is_some_and(|r| r.describes(&e.meta));
+    let still_damaged = |e: &ObjectMeta| damaged.as_ref().is_some_and(|r| r.describes(e));
     if now.as_ref().is_some_and(|e| !still_damaged(e)) {
         claim.release().await;
         return Ok(Taken::Skip(format!(

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, bail};
+use object_store::ObjectMeta;
 use tracing::{info, warn};
 
 use crate::archive::extract::{self, Extracted, Failed, extract};
@@ -20,7 +21,7 @@ use crate::summary::{Outcome, Summary};
 
 /// Which entry a lookup found.
 struct Found {
-    entry: entry::Entry,
+    entry: ObjectMeta,
     key: String,
     /// The restore key (prefix) that found it; `None` for the exact key.
     restore_key: Option<String>,
@@ -52,18 +53,18 @@ pub async fn restore(
         );
         return Ok(Summary::new(Mode::Restore, Outcome::Miss).key(key));
     };
-    let size = found.entry.meta.size;
+    let size = found.entry.size;
     match &found.restore_key {
         None => info!(
             "restore: found key '{key}' as '{}' ({}); downloading and unpacking",
-            store.full(&found.entry.meta.location),
+            store.full(&found.entry.location),
             human::bytes(size)
         ),
         Some(prefix) => info!(
             "restore: no entry for key '{key}'; restore key '{prefix}' found '{}' as '{}' ({}); \
              downloading and unpacking",
             found.key,
-            store.full(&found.entry.meta.location),
+            store.full(&found.entry.location),
             human::bytes(size)
         ),
     }
@@ -96,7 +97,7 @@ pub async fn restore(
     let mut report = Summary::new(Mode::Restore, outcome).key(key);
     report.matched_key = Some(found.key.clone());
     report.restore_key = found.restore_key.clone();
-    report.object = Some(store.full(&found.entry.meta.location));
+    report.object = Some(store.full(&found.entry.location));
     report.files = stats.files;
     report.bytes = extracted.tar_bytes;
     report.stored_bytes = size;
@@ -134,8 +135,7 @@ async fn unpack(
     found: &Found,
     cancel: &Cancel,
 ) -> anyhow::Result<(Extracted, Placed)> {
-    let download =
-        transfer::download(store.clone(), found.entry.meta.clone(), cancel.clone()).await?;
+    let download = transfer::download(store.clone(), found.entry.clone(), cancel.clone()).await?;
     let failure = download.failure_handle();
     let specs = task.mounts.clone();
     let workspace = job.workspace.clone();
@@ -184,7 +184,7 @@ async fn unpack(
     if let Some(cause) = failure.get() {
         return Err(anyhow!("{cause}; the workspace was left as it was"));
     }
-    let object = store.full(&found.entry.meta.location);
+    let object = store.full(&found.entry.location);
     let error = failed.error.context(format!(
         "entry '{object}' could not be restored; the workspace was left as it was"
     ));
@@ -205,7 +205,7 @@ async fn report_damage(job: &Job, store: &Store, found: &Found, error: &anyhow::
         );
         return;
     }
-    let report = damage::Report::new(&found.entry.meta, &format!("{error:#}"));
+    let report = damage::Report::new(&found.entry, &format!("{error:#}"));
     match damage::write(store, key, &report).await {
         Ok(()) => warn!(
             "restore: entry for key '{key}' is damaged; the next rebuild of '{key}' will \
@@ -214,7 +214,7 @@ async fn report_damage(job: &Job, store: &Store, found: &Found, error: &anyhow::
         Err(e) => warn!(
             "restore: entry for key '{key}' is damaged, and this could not be recorded for \
              the next rebuild ({e:#}); delete '{}' to have it rebuilt",
-            store.full(&found.entry.meta.location)
+            store.full(&found.entry.location)
         ),
     }
 }

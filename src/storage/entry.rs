@@ -11,14 +11,6 @@ use object_store::path::Path;
 use super::Store;
 use crate::archive::Compression;
 
-/// An entry found in storage.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub meta: ObjectMeta,
-    /// The format its name claims; restore still checks the bytes.
-    pub named_format: Compression,
-}
-
 pub fn path(key: &str, compression: Compression) -> Path {
     Path::from(format!("{key}.{}", compression.extension()))
 }
@@ -29,19 +21,13 @@ pub fn claim_path(key: &str) -> Path {
 }
 
 /// Finds the entry for `key` in any format; the newest wins if several exist.
-pub async fn find(store: &Store, key: &str) -> anyhow::Result<Option<Entry>> {
-    let lookups = Compression::ALL.map(|c| async move {
-        let found = store.head(&path(key, c)).await?;
-        Ok::<_, anyhow::Error>(found.map(|meta| Entry {
-            meta,
-            named_format: c,
-        }))
-    });
+pub async fn find(store: &Store, key: &str) -> anyhow::Result<Option<ObjectMeta>> {
+    let lookups = Compression::ALL.map(|c| async move { store.head(&path(key, c)).await });
     let mut found = Vec::new();
     for result in join_all(lookups).await {
         found.extend(result?);
     }
-    Ok(found.into_iter().max_by_key(|e| e.meta.last_modified))
+    Ok(found.into_iter().max_by_key(|meta| meta.last_modified))
 }
 
 /// The newest entry whose key starts with `prefix`, and its key. Only the
@@ -49,18 +35,17 @@ pub async fn find(store: &Store, key: &str) -> anyhow::Result<Option<Entry>> {
 pub async fn newest_with_prefix(
     store: &Store,
     prefix: &str,
-) -> anyhow::Result<Option<(String, Entry)>> {
+) -> anyhow::Result<Option<(String, ObjectMeta)>> {
     Ok(store
         .list()
         .await?
         .into_iter()
         .filter_map(|meta| {
-            let (key, named_format) = key_of(meta.location.filename()?)?;
+            let (key, _) = key_of(meta.location.filename()?)?;
             let key = key.to_string();
-            key.starts_with(prefix)
-                .then_some((key, Entry { meta, named_format }))
+            key.starts_with(prefix).then_some((key, meta))
         })
-        .max_by_key(|(_, entry)| entry.meta.last_modified))
+        .max_by_key(|(_, meta)| meta.last_modified))
 }
 
 /// Splits an object's file name into its key and format; `None` for

@@ -4,15 +4,15 @@
 //! readable errors). Each backend only has to build its store.
 
 pub mod azure;
-pub mod claim;
-pub mod damage;
-pub mod entry;
+pub(crate) mod claim;
+pub(crate) mod damage;
+pub(crate) mod entry;
 pub mod filesystem;
 pub mod gcs;
 pub mod http;
 pub mod s3;
 pub mod sftp;
-pub mod transfer;
+pub(crate) mod transfer;
 
 use std::fmt;
 use std::path::PathBuf;
