@@ -13,6 +13,8 @@
 # Usage: scripts/fuzz.sh [TARGET...]   (default: all targets)
 # Environment:
 #   FUZZ_SECONDS            time per target (default 30)
+#   FUZZ_TARGET_DIR         where to build (default fuzz/target); a directory
+#                           outside the clone keeps the build between CI runs
 #   LARDER_FUZZ_SKIP_KNOWN  1 to skip inputs and checks that hit the issue-9
 #                           defects already filed, to hunt for new ones
 set -euo pipefail
@@ -36,10 +38,14 @@ fi
 # The same flags for build and run, so that run reuses the build. No
 # sanitizer, so stable Rust is enough; debug assertions catch overflows.
 flags=(-s none --debug-assertions)
+if [[ -n ${FUZZ_TARGET_DIR:-} ]]; then
+    flags+=(--target-dir "$FUZZ_TARGET_DIR")
+fi
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 start=$SECONDS
 cargo fuzz build "${flags[@]}"
-echo "fuzz: built the targets in $((SECONDS - start)) s"
+build_seconds=$((SECONDS - start))
+echo "fuzz: built the targets in $build_seconds s"
 
 options() {
     case $1 in
@@ -103,7 +109,7 @@ for target in "${targets[@]}"; do
         "$target" "$status" "${runs:-?}" $((SECONDS - start)) "$inputs")")
 done
 
-echo "fuzz: summary (${seconds} s per target):"
+echo "fuzz: summary (${seconds} s per target, build $build_seconds s):"
 printf '  %s\n' "${summary[@]}"
 if ((${#failed[@]})); then
     echo "fuzz: FAILED: ${failed[*]}"
