@@ -345,7 +345,9 @@ fn secret_slots(env: &HashMap<String, String>, args: &[String]) -> Vec<Slot> {
         }
         let flag = format!("--{}", setting.flag());
         let with_value = format!("{flag}=");
-        for (i, arg) in args.iter().enumerate() {
+        // After `--` nothing is a flag: larder never reads those as settings.
+        let flags_end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+        for (i, arg) in args[..flags_end].iter().enumerate() {
             if *arg == flag && args.get(i + 1).is_some_and(|v| !v.starts_with('-')) {
                 out.push(Slot::Arg(i + 1));
             } else if arg.starts_with(&with_value) {

@@ -41,9 +41,10 @@ pub fn temp_root() -> PathBuf {
 }
 
 /// `LARDER_FUZZ_SKIP_KNOWN=1` skips the checks and inputs that hit defects
-/// already filed in issue 9 (symlink escapes, a mount restored as a symlink,
-/// a damaged end-of-archive accepted), to look for new problems while those
-/// are open. CI never sets it.
+/// already known (issue 9's symlink escapes, mount restored as a symlink,
+/// damaged end-of-archive accepted, messages; the failed commit of a mount
+/// holding only FIFOs, see fuzz/README.md), to look for new problems while
+/// those are open. CI never sets it.
 pub fn skip_known() -> bool {
     static SKIP: OnceLock<bool> = OnceLock::new();
     *SKIP.get_or_init(|| std::env::var_os("LARDER_FUZZ_SKIP_KNOWN").is_some_and(|v| v != "0"))

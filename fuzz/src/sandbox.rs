@@ -129,6 +129,9 @@ impl Sandbox {
             error,
             mounts: planned.into_inner(),
         };
+        if std::env::var_os("LARDER_FUZZ_VERBOSE").is_some() {
+            eprintln!("restore: {restored:?}");
+        }
         let after = snapshot(&self.base);
         self.check(&before, &after, &restored);
         restored
@@ -137,6 +140,15 @@ impl Sandbox {
     fn check(&self, before: &Snapshot, after: &Snapshot, restored: &Restored) {
         let ws = Path::new("ws");
         let committed = restored.error.is_none();
+        let commit_failed = restored
+            .error
+            .as_ref()
+            .is_some_and(|e| e.starts_with("commit: "));
+        if commit_failed && crate::skip_known() {
+            // Known: a mount whose entries were all skipped (FIFOs, devices)
+            // fails to commit after moving the old copy aside and back.
+            return;
+        }
         let mut problems = Vec::new();
         let mut mounts = Vec::new();
         for m in &restored.mounts {
@@ -158,7 +170,9 @@ impl Sandbox {
                 problems.push(format!("debris left: {}", path.display()));
             }
             let in_ws = path.starts_with(ws);
-            if same(old, new, in_ws) {
+            // Staging creates and removes entries beside the mounts.
+            let leads_to_mount = mounts.iter().any(|m| m.starts_with(path) && m != path);
+            if same(old, new, in_ws && leads_to_mount) {
                 continue;
             }
             let change = format!("{}: {} -> {}", path.display(), show(old), show(new));
@@ -241,12 +255,12 @@ fn is_debris(path: &Path) -> bool {
         .any(|c| c.as_os_str().to_string_lossy().starts_with(".larder-"))
 }
 
-/// Equal for the checks: a directory inside the workspace may have its ctime
+/// Equal for the checks. A directory leading to a mount may have its ctime
 /// moved (staging creates and removes entries in it), nothing else may.
-fn same(old: Option<&Node>, new: Option<&Node>, in_ws: bool) -> bool {
+fn same(old: Option<&Node>, new: Option<&Node>, leads_to_mount: bool) -> bool {
     match (old, new) {
         (None, None) => true,
-        (Some(o), Some(n)) if in_ws && o.kind == 'd' => {
+        (Some(o), Some(n)) if leads_to_mount && o.kind == 'd' => {
             Node {
                 ctime: n.ctime,
                 ..o.clone()
