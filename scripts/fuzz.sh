@@ -65,7 +65,15 @@ show_failure() {
 }
 
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+# The targets' sandboxes: on tmpfs when there is one, removed at the end
+# (a target that crashes cannot remove its own).
+if [[ -d /dev/shm && -w /dev/shm ]]; then
+    LARDER_FUZZ_TMPDIR=$(mktemp -d -p /dev/shm larder-fuzz-run.XXXXXX)
+else
+    LARDER_FUZZ_TMPDIR=$(mktemp -d)
+fi
+export LARDER_FUZZ_TMPDIR
+trap 'rm -rf "$logs" "$LARDER_FUZZ_TMPDIR"' EXIT
 failed=()
 summary=()
 for target in "${targets[@]}"; do

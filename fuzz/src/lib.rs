@@ -30,8 +30,13 @@ pub fn limit_file_size() {
     });
 }
 
-/// Where sandboxes go: tmpfs when there is one (much faster), else the temp dir.
+/// Where sandboxes go: `LARDER_FUZZ_TMPDIR` (scripts/fuzz.sh sets it to a
+/// directory it removes at the end, since a crashing target never removes
+/// its sandbox), else tmpfs when there is one (much faster), else the temp dir.
 pub fn temp_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LARDER_FUZZ_TMPDIR") {
+        return PathBuf::from(dir);
+    }
     let shm = Path::new("/dev/shm");
     if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() {
         shm.to_path_buf()
