@@ -37,7 +37,7 @@ pub fn main() -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let (values, warnings, secrets) = match settings::load(args, &process.env) {
+    let (values, warnings, secrets) = match settings::load(args.clone(), &process.env) {
         Ok(Loaded::Print(text)) => {
             print!("{text}");
             return EXIT_OK;
@@ -47,7 +47,7 @@ pub fn main() -> u8 {
             warnings,
             secrets,
         }) => (values, warnings, secrets),
-        Err(e) => return configuration_error(&e, &secret_values(&process.env)),
+        Err(e) => return configuration_error(&e, &secret_values(&process.env, &args)),
     };
     let job = match Job::new(&values, &process) {
         Ok(job) => job,
@@ -90,19 +90,32 @@ fn configuration_error(error: &SettingError, secrets: &[String]) -> u8 {
     EXIT_CONFIG
 }
 
-/// Secret-looking values straight from the environment, for scrubbing an
-/// error raised before the settings were fully read.
-fn secret_values(env: &HashMap<String, String>) -> Vec<String> {
-    let names: Vec<String> = settings::defs::SETTINGS
-        .iter()
-        .filter(|s| s.kind == settings::table::Kind::Secret)
-        .flat_map(|s| s.envs())
+/// Secret values straight from the environment and the command line, for
+/// scrubbing an error raised before the settings were fully read.
+fn secret_values(env: &HashMap<String, String>, args: &[String]) -> Vec<String> {
+    let secret_settings = || {
+        settings::defs::SETTINGS
+            .iter()
+            .filter(|s| s.kind == settings::table::Kind::Secret)
+    };
+    let names: Vec<String> = secret_settings().flat_map(|s| s.envs()).collect();
+    let flags: Vec<String> = secret_settings()
+        .flat_map(|s| std::iter::once(s.flag()).chain(s.flag_aliases.iter().map(|f| f.to_string())))
+        .map(|f| format!("--{f}"))
         .collect();
-    env.iter()
+    let from_env = env
+        .iter()
         .filter(|(var, _)| names.contains(&settings::sources::canonical_env_name(var)))
-        .map(|(_, value)| value.clone())
-        .filter(|v| v.len() >= 3)
-        .collect()
+        .map(|(_, value)| value.clone());
+    // `--secret-key=x` and `--secret-key x`, wherever they stand (also after `--`).
+    let from_args = args.iter().enumerate().filter_map(|(i, arg)| {
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_string())),
+            None => (arg.as_str(), args.get(i + 1).cloned()),
+        };
+        flags.iter().any(|f| f == flag).then_some(value).flatten()
+    });
+    from_env.chain(from_args).filter(|v| v.len() >= 3).collect()
 }
 
 fn run(job: &Job) -> u8 {

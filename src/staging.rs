@@ -167,7 +167,7 @@ impl Staging {
     pub fn commit(mut self) -> io::Result<Placed> {
         let mut swapped: Vec<(usize, bool)> = Vec::new();
         for index in 0..self.mounts.len() {
-            if !self.mounts[index].present {
+            if !self.mounts[index].has_tree() {
                 continue;
             }
             match swap_in(&self.mounts[index]) {
@@ -192,6 +192,17 @@ impl Staging {
         // Parents made for mounts the entry did not hold are empty: remove them.
         for dir in self.created_dirs.iter().rev() {
             let _ = fs::remove_dir(dir);
+        }
+        // A directory that received no mount is as it was, time included
+        // (its hidden directory came and went).
+        let received: Vec<&Path> = swapped
+            .iter()
+            .filter_map(|(index, _)| self.mounts[*index].mount.path.parent())
+            .collect();
+        for (dir, time) in &self.parent_times {
+            if !received.iter().any(|r| r.starts_with(dir)) {
+                let _ = filetime::set_file_mtime(dir, *time);
+            }
         }
         let mut placed = Placed::default();
         for (index, replaced) in swapped {
@@ -223,6 +234,15 @@ impl Drop for Staging {
         for (dir, time) in &self.parent_times {
             let _ = filetime::set_file_mtime(dir, *time);
         }
+    }
+}
+
+impl Staged {
+    /// Whether the archive gave this mount a tree to put in place. An
+    /// archive can name a mount and create nothing for it (only FIFOs or
+    /// devices, which are skipped): such a mount is left as it is.
+    pub fn has_tree(&self) -> bool {
+        self.present && rustix::fs::statat(&self.hidden_fd, NEW, AtFlags::SYMLINK_NOFOLLOW).is_ok()
     }
 }
 

@@ -17,7 +17,9 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use larder::key::metadata::FIELDS;
-use larder::settings::defs::{Kind, SETTINGS, UNSUPPORTED};
+use larder::job::{self, Job, Process};
+use larder::settings::defs::{SETTINGS, UNSUPPORTED};
+use larder::settings::table::Kind;
 use larder::settings::{self, Loaded};
 use libfuzzer_sys::fuzz_target;
 
@@ -376,19 +378,31 @@ impl Slot {
     }
 }
 
-/// Everything `load` prints or keeps that a log could show.
-fn visible(result: &Result<Loaded, settings::SettingError>) -> String {
+/// Everything reading the settings and resolving the job prints or keeps
+/// that a log could show.
+fn visible(result: &Result<Loaded, settings::SettingError>, env: &HashMap<String, String>) -> String {
     match result {
         Ok(Loaded::Print(text)) => text.clone(),
         Ok(Loaded::Run {
-            config, warnings, ..
-        }) => format!("{config:?}\n{}", warnings.join("\n")),
+            values, warnings, ..
+        }) => {
+            let process = Process {
+                env: env.clone(),
+                cwd: sandbox().cwd.clone(),
+                ..Process::default()
+            };
+            let job = match Job::new(values, &process) {
+                Ok(job) => format!("{job:?}\n{}", job::storage::warnings(values).join("\n")),
+                Err(e) => format!("{e}\n{e:?}"),
+            };
+            format!("{values:?}\n{}\n{job}", warnings.join("\n"))
+        }
         Err(e) => format!("{e}\n{e:?}"),
     }
 }
 
 fn load(args: &[String], env: &HashMap<String, String>) -> Result<Loaded, settings::SettingError> {
-    settings::load(args.to_vec(), env, &sandbox().cwd)
+    settings::load(args.to_vec(), env)
 }
 
 fuzz_target!(|input: Input| {
@@ -406,7 +420,7 @@ fuzz_target!(|input: Input| {
     confine_files(&mut env, &mut args);
 
     let result = load(&args, &env);
-    let shown = visible(&result);
+    let shown = visible(&result, &env);
     let slots = secret_slots(&env, &args);
     if slots.is_empty() {
         return;
@@ -445,7 +459,7 @@ fuzz_target!(|input: Input| {
         for (i, slot) in slots.iter().enumerate() {
             slot.set(&mut env2, &mut args2, marker(i));
         }
-        let shown2 = visible(&load(&args2, &env2));
+        let shown2 = visible(&load(&args2, &env2), &env2);
         let leaked = (0..slots.len()).any(|i| shown2.contains(&marker(i)));
         assert!(
             !leaked && shown2.contains(secret.as_str()),

@@ -19,7 +19,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use larder::archive::extract::extract;
+use larder::archive::extract;
+use larder::cancel::Cancel;
 use larder::archive::manifest::Manifest;
 use larder::mount::{self, Mount, MountSpec};
 use larder::staging::{Staging, remove_tree};
@@ -116,13 +117,18 @@ impl Sandbox {
             let held = manifest.map(|m| m.mounts.as_slice());
             let (mounts, _notes) = mount::for_restore(specs, held, &self.ws);
             *planned.borrow_mut() = mounts.clone();
-            Ok(Staging::prepare(&mounts)?)
+            Ok(Staging::prepare(&mounts, &self.ws)?)
         };
-        let error = match extract(io::Cursor::new(archive), &plan) {
+        let options = extract::Options {
+            max_bytes: 1 << 30,
+            owners: false,
+            cancel: Cancel::new(),
+        };
+        let error = match extract::extract(io::Cursor::new(archive), &plan, &options) {
             Ok((_, staging)) => staging.commit().err().map(|e| format!("commit: {e}")),
-            Err(e) => {
-                check_message(&e);
-                Some(format!("{e:#}"))
+            Err(failed) => {
+                check_message(&failed.error);
+                Some(format!("{:#}", failed.error))
             }
         };
         let restored = Restored {

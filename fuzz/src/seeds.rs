@@ -69,6 +69,7 @@ fn packed(compression: Compression) -> Vec<u8> {
         .collect();
     let options = WriteOptions {
         skip_symlinks: false,
+        cancel: larder::cancel::Cancel::new(),
     };
     let level = match compression {
         Compression::Zstd => 1,

@@ -166,7 +166,7 @@ async fn unpack(
         let missing: Vec<String> = staging
             .mounts
             .iter()
-            .filter(|s| !s.present)
+            .filter(|s| !s.has_tree())
             .map(|s| s.mount.name.clone())
             .collect();
         let placed = staging.commit().map_err(|e| local(e.into()))?;
