@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use larder::key::metadata::FIELDS;
 use larder::job::{self, Job, Process};
+use larder::key::metadata::FIELDS;
 use larder::settings::defs::{SETTINGS, UNSUPPORTED};
 use larder::settings::table::Kind;
 use larder::settings::{self, Loaded};
@@ -380,7 +380,10 @@ impl Slot {
 
 /// Everything reading the settings and resolving the job prints or keeps
 /// that a log could show.
-fn visible(result: &Result<Loaded, settings::SettingError>, env: &HashMap<String, String>) -> String {
+fn visible(
+    result: &Result<Loaded, settings::SettingError>,
+    env: &HashMap<String, String>,
+) -> String {
     match result {
         Ok(Loaded::Print(text)) => text.clone(),
         Ok(Loaded::Run {

@@ -20,8 +20,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use larder::archive::extract;
-use larder::cancel::Cancel;
 use larder::archive::manifest::Manifest;
+use larder::cancel::Cancel;
 use larder::mount::{self, Mount, MountSpec};
 use larder::staging::{Staging, remove_tree};
 
