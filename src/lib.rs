@@ -11,6 +11,7 @@
 pub mod app;
 pub mod archive;
 pub mod cancel;
+pub(crate) mod describe;
 pub(crate) mod human;
 pub mod job;
 pub mod key;

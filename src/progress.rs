@@ -208,10 +208,7 @@ impl Snapshot {
         };
         let rate = human::rate(self.done, self.elapsed);
         match self.kind {
-            Kind::Restore => format!(
-                "restore: received {}, {rate}",
-                of(self.done, self.total)
-            ),
+            Kind::Restore => format!("restore: received {}, {rate}", of(self.done, self.total)),
             Kind::Rebuild if self.entries_total == 0 && self.done == 0 => format!(
                 "rebuild: measuring the mounts ({} so far)",
                 human::seconds(self.elapsed)
