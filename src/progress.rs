@@ -275,7 +275,7 @@ mod tests {
     fn lines_say_done_of_total_percent_and_rate() {
         assert_eq!(
             snapshot(Kind::Restore, 312_500_000, 1_200_000_000).line(),
-            "restore: received 312.5 MB of 1.2 GB (26.0%), 31.3 MB/s"
+            "restore: received 312.5 MB of 1.2 GB (26.0%), 31.2 MB/s"
         );
         assert_eq!(
             snapshot(Kind::Rebuild, 1_200_000_000, 3_400_000_000).line(),

@@ -162,7 +162,8 @@ settings! {
          cannot poison entries that other builds restore; restore still works.";
     "flush_age" => flush_age: Duration, Cache,
         aliases: [], flags: [],
-        "With flush: delete entries older than this, e.g. 14d.";
+        "With flush: delete entries older than this, e.g. 14d. 0s deletes every entry \
+         (with dry_run: lists them).";
     "max_size" => max_size: Size, Cache,
         aliases: [], flags: [],
         "With flush: then delete the oldest entries until the repository's entries \

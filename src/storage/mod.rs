@@ -280,7 +280,11 @@ fn hint(detail: &str, backend: Backend) -> Option<String> {
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
     let host = failing_host(&lower);
     let at = host.map(|h| format!(" at {h}")).unwrap_or_default();
-    let hint = if has(&["/metadata/identity/oauth2/token", "msi_endpoint", "identity_endpoint"]) {
+    let hint = if has(&[
+        "/metadata/identity/oauth2/token",
+        "msi_endpoint",
+        "identity_endpoint",
+    ]) {
         "No Azure credentials found: account_key is not set, and no managed identity answered \
          at the instance metadata address. Set account_key (from a secret), or run where a \
          managed identity is assigned"
@@ -355,7 +359,12 @@ fn hint(detail: &str, backend: Backend) -> Option<String> {
          did not answer in time. Check that it is healthy, or raise backend_operation_timeout \
          for a slow server"
             .to_string()
-    } else if has(&["client error (connect)", "tcp connect error", "dns", "resolve"]) {
+    } else if has(&[
+        "client error (connect)",
+        "tcp connect error",
+        "dns",
+        "resolve",
+    ]) {
         "Cannot reach the endpoint: check endpoint, DNS and network access from the runner"
             .to_string()
     } else {
@@ -465,7 +474,10 @@ mod tests {
             "Error performing HEAD http://10.9.9.9:9000/b/k {RETRIED}tcp connect error: \
              Network is unreachable (os error 101)"
         ));
-        assert!(unreachable.starts_with("The runner has no route"), "{unreachable}");
+        assert!(
+            unreachable.starts_with("The runner has no route"),
+            "{unreachable}"
+        );
     }
 
     #[test]
