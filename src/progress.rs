@@ -111,10 +111,15 @@ impl Progress {
         }
     }
 
-    /// Adds bytes done.
+    /// Adds bytes done. A restore's reports end once the whole entry is
+    /// received (what is left is unpacking the last few megabytes).
     pub fn add(&self, bytes: u64) {
         if let Some(s) = &self.0 {
-            s.done.fetch_add(bytes, Relaxed);
+            let done = s.done.fetch_add(bytes, Relaxed) + bytes;
+            let total = s.total.load(Relaxed);
+            if s.kind == Kind::Restore && total > 0 && done >= total {
+                self.finish();
+            }
         }
     }
 

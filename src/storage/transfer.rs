@@ -48,6 +48,8 @@ pub struct PendingUpload {
     path: Path,
     /// Compressed bytes sent.
     pub bytes: u64,
+    /// Counts the last part; finished when the upload is published or discarded.
+    progress: Progress,
 }
 
 impl PendingUpload {
@@ -57,13 +59,13 @@ impl PendingUpload {
             writer,
             store,
             path,
+            progress,
             ..
         } = self;
         let started = std::time::Instant::now();
-        writer
-            .finish()
-            .await
-            .map_err(|e| store.error("upload of", &path, e))?;
+        let finished = writer.finish().await;
+        progress.finish();
+        finished.map_err(|e| store.error("upload of", &path, e))?;
         // The last part and the completion are serial, after all the
         // archiving: worth seeing when a rebuild is slower than expected.
         tracing::debug!(
@@ -75,6 +77,7 @@ impl PendingUpload {
 
     /// Aborts the upload; nothing of it stays visible.
     pub async fn discard(self) {
+        self.progress.finish();
         abort(self.writer, &self.path).await;
     }
 }
@@ -84,7 +87,8 @@ impl PendingUpload {
 /// Returns the producer's value and the upload, ready to publish, only if
 /// every chunk arrived and the producer returned `Ok`; otherwise the upload
 /// is aborted and the producer's or the storage's error is returned.
-/// Acknowledged parts are counted in `progress`, which is finished on return.
+/// Acknowledged parts are counted in `progress`, which ends with a failure
+/// here or when the pending upload is published or discarded.
 pub async fn upload<T>(
     store: &Store,
     path: &Path,
@@ -93,7 +97,9 @@ pub async fn upload<T>(
     progress: &Progress,
 ) -> anyhow::Result<(T, PendingUpload)> {
     let result = send(store, path, chunks, producer, progress).await;
-    progress.finish();
+    if result.is_err() {
+        progress.finish();
+    }
     result
 }
 
@@ -141,6 +147,7 @@ async fn send<T>(
                 store: store.clone(),
                 path: path.clone(),
                 bytes: sent,
+                progress: progress.clone(),
             },
         )),
         (Err(e), _) => {
