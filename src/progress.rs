@@ -69,7 +69,8 @@ struct Shared {
     /// Files, directories and links expected (rebuild); 0 while unknown.
     entries_total: AtomicU64,
     entries_done: AtomicU64,
-    /// Bytes whose upload completed (rebuild).
+    /// Bytes handed to the upload, and those whose upload completed (rebuild).
+    sent: AtomicU64,
     uploaded: AtomicU64,
     /// Set once the transfer is over; checked under the lock before each
     /// line, so no line follows `finish`.
@@ -92,6 +93,7 @@ impl Progress {
             done: AtomicU64::new(0),
             entries_total: AtomicU64::new(0),
             entries_done: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
             uploaded: AtomicU64::new(0),
             finished: Mutex::new(false),
             reporter: OnceLock::new(),
@@ -128,6 +130,13 @@ impl Progress {
         if let Some(s) = &self.0 {
             s.done.store(bytes, Relaxed);
             s.entries_done.store(entries, Relaxed);
+        }
+    }
+
+    /// Adds bytes handed to the upload.
+    pub fn sent(&self, bytes: u64) {
+        if let Some(s) = &self.0 {
+            s.sent.fetch_add(bytes, Relaxed);
         }
     }
 
@@ -171,6 +180,7 @@ struct Snapshot {
     done: u64,
     entries_total: u64,
     entries_done: u64,
+    sent: u64,
     uploaded: u64,
 }
 
@@ -183,6 +193,7 @@ impl Shared {
             done: self.done.load(Relaxed),
             entries_total: self.entries_total.load(Relaxed),
             entries_done: self.entries_done.load(Relaxed),
+            sent: self.sent.load(Relaxed),
             uploaded: self.uploaded.load(Relaxed),
         }
     }
@@ -197,32 +208,62 @@ impl Snapshot {
         })
     }
 
-    fn bytes_per_second(&self) -> u64 {
-        (self.done as f64 / self.elapsed.as_secs_f64().max(0.001)) as u64
+    /// Whether a rebuild has archived everything and only uploads.
+    fn uploading(&self) -> bool {
+        self.kind == Kind::Rebuild
+            && self.entries_total > 0
+            && self.entries_done >= self.entries_total
+            && self.sent > 0
     }
 
-    /// `received 312.5 MB of 1.2 GB (26.0%), 45.1 MB/s`, with the mode in front.
-    fn line(&self) -> String {
-        let of = |done: u64, total: u64| match self.percent() {
-            Some(p) => format!(
-                "{} of {} ({p:.1}%)",
-                human::bytes(done),
-                human::bytes(total)
-            ),
-            None => human::bytes(done),
+    /// The rate of what is moving now: archiving, or once that is done,
+    /// the upload; the average since the start.
+    fn bytes_per_second(&self) -> u64 {
+        let moved = if self.uploading() {
+            self.uploaded
+        } else {
+            self.done
         };
-        let rate = human::rate(self.done, self.elapsed);
+        (moved as f64 / self.elapsed.as_secs_f64().max(0.001)) as u64
+    }
+
+    /// `restore: received 312.5 MB of 1.2 GB (26.0%), 45.1 MB/s`.
+    fn line(&self) -> String {
+        let of = |done: u64, total: u64| {
+            let percent = done.min(total) as f64 * 100.0 / total.max(1) as f64;
+            format!(
+                "{} of {} ({:.1}%)",
+                human::bytes(done),
+                human::bytes(total),
+                (percent * 10.0).floor() / 10.0
+            )
+        };
+        let rate = format!("{}/s", human::bytes(self.bytes_per_second()));
+        let archived = || {
+            format!(
+                "archived {}, {} of {} entries",
+                of(self.done, self.total),
+                human::count(self.entries_done),
+                human::count(self.entries_total)
+            )
+        };
         match self.kind {
+            Kind::Restore if self.total == 0 => {
+                format!("restore: received {}, {rate}", human::bytes(self.done))
+            }
             Kind::Restore => format!("restore: received {}, {rate}", of(self.done, self.total)),
-            Kind::Rebuild if self.entries_total == 0 && self.done == 0 => format!(
+            Kind::Rebuild if self.entries_total == 0 => format!(
                 "rebuild: measuring the mounts ({} so far)",
                 human::seconds(self.elapsed)
             ),
+            Kind::Rebuild if self.uploading() => format!(
+                "rebuild: {}; uploaded {}, {rate}",
+                archived(),
+                of(self.uploaded, self.sent)
+            ),
             Kind::Rebuild => format!(
-                "rebuild: archived {}, {} of {} entries, {rate}; uploaded {}",
-                of(self.done, self.total),
-                human::count(self.entries_done),
-                human::count(self.entries_total),
+                "rebuild: {}, {rate}; uploaded {}",
+                archived(),
                 human::bytes(self.uploaded)
             ),
         }
@@ -252,6 +293,7 @@ fn log(s: &Snapshot) {
             percent,
             entries_done = s.entries_done,
             entries_total = s.entries_total,
+            sent_bytes = s.sent,
             uploaded_bytes = s.uploaded,
             bytes_per_second = s.bytes_per_second(),
             seconds,
@@ -272,6 +314,7 @@ mod tests {
             done,
             entries_total: 15_000,
             entries_done: 1_234,
+            sent: 400_000_000,
             uploaded: 300_000_000,
         }
     }
@@ -286,6 +329,13 @@ mod tests {
             snapshot(Kind::Rebuild, 1_200_000_000, 3_400_000_000).line(),
             "rebuild: archived 1.2 GB of 3.4 GB (35.2%), 1,234 of 15,000 entries, \
              120.0 MB/s; uploaded 300.0 MB"
+        );
+        let mut uploading = snapshot(Kind::Rebuild, 3_400_000_000, 3_400_000_000);
+        uploading.entries_done = 15_000;
+        assert_eq!(
+            uploading.line(),
+            "rebuild: archived 3.4 GB of 3.4 GB (100.0%), 15,000 of 15,000 entries; \
+             uploaded 300.0 MB of 400.0 MB (75.0%), 30.0 MB/s"
         );
         let mut measuring = snapshot(Kind::Rebuild, 0, 0);
         measuring.entries_total = 0;

@@ -131,6 +131,7 @@ async fn send<T>(
             break;
         }
         sent += chunk.len() as u64;
+        progress.sent(chunk.len() as u64);
         writer.put(chunk);
     }
     // Closing the channel stops a producer that is still writing.
