@@ -228,9 +228,12 @@ fn storage(job: &Job, values: &Values, given: &Given) -> String {
         _ => {
             let backend = *values.backend;
             let group = group_of(backend);
+            // bucket and endpoint serve GCS and Azure too.
+            let shared =
+                |s: &Setting| s.group == Group::S3 && matches!(s.name, "bucket" | "endpoint");
             let given: Vec<String> = SETTINGS
                 .iter()
-                .filter(|s| s.group == group && !is_credential(s))
+                .filter(|s| (s.group == group || shared(s)) && !is_credential(s))
                 .filter_map(|s| given.text(s).map(|t| format!("{} {t}", s.name)))
                 .collect();
             match given.is_empty() {

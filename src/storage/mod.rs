@@ -285,13 +285,13 @@ fn hint(detail: &str, backend: Backend) -> Option<String> {
         "msi_endpoint",
         "identity_endpoint",
     ]) {
-        "No Azure credentials found: account_key is not set, and no managed identity answered \
-         at the instance metadata address. Set account_key (from a secret), or run where a \
-         managed identity is assigned"
+        "No Azure credentials found: account_key is not set, and the instance metadata \
+         address gave no managed identity token. Set account_key (from a secret), or run where \
+         a managed identity is assigned"
             .to_string()
     } else if has(&["computemetadata", "metadata.google.internal"]) {
         "No Google credentials found: json_key and json_key_file are not set, and the metadata \
-         server did not answer. Set json_key (from a secret) or json_key_file, or run where \
+         server gave none. Set json_key (from a secret) or json_key_file, or run where \
          workload identity provides credentials"
             .to_string()
     } else if has(&[
@@ -302,7 +302,7 @@ fn hint(detail: &str, backend: Backend) -> Option<String> {
     ]) {
         "No credentials found: access_key and secret_key are not set, and the AWS credential \
          chain found none (its last resort, the instance metadata service at 169.254.169.254, \
-         did not answer: this runner has no instance role). Set access_key and secret_key \
+         gave none: this runner has no instance role). Set access_key and secret_key \
          (from secrets), or run where the AWS chain provides credentials: an instance \
          profile, IRSA web identity (AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE) or an ECS \
          task role"
