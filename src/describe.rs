@@ -341,3 +341,66 @@ fn group_of(backend: &str) -> Group {
         _ => Group::S3,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::defs::find;
+
+    #[test]
+    fn secrets_are_masked_and_long_text_is_cut() {
+        assert_eq!(shown(find("secret_key").unwrap(), "hunter2"), "***");
+        assert_eq!(shown(find("bucket").unwrap(), "ci-cache"), "ci-cache");
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            shown(find("ca_cert").unwrap(), pem),
+            "-----BEGIN CERTIFICATE----- ... (3 lines, 58 B)"
+        );
+    }
+
+    #[test]
+    fn settings_given_name_their_source_and_hide_secrets() {
+        let env = crate::settings::sources::env_of(&[
+            ("PLUGIN_RESTORE", "true"),
+            ("PLUGIN_SECRET_KEY", "hunter2"),
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+        ]);
+        let args = vec!["larder".to_string(), "--bucket".into(), "b".into()];
+        let lines = Given::read(args, &env).lines().join("\n");
+        assert!(lines.contains("  bucket: b (from --bucket)"), "{lines}");
+        assert!(
+            lines.contains("  secret_key: *** (from PLUGIN_SECRET_KEY)"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("  access_key: *** (from AWS_ACCESS_KEY_ID)"),
+            "{lines}"
+        );
+        assert!(
+            !lines.contains("hunter2") && !lines.contains("AKID"),
+            "{lines}"
+        );
+        // Defaults are not "given".
+        assert!(!lines.contains("backend"), "{lines}");
+    }
+
+    #[test]
+    fn credentials_are_named_never_shown() {
+        for name in [
+            "access_key",
+            "sftp_username",
+            "json_key_file",
+            "account_key",
+        ] {
+            assert!(is_credential(find(name).unwrap()), "{name}");
+        }
+        for name in [
+            "bucket",
+            "sftp_known_hosts",
+            "sftp_host_key_fingerprint",
+            "endpoint",
+        ] {
+            assert!(!is_credential(find(name).unwrap()), "{name}");
+        }
+    }
+}
