@@ -29,6 +29,8 @@ pub struct WriteOptions {
     pub skip_symlinks: bool,
     /// Checked between entries: a cancelled step stops archiving.
     pub cancel: crate::cancel::Cancel,
+    /// Told the measured totals, then what is archived after each entry.
+    pub progress: crate::progress::Progress,
 }
 
 /// Writes every mount into a tar stream on `out` and returns what was written.
@@ -43,6 +45,11 @@ pub fn write_archive<W: Write>(
         .iter()
         .map(|mount| measure(mount, options))
         .collect::<io::Result<Vec<_>>>()?;
+    let expected = totals.iter().fold(Totals::default(), |mut sum, t| {
+        sum.add(*t);
+        sum
+    });
+    options.progress.expect(expected.bytes, expected.entries);
     let manifest = Manifest::for_mounts(mounts, totals.clone()).to_json();
     pax::append_global(&mut builder, super::manifest::PAX_KEY, manifest.as_bytes())?;
     let mut stats = Stats::default();
@@ -135,6 +142,8 @@ impl<W: Write> MountWriter<'_, W> {
             let name = self.mount.entry_name(rel);
             self.entry(path, name.as_os_str().as_bytes(), &meta)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let done = &self.stats;
+            self.options.progress.archived(done.bytes, done.entries());
         }
         Ok(())
     }

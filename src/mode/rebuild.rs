@@ -16,6 +16,7 @@ use crate::human;
 use crate::job::{Job, Mode, Rebuild};
 use crate::mount::{self, Mount};
 use crate::pipe::ChunkWriter;
+use crate::progress::{self, Progress};
 use crate::storage::claim::{self, Claim, Claimed};
 use crate::storage::{Store, damage, entry, transfer};
 use crate::summary::{Outcome, Summary};
@@ -180,9 +181,11 @@ async fn upload(
         store.location
     );
     let (tx, rx) = mpsc::channel(8);
+    let progress = Progress::start(progress::Kind::Rebuild);
     let options = WriteOptions {
         skip_symlinks: task.skip_symlinks,
         cancel: cancel.clone(),
+        progress: progress.clone(),
     };
     let (compression, level) = (task.compression, task.level);
     let owned_mounts = mounts.to_vec();
@@ -200,7 +203,7 @@ async fn upload(
             .context("cannot hand the archive to the upload")?;
         Ok(packed)
     });
-    let (packed, pending) = transfer::upload(store, target, rx, producer).await?;
+    let (packed, pending) = transfer::upload(store, target, rx, producer, &progress).await?;
     let ours = match claim {
         Some(claim) => claim.still_ours().await,
         None => Ok(true),

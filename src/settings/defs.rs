@@ -22,6 +22,7 @@ pub static FORMATS: &[Choice] = choices![
     "tar" | "none",
 ];
 pub static LOG_LEVELS: &[Choice] = choices!["error", "warn" | "warning", "info", "debug" | "trace"];
+pub static LOG_FORMATS: &[Choice] = choices!["text" | "logfmt" | "plain", "json"];
 pub static SFTP_AUTH_METHODS: &[Choice] =
     choices!["password", "public_key_file" | "public_key" | "key"];
 
@@ -161,7 +162,8 @@ settings! {
          cannot poison entries that other builds restore; restore still works.";
     "flush_age" => flush_age: Duration, Cache,
         aliases: [], flags: [],
-        "With flush: delete entries older than this, e.g. 14d.";
+        "With flush: delete entries older than this, e.g. 14d. 0s deletes every entry \
+         (with dry_run: lists them).";
     "max_size" => max_size: Size, Cache,
         aliases: [], flags: [],
         "With flush: then delete the oldest entries until the repository's entries \
@@ -305,10 +307,18 @@ settings! {
          steps: result (exact, partial, miss, stored, skipped...), keys, files, bytes, seconds.";
     "debug" => debug: Bool = "false", Output,
         aliases: ["DEBUG"], flags: [],
-        "Log each step in detail. Secrets are never logged, with or without debug.";
+        "Log each step in detail, starting with the settings given (and where each came \
+         from) and what they resolved to: key, mounts, storage, which credentials, \
+         timeouts. Secrets are never logged, with or without debug.";
     "log_level" => log_level: Choice(LOG_LEVELS) = "info", Output,
         aliases: ["LOG_LEVEL"], flags: ["log.level"],
         "error, warn, info or debug.";
+    "log_format" => log_format: Choice(LOG_FORMATS) = "text", Output,
+        aliases: ["LOG_FORMAT"], flags: ["log.format"],
+        "text (one plain line per event) or json (one JSON object per line, for log \
+         pipelines: timestamp, level, message, mode and key, and the numbers of progress \
+         lines; the last line, with event summary, holds the result file's fields). \
+         drone-cache's logfmt is read as text.";
 }
 
 /// drone-cache settings larder recognises but does not implement. Setting one
@@ -334,7 +344,6 @@ pub static UNSUPPORTED: &[(&str, &str)] = &[
         "PLUGIN_ASSUME_ROLE_ARN",
         "assume-role is not supported; use web identity or keys",
     ),
-    ("PLUGIN_LOG_FORMAT", "logs are plain text"),
     ("PLUGIN_API_KEY", "GCS API keys cannot write; use json_key"),
     ("PLUGIN_GCS_ACL", "objects use the bucket's default ACL"),
     (
