@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::cancel::{self, Cancel};
 use crate::describe::{self, Given};
-use crate::job::{self, Job, Process, Task};
+use crate::job::{self, Job, JobError, Mode, Process, Task};
 use crate::logging::Format;
 use crate::mount::MountSpec;
 use crate::settings::{self, Loaded, SettingError};
@@ -61,7 +61,25 @@ pub fn main() -> u8 {
     let format = Format::named(*values.log_format);
     let job = match Job::new(&values, &process) {
         Ok(job) => job,
-        Err(e) => return configuration_error(&e, format, &secrets),
+        Err(JobError::Setting(e)) => return configuration_error(&e, format, &secrets),
+        Err(JobError::Unrenderable {
+            mode,
+            exit_code,
+            result_file,
+            message,
+        }) => {
+            logging::init(
+                tracing::Level::INFO,
+                format,
+                secrets,
+                vec![("mode", mode.to_string())],
+            );
+            let mut summary = Summary::new(mode, Outcome::Failed);
+            summary.error = Some(message.clone());
+            logging::summary(&summary);
+            write_summary(result_file.as_deref(), &summary);
+            return failed(mode, exit_code, &anyhow::anyhow!(message));
+        }
     };
     match progress_interval(&process.env) {
         Ok(interval) => progress::set_interval(interval),
@@ -71,7 +89,8 @@ pub fn main() -> u8 {
         .chain(job.key().map(|key| ("key", key.to_string())))
         .collect();
     logging::init(job.log_level, format, secrets, context);
-    for warning in warnings.iter().chain(&job::storage::warnings(&values)) {
+    let job_warnings = job::storage::warnings(&values);
+    for warning in warnings.iter().chain(&job_warnings).chain(&job.notes) {
         warn!("{warning}");
     }
     if tracing::enabled!(tracing::Level::DEBUG) {
@@ -246,12 +265,7 @@ fn run(job: &Job) -> u8 {
         }
     };
     logging::summary(&report);
-    if let Some(path) = &job.result_file {
-        match summary::write(path, &report) {
-            Ok(()) => debug!("wrote the result to {}", path.display()),
-            Err(e) => warn!("could not write result_file {}: {e}", path.display()),
-        }
-    }
+    write_summary(job.result_file.as_deref(), &report);
     exit_code(job, result)
 }
 
@@ -280,17 +294,29 @@ fn exit_code(job: &Job, result: anyhow::Result<Summary>) -> u8 {
             EXIT_FAILED
         }
         Ok(_) => EXIT_OK,
-        Err(e) if job.exit_code => {
-            error!("{} failed: {e:#}", job.mode());
-            EXIT_FAILED
-        }
-        Err(e) => {
-            warn!("{} failed: {e:#}", job.mode());
-            warn!(
-                "the step still succeeds because exit_code is false; set exit_code: true \
-                 to fail the build when the cache fails"
-            );
-            EXIT_OK
-        }
+        Err(e) => failed(job.mode(), job.exit_code, &e),
+    }
+}
+
+/// A failed restore, rebuild or flush: exit 1 with `exit_code`, else a
+/// warning and exit 0, so a cache problem slows a build but never breaks it.
+fn failed(mode: Mode, exit_code: bool, error: &anyhow::Error) -> u8 {
+    if exit_code {
+        error!("{mode} failed: {error:#}");
+        return EXIT_FAILED;
+    }
+    warn!("{mode} failed: {error:#}");
+    warn!(
+        "the step still succeeds because exit_code is false; set exit_code: true \
+         to fail the build when the cache fails"
+    );
+    EXIT_OK
+}
+
+fn write_summary(path: Option<&std::path::Path>, summary: &Summary) {
+    let Some(path) = path else { return };
+    match summary::write(path, summary) {
+        Ok(()) => debug!("wrote the result to {}", path.display()),
+        Err(e) => warn!("could not write result_file {}: {e}", path.display()),
     }
 }

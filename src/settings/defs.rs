@@ -148,11 +148,13 @@ settings! {
         aliases: ["DRONE_WORKSPACE", "CI_WORKSPACE"], flags: ["local.root"],
         "The workspace: relative mounts and checksum paths start here. \
          Default: DRONE_WORKSPACE or CI_WORKSPACE, else the current directory.";
-    "override" => override_existing: Bool = "false", Cache,
+    "override" => override_existing: Bool, Cache,
         aliases: [], flags: [],
-        "Replace an entry that already exists under the key. Off by default: keys are \
-         immutable, so put a lockfile checksum in cache_key and a changed lockfile \
-         makes a new entry. (drone-cache defaulted this to true.)";
+        "What a rebuild does when the key is already stored. Not set (the default): \
+         replace the entry only if the mounts changed since it was stored, so a static key \
+         (the branch, cache_key: volume) stays fresh and an unchanged tree is not uploaded \
+         again. true: replace it every time (drone-cache's default). false: never; keys \
+         are immutable.";
     "fail_on_miss" => fail_on_miss: Bool = "false", Cache,
         aliases: ["PLUGIN_FAIL_RESTORE_IF_KEY_NOT_PRESENT"], flags: [],
         "Fail the step (exit 1) when restore finds no entry for the key or the restore keys.";

@@ -72,6 +72,8 @@ pub struct Opened {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// The backend itself, at its root (the bucket, the cache directory).
+    base: Arc<dyn ObjectStore>,
     pub backend: Backend,
     /// Where, for people: `s3://ci-cache at http://127.0.0.1:9200`, `/tmp/cache`.
     pub location: String,
@@ -120,10 +122,9 @@ impl Store {
 
     /// Roots an opened backend at `root`.
     pub fn new(backend: Backend, opened: Opened, root: &str) -> Store {
-        let inner: Arc<dyn ObjectStore> =
-            Arc::new(PrefixStore::new(opened.store, ObjectPath::from(root)));
         Store {
-            inner,
+            inner: rooted(&opened.store, root),
+            base: opened.store,
             backend,
             location: opened.location,
             root: root.to_string(),
@@ -131,9 +132,25 @@ impl Store {
         }
     }
 
+    /// The same backend rooted at another folder (`""`: its root), to read
+    /// what drone-cache stored outside the repository's folder.
+    pub fn rooted(&self, root: &str) -> Store {
+        Store {
+            inner: rooted(&self.base, root),
+            base: Arc::clone(&self.base),
+            backend: self.backend,
+            location: self.location.clone(),
+            root: root.to_string(),
+            scratch: self.scratch.clone(),
+        }
+    }
+
     /// `path` with the repository's folder in front, for messages.
     pub fn full(&self, path: &ObjectPath) -> String {
-        format!("{}/{path}", self.root)
+        match self.root.as_str() {
+            "" => path.to_string(),
+            root => format!("{root}/{path}"),
+        }
     }
 
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {
@@ -251,6 +268,13 @@ impl Store {
             self.full(path),
             self.location
         )
+    }
+}
+
+fn rooted(store: &Arc<dyn ObjectStore>, root: &str) -> Arc<dyn ObjectStore> {
+    match root.trim_matches('/') {
+        "" => Arc::clone(store),
+        root => Arc::new(PrefixStore::new(Arc::clone(store), ObjectPath::from(root))),
     }
 }
 
