@@ -187,7 +187,7 @@ impl Job {
         let restore_templates = restore_templates(values)?;
         let flush = (mode == Mode::Flush).then(|| flush(values)).transpose()?;
         let compression = compression(values);
-        let level = compression
+        let (level, level_note) = compression
             .level(*values.compression_level)
             .map_err(|p| SettingError::unusable("compression_level", p))?;
         let remote_root = remote_root(values, &metadata)?;
@@ -196,7 +196,7 @@ impl Job {
         // A key that cannot be rendered now (a lockfile that is missing in
         // this build) is a cache failure, under exit_code, not a mistake in
         // the pipeline: drone-cache did not break such a build either.
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = level_note.into_iter().collect();
         let unrenderable = |problem: String| JobError::Unrenderable {
             mode,
             exit_code: *values.exit_code,
@@ -294,7 +294,7 @@ fn drone_cache_lookup(
             let branch = metadata
                 .get(field)
                 .unwrap_or(key::metadata::unset_value(field));
-            format!("{:x}", md5::Md5::digest(branch.as_bytes()))
+            key::functions::hex(&md5::Md5::digest(branch.as_bytes()))
         }
     };
     let namespace = match values.remote_root.text() {
@@ -488,7 +488,7 @@ mod tests {
     use super::*;
     use crate::settings::values_of;
 
-    fn config(pairs: &[(&str, &str)]) -> Result<Job, SettingError> {
+    fn config(pairs: &[(&str, &str)]) -> Result<Job, JobError> {
         let process = Process {
             env: crate::settings::sources::env_of(pairs),
             cwd: PathBuf::from("/"),

@@ -67,7 +67,8 @@ pub static SETTINGS: &[Old] = &[
     old!("debug", ["PLUGIN_DEBUG", "DEBUG"], Some("debug"), Differs(
         "logs each step in detail, never the environment or secrets")),
     old!("log_level", ["PLUGIN_LOG_LEVEL", "LOG_LEVEL"], Some("log_level"), Same),
-    old!("log_format", ["PLUGIN_LOG_FORMAT", "LOG_FORMAT"], Some("log_format"), Same),
+    old!("log_format", ["PLUGIN_LOG_FORMAT", "LOG_FORMAT"], None, Unsupported(
+        "logs are plain text")),
     old!("backend", ["PLUGIN_BACKEND"], Some("backend"), Differs(
         "alioss (Alibaba OSS) is not a backend: its restores never worked in drone-cache")),
     old!("backend_operation_timeout",

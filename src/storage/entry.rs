@@ -5,7 +5,7 @@
 //! so changing `archive_format` never hides an existing entry.
 
 use futures::future::join_all;
-use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, ObjectMeta};
 use object_store::path::Path;
 
 use super::Store;
