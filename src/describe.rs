@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::human;
-use crate::job::{Job, Task};
+use crate::job::{Job, Stored, Task};
 use crate::mount::MountSpec;
 use crate::settings::cli::{self, Invocation};
 use crate::settings::defs::{SETTINGS, Values};
@@ -139,10 +139,12 @@ pub fn job(
             ));
             lines.push(format!(
                 "  a stored entry for the key is {}",
-                if task.replace {
-                    "replaced (override: true)"
-                } else {
-                    "kept and the upload skipped (override: false)"
+                match task.stored {
+                    Stored::Replace => "replaced (override: true)",
+                    Stored::Keep => "kept and the upload skipped (override: false)",
+                    Stored::ReplaceIfChanged => {
+                        "replaced if the mounts changed since it was stored (override not set)"
+                    }
                 }
             ));
         }

@@ -20,7 +20,7 @@ pub(crate) mod mode;
 pub mod mount;
 pub(crate) mod pipe;
 pub(crate) mod pool;
-pub(crate) mod progress;
+pub mod progress;
 pub mod secret;
 pub mod settings;
 pub mod staging;

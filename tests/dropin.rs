@@ -46,13 +46,27 @@ fn module_cache(ws: &Path) {
     let m = ws.join("pkg.mod");
     fs::create_dir_all(m.join("example.com/lib@v1.0.0/sub")).unwrap();
     fs::create_dir_all(m.join("cache/download/example.com/lib/@v")).unwrap();
-    fs::write(m.join("example.com/lib@v1.0.0/go.mod"), "module example.com/lib\n").unwrap();
-    fs::write(m.join("example.com/lib@v1.0.0/sub/a.go"), tree::noise(1, 40_000)).unwrap();
-    fs::write(m.join("cache/download/example.com/lib/@v/v1.0.0.zip"), tree::noise(2, 300_000))
-        .unwrap();
+    fs::write(
+        m.join("example.com/lib@v1.0.0/go.mod"),
+        "module example.com/lib\n",
+    )
+    .unwrap();
+    fs::write(
+        m.join("example.com/lib@v1.0.0/sub/a.go"),
+        tree::noise(1, 40_000),
+    )
+    .unwrap();
+    fs::write(
+        m.join("cache/download/example.com/lib/@v/v1.0.0.zip"),
+        tree::noise(2, 300_000),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("../example.com", m.join("cache/link")).unwrap();
-    fs::set_permissions(m.join("example.com/lib@v1.0.0"), fs::Permissions::from_mode(0o555))
-        .unwrap();
+    fs::set_permissions(
+        m.join("example.com/lib@v1.0.0"),
+        fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
 }
 
 /// An archive of `ws/pkg.mod` as drone-cache v1.4 wrote one: GNU tar in
@@ -74,7 +88,11 @@ fn drone_cache_archive(ws: &Path, format: &str) -> Vec<u8> {
         .arg(ws.join("pkg.mod"))
         .output()
         .expect("GNU tar");
-    assert!(tar.status.success(), "tar: {}", String::from_utf8_lossy(&tar.stderr));
+    assert!(
+        tar.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
     let compress = |program: &str, args: &[&str]| {
         use std::io::Write;
         let mut child = Command::new(program)
@@ -145,7 +163,10 @@ fn the_forks_entries_are_restored_on_the_first_run(backend: &Backend) {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    backend.put(&format!("{key}/pkg.mod"), drone_cache_archive(ws.path(), "gzip"));
+    backend.put(
+        &format!("{key}/pkg.mod"),
+        drone_cache_archive(ws.path(), "gzip"),
+    );
     tree::remove(&ws.path().join("pkg.mod"));
     Step::new(ws.path(), backend, &root)
         .unset("PLUGIN_CACHE_KEY")
@@ -163,12 +184,19 @@ fn a_static_key_refreshes_when_its_tree_changes(backend: &Backend) {
     let ws = workspace();
     module_cache(ws.path());
     let step = || Step::new(ws.path(), backend, &root).set("PLUGIN_CACHE_KEY", "volume");
-    step().rebuild().assert_code(0).assert_log("stored key 'volume'");
+    step()
+        .rebuild()
+        .assert_code(0)
+        .assert_log("stored key 'volume'");
     step()
         .rebuild()
         .assert_code(0)
         .assert_log("the mounts have not changed since; nothing was uploaded");
-    fs::write(ws.path().join("pkg.mod/cache/download/new.zip"), "a new module").unwrap();
+    fs::write(
+        ws.path().join("pkg.mod/cache/download/new.zip"),
+        "a new module",
+    )
+    .unwrap();
     step()
         .rebuild()
         .assert_code(0)
@@ -181,7 +209,11 @@ fn a_static_key_refreshes_when_its_tree_changes(backend: &Backend) {
         .assert_code(0);
     assert!(fresh.path().join("pkg.mod/cache/download/new.zip").exists());
     // override: false keeps the stored entry whatever changed.
-    fs::write(ws.path().join("pkg.mod/cache/download/newer.zip"), "another").unwrap();
+    fs::write(
+        ws.path().join("pkg.mod/cache/download/newer.zip"),
+        "another",
+    )
+    .unwrap();
     step()
         .set("PLUGIN_OVERRIDE", "false")
         .rebuild()
@@ -211,7 +243,10 @@ fn what_drone_cache_tolerated_does_not_break_the_build() {
     let result: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(ws.path().join("result.json")).unwrap()).unwrap();
     assert_eq!(result["result"], "failed", "{result}");
-    assert!(result["error"].as_str().unwrap().contains("go.sum"), "{result}");
+    assert!(
+        result["error"].as_str().unwrap().contains("go.sum"),
+        "{result}"
+    );
     missing
         .clone_with("PLUGIN_EXIT_CODE", "true")
         .restore()
@@ -219,7 +254,10 @@ fn what_drone_cache_tolerated_does_not_break_the_build() {
         .assert_log("cannot be rendered");
 
     Step::new(ws.path(), &backend, &root)
-        .set("PLUGIN_CACHE_KEY", "k-{{ .Repo.Avatar }}-{{ .Repo.Trusted }}")
+        .set(
+            "PLUGIN_CACHE_KEY",
+            "k-{{ .Repo.Avatar }}-{{ .Repo.Trusted }}",
+        )
         .set("PLUGIN_ARCHIVE_FORMAT", "zstd")
         .set("PLUGIN_COMPRESSION_LEVEL", "22")
         .rebuild()
@@ -248,7 +286,8 @@ fn typos_stop_the_step_and_drone_cache_leftovers_warn() {
         let run = Step::new(ws.path(), &backend, "r")
             .set(typo, "true")
             .run("rebuild");
-        run.assert_code(2).assert_log(&format!("did you mean {meant}?"));
+        run.assert_code(2)
+            .assert_log(&format!("did you mean {meant}?"));
     }
     // The mode itself misspelt: no mode is set at all.
     let mut only_typo = Step::new(ws.path(), &backend, "r")

@@ -123,6 +123,7 @@ impl Sandbox {
             max_bytes: 1 << 30,
             owners: false,
             cancel: Cancel::new(),
+            strip_prefix: None,
         };
         let error = match extract::extract(io::Cursor::new(archive), &plan, &options) {
             Ok((_, staging)) => staging.commit().err().map(|e| format!("commit: {e}")),

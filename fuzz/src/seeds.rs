@@ -70,12 +70,15 @@ fn packed(compression: Compression) -> Vec<u8> {
     let options = WriteOptions {
         skip_symlinks: false,
         cancel: larder::cancel::Cancel::new(),
+        progress: larder::progress::Progress::default(),
     };
     let level = match compression {
         Compression::Zstd => 1,
         other => other.default_level(),
     };
-    let (_, out) = archive::pack(&mounts, &options, compression, level, Vec::new()).unwrap();
+    let survey = archive::write::survey(&mounts, &options).unwrap();
+    let (_, out) =
+        archive::pack(&mounts, &survey, &options, compression, level, Vec::new()).unwrap();
     fs::set_permissions(ws.join("cache/ro"), fs::Permissions::from_mode(0o755)).unwrap();
     out
 }

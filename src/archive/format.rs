@@ -66,7 +66,9 @@ impl Compression {
         let mapped = |level: i32, why: &str| {
             Ok((
                 level,
-                Some(format!("compression_level {requested} is read as {self} {level}: {why}")),
+                Some(format!(
+                    "compression_level {requested} is read as {self} {level}: {why}"
+                )),
             ))
         };
         match (self, requested) {

@@ -98,7 +98,10 @@ impl Manifest {
             return None;
         }
         let mut records = Vec::new();
-        first.take(HEAD_BYTES as u64).read_to_end(&mut records).ok()?;
+        first
+            .take(HEAD_BYTES as u64)
+            .read_to_end(&mut records)
+            .ok()?;
         Manifest::from_pax(&records)
     }
 

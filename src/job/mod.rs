@@ -208,7 +208,11 @@ impl Job {
         };
         let rendered = match mode {
             Mode::Flush => None,
-            _ => Some(template.render(&metadata, &workspace).map_err(unrenderable)?),
+            _ => Some(
+                template
+                    .render(&metadata, &workspace)
+                    .map_err(unrenderable)?,
+            ),
         };
         let key = rendered.map(|r| {
             notes.extend(r.notes.into_iter().map(|n| format!("cache_key: {n}")));
@@ -266,7 +270,12 @@ fn render_prefixes(
     for template in templates {
         match template.render(metadata, workspace) {
             Ok(rendered) => {
-                notes.extend(rendered.notes.into_iter().map(|n| format!("restore_keys: {n}")));
+                notes.extend(
+                    rendered
+                        .notes
+                        .into_iter()
+                        .map(|n| format!("restore_keys: {n}")),
+                );
                 prefixes.push(rendered.key);
             }
             Err(problem) => notes.push(format!(
@@ -299,7 +308,10 @@ fn drone_cache_lookup(
     };
     let namespace = match values.remote_root.text() {
         Some(root) => root.to_string(),
-        None => metadata.get_path(".Repo.Name").unwrap_or_default().to_string(),
+        None => metadata
+            .get_path(".Repo.Name")
+            .unwrap_or_default()
+            .to_string(),
     };
     (!key.is_empty()).then_some(DroneCache { namespace, key })
 }

@@ -10,8 +10,8 @@ use object_store::path::Path;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::archive::write::{Survey, WriteOptions};
 use crate::archive;
+use crate::archive::write::{Survey, WriteOptions};
 use crate::cancel::Cancel;
 use crate::human;
 use crate::job::{Job, Mode, Rebuild, Stored};

@@ -337,7 +337,15 @@ async fn migrate(
             key: legacy.key.clone(),
             restore_key: Some(DRONE_CACHE.into()),
         };
-        let (extracted, _) = unpack(job, task, &bucket, &found, std::slice::from_ref(spec), cancel).await?;
+        let (extracted, _) = unpack(
+            job,
+            task,
+            &bucket,
+            &found,
+            std::slice::from_ref(spec),
+            cancel,
+        )
+        .await?;
         files += extracted.stats.files;
         tar_bytes += extracted.tar_bytes;
         stored_bytes += found.entry.size;

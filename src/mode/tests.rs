@@ -362,7 +362,11 @@ async fn a_stored_key_is_refreshed_only_when_its_mounts_change() {
     assert!(unchanged.reason.unwrap().contains("have not changed"));
     assert_eq!(store.list().await.unwrap()[0].e_tag, first.e_tag);
 
-    fs::write(ws.path().join("pkg.mod/cache/download/new.zip"), "new module").unwrap();
+    fs::write(
+        ws.path().join("pkg.mod/cache/download/new.zip"),
+        "new module",
+    )
+    .unwrap();
     let mut keep = job.clone();
     if let Task::Rebuild(task) = &mut keep.task {
         task.stored = Stored::Keep;
@@ -373,5 +377,10 @@ async fn a_stored_key_is_refreshed_only_when_its_mounts_change() {
     run(&restore_job(target.path(), "volume", &[]), &store)
         .await
         .unwrap();
-    assert!(target.path().join("pkg.mod/cache/download/new.zip").exists());
+    assert!(
+        target
+            .path()
+            .join("pkg.mod/cache/download/new.zip")
+            .exists()
+    );
 }

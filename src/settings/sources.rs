@@ -167,8 +167,8 @@ pub fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::defs::{Values, find};
     use crate::settings::check_names;
+    use crate::settings::defs::{Values, find};
     use crate::settings::values::{Given, GivenText};
     use std::time::Duration;
 
@@ -322,8 +322,13 @@ mod tests {
             ("PLUGIN_CAHCE_KEY", "cache_key"),
             ("PLUGIN_EXITCODE", "exit_code"),
         ] {
-            let err = check_names(&env_of(&[(typo, "true")])).unwrap_err().to_string();
-            assert!(err.contains(&format!("did you mean {meant}?")), "{typo}: {err}");
+            let err = check_names(&env_of(&[(typo, "true")]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("did you mean {meant}?")),
+                "{typo}: {err}"
+            );
         }
         let e = env_of(&[
             ("PLUGIN_ACL", "private"),

@@ -5,8 +5,8 @@
 //! so changing `archive_format` never hides an existing entry.
 
 use futures::future::join_all;
-use object_store::{GetOptions, GetRange, ObjectMeta};
 use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectMeta};
 
 use super::Store;
 use crate::archive::Compression;
