@@ -39,6 +39,13 @@ pub fn command() -> Command {
                 .help("Print the settings reference as Markdown (docs/settings.md)."),
         )
         .arg(
+            Arg::new("migration-markdown")
+                .long("migration-markdown")
+                .hide(true)
+                .action(ArgAction::SetTrue)
+                .help("Print the migration guide's table as Markdown (docs/migrating.md)."),
+        )
+        .arg(
             Arg::new("plugin-docs")
                 .long("plugin-docs")
                 .hide(true)
@@ -130,6 +137,9 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, String> {
     };
     if matches.get_flag("settings-markdown") {
         return Ok(Invocation::Print(markdown()));
+    }
+    if matches.get_flag("migration-markdown") {
+        return Ok(Invocation::Print(super::drone_cache::markdown()));
     }
     if matches.get_flag("plugin-docs") {
         return Ok(Invocation::Print(plugin_docs()));
@@ -379,6 +389,15 @@ mod tests {
         assert!(
             committed == plugin_docs(),
             "docs.md is stale: run `cargo run -- --plugin-docs > docs.md`"
+        );
+    }
+
+    #[test]
+    fn committed_migration_guide_is_current() {
+        let committed = include_str!("../../docs/migrating.md");
+        assert!(
+            committed == super::super::drone_cache::markdown(),
+            "docs/migrating.md is stale: run `cargo run -- --migration-markdown > docs/migrating.md`"
         );
     }
 
