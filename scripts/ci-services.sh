@@ -24,6 +24,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TOOLS=${LARDER_TOOLS:-$ROOT/target/ci-tools}
 RUN=${LARDER_RUN:-$ROOT/target/ci-run}
+# What `stop` must undo (test users); kept apart from $RUN, which `start` clears.
+STATE=${LARDER_STATE:-$ROOT/target/ci-state}
 S3_PORT=${LARDER_S3_PORT:-9200}
 SFTP_PORT=${LARDER_SFTP_PORT:-2222}
 AZURE_PORT=${LARDER_AZURE_PORT:-10000}
@@ -109,7 +111,7 @@ start_bg() { # name command...: start in the background, remember the pid
 start() {
   [ -x "$TOOLS/cargo/bin/s3s-fs" ] || die "the servers are not installed; run: $0 install"
   stop >/dev/null 2>&1 || true
-  mkdir -p "$RUN"
+  mkdir -p "$RUN" "$STATE"
   start_docker
   make_certificates
   start_s3
@@ -177,7 +179,11 @@ start_sftp() {
   ssh-keygen -q -t ed25519 -N '' -f "$D/client_ed25519" -C larder-test
   cp "$D/client_ed25519.pub" "$D/authorized_keys/$SFTP_KEY_USER"
   for user in "$SFTP_PASSWORD_USER" "$SFTP_KEY_USER"; do
-    id "$user" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$user"
+    # Users made here are removed again by `stop`; ones that existed stay.
+    if ! id "$user" >/dev/null 2>&1; then
+      useradd -M -s /usr/sbin/nologin "$user"
+      echo "$user" >>"$STATE/created-users"
+    fi
     mkdir -p "$D/home/$user"
     usermod -d "$D/home/$user" "$user"
     chown "$user:" "$D/home/$user"
@@ -390,7 +396,7 @@ start_gcs_tls() {
 }
 
 stop() {
-  local f pid i
+  local f pid i user
   for f in "$RUN"/*.pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f"); rm -f "$f"
@@ -403,6 +409,13 @@ stop() {
     kill -9 "$pid" 2>/dev/null || true
     log "stopped $(basename "$f" .pid)"
   done
+  # The system users the SFTP server needed, so no test leaves accounts behind.
+  if [ -f "$STATE/created-users" ]; then
+    while read -r user; do
+      [ -n "$user" ] && userdel "$user" 2>/dev/null && log "removed the test user $user"
+    done <"$STATE/created-users"
+    rm -f "$STATE/created-users"
+  fi
 }
 
 case "${1:-}" in

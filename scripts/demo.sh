@@ -2,10 +2,16 @@
 # Runs larder's main job locally, as a pipeline would, on the filesystem
 # backend: builds larder, makes a small Go-module-cache-like workspace,
 # stores it (rebuild), then restores it into a fresh workspace and checks
-# that the two trees are identical. Needs only cargo.
+# that the two trees are identical. Needs only cargo (Rust 1.89 or newer,
+# see rust-version in Cargo.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+if [ ! -x target/release/larder ]; then
+  echo "== building larder (release; about 5 minutes on 2 cores the first time, cargo's progress below)"
+fi
+started=$SECONDS
+cargo build --release
+echo "== built in $((SECONDS - started)) s"
 LARDER=$PWD/target/release/larder
 DEMO=$(mktemp -d /tmp/larder-demo.XXXXXX)
 trap 'chmod -R u+w "$DEMO"; rm -rf "$DEMO"' EXIT
@@ -28,7 +34,7 @@ export DRONE_REPO=octocat/hello-world DRONE_COMMIT_BRANCH=main
 
 echo "== rebuild (first pipeline run, after the build)"
 DRONE_WORKSPACE=$DEMO/first PLUGIN_REBUILD=true "$LARDER"
-echo "== rebuild again: the key is already stored"
+echo "== rebuild again: the key is stored and nothing changed"
 DRONE_WORKSPACE=$DEMO/first PLUGIN_REBUILD=true "$LARDER"
 echo "== restore (next pipeline run, fresh workspace)"
 DRONE_WORKSPACE=$DEMO/second PLUGIN_RESTORE=true "$LARDER"

@@ -19,6 +19,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CONTEXT=${LARDER_IMAGE_CONTEXT:-$ROOT/target/image}
 CA_BUNDLE=${LARDER_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+# Cargo profile: `release` for published images; scripts/test.sh uses
+# `test-image` (the same code, quicker to build).
+PROFILE=${LARDER_IMAGE_PROFILE:-release}
 
 die() { echo "static-build: $*" >&2; exit 1; }
 
@@ -52,10 +55,10 @@ build() {
   echo "static-build: building larder for linux/$arch ($triple)" >&2
   # --target keeps these objects apart from the host build's, which has no +crt-static.
   (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked --target "$triple")
+    cargo build --profile "$PROFILE" --locked --target "$triple")
   local out=$CONTEXT/linux/$arch/larder
   mkdir -p "$(dirname "$out")"
-  cp "${CARGO_TARGET_DIR:-$ROOT/target}/$triple/release/larder" "$out"
+  cp "${CARGO_TARGET_DIR:-$ROOT/target}/$triple/$PROFILE/larder" "$out"
   "$strip" "$out"
   # A scratch image has no dynamic loader and no shared libraries.
   if readelf -lW "$out" | grep -q INTERP || readelf -dW "$out" | grep -q NEEDED; then

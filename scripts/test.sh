@@ -15,6 +15,6 @@ trap 'scripts/ci-services.sh stop' EXIT
 source target/ci-run/env
 if [ -z "${LARDER_TEST_IMAGE:-}" ]; then
   export LARDER_TEST_IMAGE=larder:test
-  scripts/image.sh "$LARDER_TEST_IMAGE"
+  LARDER_IMAGE_PROFILE=test-image scripts/image.sh "$LARDER_TEST_IMAGE"
 fi
 cargo test --locked "$@"
