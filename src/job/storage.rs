@@ -13,12 +13,12 @@ use super::Process;
 use crate::secret::Secret;
 use crate::settings::SettingError;
 use crate::settings::defs::Values;
-use crate::settings::values::{Given, GivenText, Sourced};
+use crate::settings::values::{Given, GivenText, Source, Sourced};
 use crate::storage::StorageConfig;
-use crate::storage::azure::AzureOptions;
+use crate::storage::azure::{AzureAuth, AzureOptions, FederatedToken};
 use crate::storage::gcs::{GcsCredentials, GcsOptions};
 use crate::storage::http::CaCerts;
-use crate::storage::s3::{CREDENTIAL_CHAIN_VARS, S3Keys, S3Options};
+use crate::storage::s3::{CREDENTIAL_CHAIN_VARS, Encryption, Role, S3Keys, S3Options};
 use crate::storage::sftp::{HostKeyCheck, SftpAuth, SftpOptions};
 
 /// Where OpenSSH looks for host keys when nothing else is configured: the
@@ -133,19 +133,6 @@ fn required<'a>(
     })
 }
 
-fn required_secret<'a>(
-    value: &'a Option<Sourced<Secret>>,
-    setting: &'static str,
-    backend: &str,
-) -> Result<&'a Secret, SettingError> {
-    value.given().ok_or_else(|| {
-        SettingError::unusable(
-            setting,
-            format!("backend {backend} needs {setting}; pass it from a secret"),
-        )
-    })
-}
-
 fn s3(values: &Values, env: &HashMap<String, String>) -> Result<S3Options, SettingError> {
     let bucket = values.bucket.text().ok_or_else(|| {
         SettingError::unusable(
@@ -167,14 +154,192 @@ fn s3(values: &Values, env: &HashMap<String, String>) -> Result<S3Options, Setti
         bucket: bucket.to_string(),
         endpoint: endpoint(values)?,
         region: values.region.text().map(str::to_string),
-        path_style: *values.path_style,
+        path_style: (values.path_style.source != Source::Default).then_some(*values.path_style),
+        roles: roles(values, keys.is_some())?,
         keys,
         credential_env: CREDENTIAL_CHAIN_VARS
             .iter()
             .filter_map(|var| Some((var.to_string(), env.get(*var)?.clone())))
             .collect(),
+        sts_endpoint: values
+            .sts_endpoint
+            .text()
+            .map(|text| parse_url("sts_endpoint", text, *values.disable_ssl))
+            .transpose()?,
+        encryption: encryption(values)?,
+        acl: match values.acl.given() {
+            // The default object ACL: sending it would only make buckets
+            // with ACLs disabled refuse the write.
+            Some(&"private") | None => None,
+            Some(acl) => Some(acl.to_string()),
+        },
+        storage_class: storage_class(values)?,
         ca_certs: ca_certs(values)?,
     })
+}
+
+/// The roles to assume, in order: `assume_role_arn` (by web identity with
+/// `oidc_token_id`), then `user_role_arn`.
+fn roles(values: &Values, have_keys: bool) -> Result<Vec<Role>, SettingError> {
+    let session_name = values.assume_role_session_name.value.trim();
+    let session_ok = (2..=64).contains(&session_name.len())
+        && session_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "=,.@_-".contains(c));
+    if !session_ok {
+        return Err(SettingError::unusable(
+            "assume_role_session_name",
+            format!(
+                "'{session_name}' is not a session name: 2 to 64 letters, digits and =,.@_- \
+                 (STS refuses anything else)"
+            ),
+        ));
+    }
+    let arn = |value: &Option<Sourced<String>>, setting: &'static str| {
+        value
+            .text()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                if a.starts_with("arn:") {
+                    Ok(a.to_string())
+                } else {
+                    Err(SettingError::unusable(
+                        setting,
+                        format!(
+                            "'{a}' is not a role ARN; write arn:aws:iam::<account>:role/<name>"
+                        ),
+                    ))
+                }
+            })
+            .transpose()
+    };
+    let first = arn(&values.assume_role_arn, "assume_role_arn")?;
+    let second = arn(&values.user_role_arn, "user_role_arn")?;
+    let token = values.oidc_token_id.given();
+    let needs = |given: bool, setting: &'static str, what: &str, needed: &str| {
+        if given {
+            Err(SettingError::unusable(
+                setting,
+                format!("{setting} is set but {needed} is not; {what}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if first.is_none() {
+        needs(
+            token.is_some(),
+            "oidc_token_id",
+            "the token is exchanged for the keys of that role (AssumeRoleWithWebIdentity)",
+            "assume_role_arn",
+        )?;
+        needs(
+            values.external_id.is_some(),
+            "external_id",
+            "it is sent when assuming that role",
+            "assume_role_arn",
+        )?;
+    }
+    if second.is_none() {
+        needs(
+            values.user_role_external_id.is_some(),
+            "user_role_external_id",
+            "it is sent when assuming that role",
+            "user_role_arn",
+        )?;
+    }
+    if token.is_some() && have_keys {
+        return Err(SettingError::Conflict(
+            "oidc_token_id and access_key/secret_key are both set: web identity needs no keys; \
+             remove one of them"
+                .into(),
+        ));
+    }
+    let mut roles = Vec::new();
+    if let Some(arn) = first {
+        roles.push(Role {
+            arn,
+            session_name: session_name.to_string(),
+            external_id: values.external_id.given().cloned(),
+            web_identity_token: token.cloned(),
+        });
+    }
+    if let Some(arn) = second {
+        roles.push(Role {
+            arn,
+            session_name: session_name.to_string(),
+            external_id: values.user_role_external_id.given().cloned(),
+            web_identity_token: None,
+        });
+    }
+    Ok(roles)
+}
+
+/// `encryption`, `kms_key_id` and `kms_bucket_key` together.
+fn encryption(values: &Values) -> Result<Option<Encryption>, SettingError> {
+    let key_id = values
+        .kms_key_id
+        .text()
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let bucket_key = values.kms_bucket_key.given().copied();
+    let algorithm = match (values.encryption.given().copied(), key_id) {
+        (Some("aes256"), _) => "AES256",
+        (Some(other), _) => other,
+        // A KMS key alone says which encryption is meant.
+        (None, Some(_)) => "aws:kms",
+        (None, None) if bucket_key.is_some() => {
+            return Err(SettingError::unusable(
+                "kms_bucket_key",
+                "kms_bucket_key is set but encryption is not; set encryption: aws:kms",
+            ));
+        }
+        (None, None) => return Ok(None),
+    };
+    if algorithm == "AES256" && (key_id.is_some() || bucket_key.is_some()) {
+        return Err(SettingError::Conflict(format!(
+            "encryption is AES256 (SSE-S3) but {} is set, which only SSE-KMS uses; \
+             set encryption: aws:kms or remove it",
+            if key_id.is_some() {
+                "kms_key_id"
+            } else {
+                "kms_bucket_key"
+            }
+        )));
+    }
+    Ok(Some(Encryption {
+        algorithm,
+        kms_key_id: key_id.map(str::to_string),
+        bucket_key,
+    }))
+}
+
+/// `storage_class`, upper-cased; classes a restore cannot read at once are refused.
+fn storage_class(values: &Values) -> Result<Option<String>, SettingError> {
+    let Some(text) = values.storage_class.text().map(str::trim) else {
+        return Ok(None);
+    };
+    let class = text.to_ascii_uppercase();
+    if class.is_empty() || !class.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(SettingError::unusable(
+            "storage_class",
+            format!(
+                "'{text}' is not a storage class; write e.g. STANDARD_IA or INTELLIGENT_TIERING"
+            ),
+        ));
+    }
+    if matches!(class.as_str(), "GLACIER" | "DEEP_ARCHIVE") {
+        return Err(SettingError::unusable(
+            "storage_class",
+            format!(
+                "{class} objects cannot be read until they are restored from the archive, so \
+                 no cache restore could use them; use STANDARD_IA, GLACIER_IR or \
+                 INTELLIGENT_TIERING, or a bucket lifecycle rule for old entries"
+            ),
+        ));
+    }
+    Ok((class != "STANDARD").then_some(class))
 }
 
 fn half_a_key_pair(given: &Option<Sourced<Secret>>, missing: &'static str) -> SettingError {
@@ -394,7 +559,7 @@ fn read_file(setting: &'static str, path: &str) -> Result<String, SettingError> 
 
 fn azure(values: &Values) -> Result<AzureOptions, SettingError> {
     let account = required(&values.account_name, "account_name", "azure")?;
-    let key = required_secret(&values.account_key, "account_key", "azure")?;
+    let auth = azure_auth(values)?;
     let container = required(&values.container, "container", "azure")?;
     let endpoint = match (values.endpoint.text(), values.blob_storage_url.text()) {
         (Some(_), Some(_)) => {
@@ -415,11 +580,126 @@ fn azure(values: &Values) -> Result<AzureOptions, SettingError> {
     };
     Ok(AzureOptions {
         account: account.to_string(),
-        key: key.clone(),
+        auth,
         container: container.to_string(),
         endpoint,
+        authority_host: values
+            .azure_authority_host
+            .text()
+            .map(|text| parse_url("azure_authority_host", text, false))
+            .transpose()?,
         ca_certs: ca_certs(values)?,
     })
+}
+
+/// How to log in to the storage account. In the drone-cache fork's order:
+/// a federated token given as `oidc_token_id`, a client secret, the account
+/// key; then a managed identity when asked for, and last a federated token
+/// file (AKS sets it in every pod of a workload identity, so a key or secret
+/// given for the step wins over it).
+fn azure_auth(values: &Values) -> Result<AzureAuth, SettingError> {
+    let client_id = values
+        .azure_client_id
+        .text()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let tenant_id = values
+        .azure_tenant_id
+        .text()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let secret = values.azure_client_secret.given();
+    let token = values.oidc_token_id.given();
+    let token_file = values
+        .azure_federated_token_file
+        .text()
+        .filter(|s| !s.trim().is_empty());
+    let key = values.account_key.given();
+    let managed = *values.azure_managed_identity;
+    // Names what `method` lacks, or gives the client and tenant ids.
+    let ids = |method: &str| -> Result<(String, String), SettingError> {
+        match (client_id, tenant_id) {
+            (Some(client), Some(tenant)) => Ok((client.to_string(), tenant.to_string())),
+            (None, _) => Err(SettingError::unusable(
+                "azure_client_id",
+                format!("{method} needs azure_client_id (the application id) and azure_tenant_id"),
+            )),
+            (Some(_), None) => Err(SettingError::unusable(
+                "azure_tenant_id",
+                format!("{method} needs azure_tenant_id (the directory id) with azure_client_id"),
+            )),
+        }
+    };
+    if managed {
+        let others: Vec<&str> = [
+            (key.is_some(), "account_key"),
+            (secret.is_some(), "azure_client_secret"),
+            (token.is_some(), "oidc_token_id"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if !others.is_empty() {
+            return Err(SettingError::Conflict(format!(
+                "azure_managed_identity is true but {} is set too; use one way to log in",
+                others.join(" and ")
+            )));
+        }
+    }
+    if let Some(token) = token {
+        let (client_id, tenant_id) = ids("oidc_token_id (workload identity federation)")?;
+        return Ok(AzureAuth::WorkloadIdentity {
+            client_id,
+            tenant_id,
+            token: FederatedToken::Token(token.clone()),
+        });
+    }
+    if let Some(secret) = secret {
+        let (client_id, tenant_id) = ids("azure_client_secret")?;
+        return Ok(AzureAuth::ClientSecret {
+            client_id,
+            tenant_id,
+            secret: secret.clone(),
+        });
+    }
+    if let Some(key) = key {
+        return Ok(AzureAuth::Key(key.clone()));
+    }
+    if managed {
+        return Ok(AzureAuth::ManagedIdentity {
+            client_id: client_id.map(str::to_string),
+            endpoint: values.azure_msi_endpoint.text().map(str::to_string),
+        });
+    }
+    if let Some(path) = token_file {
+        let (client_id, tenant_id) = ids("azure_federated_token_file (workload identity)")?;
+        if !Path::new(path).is_file() {
+            return Err(SettingError::unusable(
+                "azure_federated_token_file",
+                format!("{path} is not a readable file"),
+            ));
+        }
+        return Ok(AzureAuth::WorkloadIdentity {
+            client_id,
+            tenant_id,
+            token: FederatedToken::File(path.to_string()),
+        });
+    }
+    Err(SettingError::unusable(
+        "account_key",
+        format!(
+            "backend azure needs a way to log in: account_key (from a secret), \
+             azure_client_secret with azure_client_id and azure_tenant_id, workload identity \
+             (azure_client_id and azure_tenant_id with oidc_token_id or \
+             azure_federated_token_file), or azure_managed_identity: true{}",
+            match (client_id, tenant_id) {
+                (Some(_), _) | (_, Some(_)) => {
+                    "; azure_client_id or azure_tenant_id alone is not one"
+                }
+                _ => "",
+            }
+        ),
+    ))
 }
 
 fn gcs(values: &Values) -> Result<GcsOptions, SettingError> {

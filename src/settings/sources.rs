@@ -317,7 +317,7 @@ mod tests {
     fn typos_and_unsupported_settings_are_reported() {
         let e = env_of(&[
             ("PLUGIN_CACHE_KEYS", "x"),
-            ("PLUGIN_ACL", "private"),
+            ("PLUGIN_S3_BUCKET_PUBLIC", "true"),
             ("PLUGIN_MOUNT", "a"),
         ]);
         let warnings = environment_warnings(&e);
@@ -327,6 +327,10 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("did you mean cache_key"))
         );
-        assert!(warnings.iter().any(|w| w.contains("PLUGIN_ACL")));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("PLUGIN_S3_BUCKET_PUBLIC"))
+        );
     }
 }
