@@ -946,4 +946,312 @@ mod tests {
             })
         ));
     }
+
+    fn s3_of(pairs: &[(&str, &str)]) -> Result<S3Options, String> {
+        let mut all = vec![("PLUGIN_BUCKET", "b")];
+        all.extend_from_slice(pairs);
+        match storage_of(&all) {
+            Ok(StorageConfig::S3(s3)) => Ok(s3),
+            Ok(other) => panic!("expected s3, got {other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn roles_come_from_drone_cache_and_fork_variables() {
+        let s3 = s3_of(&[
+            ("AWS_ASSUME_ROLE_ARN", "arn:aws:iam::1:role/cache"),
+            ("ASSUME_ROLE_SESSION_NAME", "ci-build"),
+            ("PLUGIN_EXTERNAL_ID", "ext-1"),
+            ("AWS_USER_ROLE_ARN", "arn:aws:iam::2:role/writer"),
+            ("PLUGIN_USER_ROLE_EXTERNAL_ID", "ext-2"),
+            ("AWS_STS_ENDPOINT", "sts.internal:8443"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s3.roles,
+            vec![
+                Role {
+                    arn: "arn:aws:iam::1:role/cache".into(),
+                    session_name: "ci-build".into(),
+                    external_id: Some(Secret::new("ext-1")),
+                    web_identity_token: None,
+                },
+                Role {
+                    arn: "arn:aws:iam::2:role/writer".into(),
+                    session_name: "ci-build".into(),
+                    external_id: Some(Secret::new("ext-2")),
+                    web_identity_token: None,
+                },
+            ]
+        );
+        assert_eq!(
+            s3.sts_endpoint.unwrap().as_str(),
+            "https://sts.internal:8443/"
+        );
+        // The fork's other spelling, its default session name, and web identity.
+        let s3 = s3_of(&[
+            ("PLUGIN_ASSUME_ROLE", "arn:aws:iam::1:role/cache"),
+            ("PLUGIN_OIDC_TOKEN_ID", "eyJ.token"),
+        ])
+        .unwrap();
+        assert_eq!(s3.roles.len(), 1);
+        assert_eq!(s3.roles[0].session_name, "drone-cache");
+        assert_eq!(
+            s3.roles[0].web_identity_token,
+            Some(Secret::new("eyJ.token"))
+        );
+        assert!(s3_of(&[]).unwrap().roles.is_empty());
+    }
+
+    #[test]
+    fn half_configured_roles_name_the_missing_setting() {
+        let err = |pairs: &[(&str, &str)]| s3_of(pairs).unwrap_err();
+        let e = err(&[("PLUGIN_OIDC_TOKEN_ID", "eyJ.token")]);
+        assert!(
+            e.contains("setting oidc_token_id") && e.contains("assume_role_arn"),
+            "{e}"
+        );
+        let e = err(&[("PLUGIN_EXTERNAL_ID", "x")]);
+        assert!(
+            e.contains("setting external_id") && e.contains("assume_role_arn"),
+            "{e}"
+        );
+        let e = err(&[("PLUGIN_USER_ROLE_EXTERNAL_ID", "x")]);
+        assert!(e.contains("user_role_arn"), "{e}");
+        let e = err(&[("PLUGIN_ASSUME_ROLE_ARN", "cache-role")]);
+        assert!(
+            e.contains("setting assume_role_arn") && e.contains("arn:aws:iam::"),
+            "{e}"
+        );
+        let e = err(&[
+            ("PLUGIN_ASSUME_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            ("PLUGIN_ASSUME_ROLE_SESSION_NAME", "has spaces"),
+        ]);
+        assert!(e.contains("setting assume_role_session_name"), "{e}");
+        let e = err(&[
+            ("PLUGIN_ASSUME_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            ("PLUGIN_OIDC_TOKEN_ID", "eyJ.token"),
+            ("PLUGIN_ACCESS_KEY", "AKID"),
+            ("PLUGIN_SECRET_KEY", "secret"),
+        ]);
+        assert!(e.contains("oidc_token_id and access_key"), "{e}");
+        // Nothing secret in any of them.
+        assert!(!e.contains("eyJ") && !e.contains("secret\""), "{e}");
+    }
+
+    #[test]
+    fn encryption_acl_and_storage_class() {
+        let s3 = s3_of(&[
+            ("AWS_ENCRYPTION", "AES256"),
+            ("AWS_ACL", "bucket-owner-full-control"),
+            ("PLUGIN_STORAGE_CLASS", "standard_ia"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s3.encryption,
+            Some(Encryption {
+                algorithm: "AES256",
+                kms_key_id: None,
+                bucket_key: None
+            })
+        );
+        assert_eq!(s3.acl.as_deref(), Some("bucket-owner-full-control"));
+        assert_eq!(s3.storage_class.as_deref(), Some("STANDARD_IA"));
+        // drone-cache's default ACL and STANDARD send nothing.
+        let s3 = s3_of(&[
+            ("PLUGIN_ACL", "private"),
+            ("PLUGIN_STORAGE_CLASS", "STANDARD"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s3.acl, s3.storage_class, s3.encryption),
+            (None, None, None)
+        );
+        // A KMS key alone means aws:kms.
+        let s3 = s3_of(&[
+            ("PLUGIN_KMS_KEY_ID", "alias/ci"),
+            ("PLUGIN_KMS_BUCKET_KEY", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s3.encryption,
+            Some(Encryption {
+                algorithm: "aws:kms",
+                kms_key_id: Some("alias/ci".into()),
+                bucket_key: Some(true)
+            })
+        );
+        let dsse = s3_of(&[("PLUGIN_ENCRYPTION", "aws:kms:dsse")]).unwrap();
+        assert_eq!(dsse.encryption.unwrap().algorithm, "aws:kms:dsse");
+        // What cannot work is refused, naming the setting.
+        let e = s3_of(&[("PLUGIN_ENCRYPTION", "AES256"), ("PLUGIN_KMS_KEY_ID", "k")]).unwrap_err();
+        assert!(e.contains("kms_key_id") && e.contains("aws:kms"), "{e}");
+        let e = s3_of(&[("PLUGIN_KMS_BUCKET_KEY", "true")]).unwrap_err();
+        assert!(e.contains("setting kms_bucket_key"), "{e}");
+        let e = s3_of(&[("PLUGIN_ENCRYPTION", "sse-c")]).unwrap_err();
+        assert!(e.contains("encryption") && e.contains("aws:kms"), "{e}");
+        let e = s3_of(&[("PLUGIN_ACL", "owner-only")]).unwrap_err();
+        assert!(
+            e.contains("acl") && e.contains("bucket-owner-full-control"),
+            "{e}"
+        );
+        let e = s3_of(&[("PLUGIN_STORAGE_CLASS", "deep_archive")]).unwrap_err();
+        assert!(
+            e.contains("setting storage_class") && e.contains("DEEP_ARCHIVE"),
+            "{e}"
+        );
+        let e = s3_of(&[("PLUGIN_STORAGE_CLASS", "cold storage")]).unwrap_err();
+        assert!(e.contains("setting storage_class"), "{e}");
+    }
+
+    #[test]
+    fn path_style_is_none_unless_set() {
+        assert_eq!(s3_of(&[]).unwrap().path_style, None);
+        assert_eq!(
+            s3_of(&[("PLUGIN_PATH_STYLE", "false")]).unwrap().path_style,
+            Some(false)
+        );
+        assert_eq!(
+            s3_of(&[("AWS_PLUGIN_PATH_STYLE", "true")])
+                .unwrap()
+                .path_style,
+            Some(true)
+        );
+    }
+
+    fn azure_of(pairs: &[(&str, &str)]) -> Result<AzureOptions, String> {
+        let mut all = vec![
+            ("PLUGIN_BACKEND", "azure"),
+            ("PLUGIN_ACCOUNT_NAME", "acct"),
+            ("PLUGIN_CONTAINER", "c"),
+        ];
+        all.extend_from_slice(pairs);
+        match storage_of(&all) {
+            Ok(StorageConfig::Azure(azure)) => Ok(azure),
+            Ok(other) => panic!("expected azure, got {other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn azure_logs_in_with_a_key_a_secret_a_federated_token_or_a_managed_identity() {
+        let entra = [
+            ("AZURE_CLIENT_ID", "app-1"),
+            ("AZURE_TENANT_ID", "tenant-1"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = entra.to_vec();
+            pairs.extend_from_slice(extra);
+            azure_of(&pairs).unwrap().auth
+        };
+        let auth = with(&[("AZURE_CLIENT_SECRET", "s3cret")]);
+        assert!(
+            matches!(&auth, AzureAuth::ClientSecret { client_id, tenant_id, secret }
+                if client_id == "app-1" && tenant_id == "tenant-1" && secret.expose() == "s3cret"),
+            "{auth:?}"
+        );
+        // The fork's spellings, and its order: the secret wins over a key.
+        let auth = azure_of(&[
+            ("CLIENT_ID", "app-2"),
+            ("TENANT_ID", "t"),
+            ("CLIENT_SECRET", "s"),
+            ("AZURE_ACCOUNT_KEY", "a2V5"),
+        ])
+        .unwrap()
+        .auth;
+        assert!(matches!(auth, AzureAuth::ClientSecret { .. }), "{auth:?}");
+        let auth = with(&[("PLUGIN_OIDC_TOKEN_ID", "eyJ.t"), ("CLIENT_SECRET", "s")]);
+        assert!(
+            matches!(&auth, AzureAuth::WorkloadIdentity { token: FederatedToken::Token(t), .. }
+                if t.expose() == "eyJ.t"),
+            "{auth:?}"
+        );
+        // AKS's variables: the token file, unless the step gives a key.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "eyJ.file").unwrap();
+        let file = file.to_str().unwrap();
+        let auth = with(&[("AZURE_FEDERATED_TOKEN_FILE", file)]);
+        assert!(
+            matches!(&auth, AzureAuth::WorkloadIdentity { token: FederatedToken::File(f), .. }
+                if f == file),
+            "{auth:?}"
+        );
+        let auth = with(&[
+            ("AZURE_FEDERATED_TOKEN_FILE", file),
+            ("AZURE_ACCOUNT_KEY", "a2V5"),
+        ]);
+        assert!(matches!(auth, AzureAuth::Key(_)), "{auth:?}");
+        let auth = with(&[
+            ("AZURE_FEDERATED_TOKEN_FILE", file),
+            ("PLUGIN_AZURE_MANAGED_IDENTITY", "true"),
+            ("IDENTITY_ENDPOINT", "http://localhost:42356/msi/token"),
+        ]);
+        assert!(
+            matches!(&auth, AzureAuth::ManagedIdentity { client_id: Some(id), endpoint: Some(e) }
+                if id == "app-1" && e.ends_with("/msi/token")),
+            "{auth:?}"
+        );
+        let options = azure_of(&[
+            ("PLUGIN_AZURE_MANAGED_IDENTITY", "true"),
+            ("AZURE_AUTHORITY_HOST", "https://login.chinacloudapi.cn"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            options.auth,
+            AzureAuth::ManagedIdentity {
+                client_id: None,
+                endpoint: None
+            }
+        ));
+        assert_eq!(
+            options.authority_host.unwrap().as_str(),
+            "https://login.chinacloudapi.cn/"
+        );
+    }
+
+    #[test]
+    fn half_configured_azure_logins_name_the_missing_setting() {
+        let e = azure_of(&[]).unwrap_err();
+        assert!(
+            e.contains("setting account_key")
+                && e.contains("azure_client_secret")
+                && e.contains("azure_managed_identity"),
+            "{e}"
+        );
+        let e = azure_of(&[("AZURE_CLIENT_SECRET", "s3cret")]).unwrap_err();
+        assert!(e.contains("setting azure_client_id"), "{e}");
+        let e =
+            azure_of(&[("AZURE_CLIENT_SECRET", "s3cret"), ("AZURE_CLIENT_ID", "a")]).unwrap_err();
+        assert!(e.contains("setting azure_tenant_id"), "{e}");
+        let e =
+            azure_of(&[("PLUGIN_OIDC_TOKEN_ID", "eyJ.t"), ("AZURE_TENANT_ID", "t")]).unwrap_err();
+        assert!(
+            e.contains("setting azure_client_id") && e.contains("oidc_token_id"),
+            "{e}"
+        );
+        let e = azure_of(&[("AZURE_CLIENT_ID", "a"), ("AZURE_TENANT_ID", "t")]).unwrap_err();
+        assert!(e.contains("alone is not one"), "{e}");
+        let e = azure_of(&[
+            ("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/token"),
+            ("AZURE_CLIENT_ID", "a"),
+            ("AZURE_TENANT_ID", "t"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("setting azure_federated_token_file") && e.contains("/nonexistent"),
+            "{e}"
+        );
+        let e = azure_of(&[
+            ("PLUGIN_AZURE_MANAGED_IDENTITY", "true"),
+            ("AZURE_ACCOUNT_KEY", "a2V5"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("azure_managed_identity") && e.contains("account_key"),
+            "{e}"
+        );
+        assert!(!e.contains("a2V5") && !e.contains("s3cret"), "{e}");
+    }
 }

@@ -230,7 +230,9 @@ settings! {
     "path_style" => path_style: Bool = "false", S3,
         aliases: ["AWS_PLUGIN_PATH_STYLE"], flags: [],
         "Address the bucket as endpoint/bucket instead of bucket.endpoint. \
-         Most self-hosted servers (MinIO, Ceph, Garage) need true.";
+         Most self-hosted servers (MinIO, Ceph, Garage) need true. An endpoint that is an \
+         IP address always uses path style (as the AWS SDKs do); localhost and *.localhost \
+         do unless this is set to false.";
     "access_key" => access_key: Secret, S3,
         aliases: ["AWS_ACCESS_KEY_ID", "CACHE_AWS_ACCESS_KEY_ID"], flags: [],
         "Access key ID. Without access_key and secret_key, the standard AWS chain is \
