@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use http::Method;
@@ -82,10 +82,18 @@ pub struct AssumedRole {
     cached: Mutex<Option<Cached>>,
 }
 
-struct Cached {
-    credential: Arc<AwsCredential>,
-    expires: SystemTime,
+enum Cached {
+    Keys {
+        credential: Arc<AwsCredential>,
+        expires: SystemTime,
+    },
+    /// A refusal, given again to the requests of the next seconds instead
+    /// of asking STS once for each of them.
+    Failed { error: String, at: Instant },
 }
+
+/// How long a failed STS call answers for the calls after it.
+const REMEMBER_FAILURE: Duration = Duration::from_secs(10);
 
 impl fmt::Debug for AssumedRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -174,7 +182,7 @@ impl AssumedRole {
     }
 
     /// Calls STS, retrying what may pass on a second try.
-    async fn fetch(&self) -> Result<Cached, StsError> {
+    async fn fetch(&self) -> Result<(Arc<AwsCredential>, SystemTime), StsError> {
         let body = self.body();
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
@@ -206,12 +214,14 @@ impl AssumedRole {
                             self.describe()
                         ))
                     })
-                    .map(|(credential, expires)| Cached {
-                        credential: Arc::new(credential),
-                        expires: expires.unwrap_or_else(|| {
-                            // Unreadable expiry: renew well before any role's least.
-                            SystemTime::now() + Duration::from_secs(15 * 60)
-                        }),
+                    .map(|(credential, expires)| {
+                        (
+                            Arc::new(credential),
+                            expires.unwrap_or_else(|| {
+                                // Unreadable expiry: renew well before any role's least.
+                                SystemTime::now() + Duration::from_secs(15 * 60)
+                            }),
+                        )
                     });
             }
             let code = tag(&text, "Code").unwrap_or_default();
@@ -229,9 +239,10 @@ impl AssumedRole {
             }
         }
         Err(StsError(format!(
-            "{} failed: {last}. Check that {} may assume the role: the role's trust policy{} \
+            "{} failed: {}. Check that {} may assume the role: the role's trust policy{} \
              and, for a custom sts_endpoint, the endpoint and region",
             self.describe(),
+            last.trim_end_matches('.'),
             if self.role.web_identity_token.is_some() {
                 "the OIDC token in oidc_token_id (its issuer and audience)"
             } else {
@@ -251,30 +262,47 @@ impl CredentialProvider for AssumedRole {
     type Credential = AwsCredential;
 
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        let failed = |error: String| object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(StsError(error)),
+        };
         let mut cached = self.cached.lock().await;
-        if let Some(current) = cached.as_ref()
-            && current
-                .expires
+        match cached.as_ref() {
+            Some(Cached::Keys {
+                credential,
+                expires,
+            }) if expires
                 .duration_since(SystemTime::now())
-                .is_ok_and(|left| left > RENEW_BEFORE)
-        {
-            return Ok(Arc::clone(&current.credential));
+                .is_ok_and(|left| left > RENEW_BEFORE) =>
+            {
+                return Ok(Arc::clone(credential));
+            }
+            Some(Cached::Failed { error, at }) if at.elapsed() < REMEMBER_FAILURE => {
+                return Err(failed(error.clone()));
+            }
+            _ => {}
         }
-        let fresh = self
-            .fetch()
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: Box::new(e),
-            })?;
-        tracing::debug!(
-            "s3: {} gave keys valid until {}",
-            self.describe(),
-            humantime::format_rfc3339_seconds(fresh.expires)
-        );
-        let credential = Arc::clone(&fresh.credential);
-        *cached = Some(fresh);
-        Ok(credential)
+        match self.fetch().await {
+            Ok((credential, expires)) => {
+                tracing::debug!(
+                    "s3: {} gave keys valid until {}",
+                    self.describe(),
+                    humantime::format_rfc3339_seconds(expires)
+                );
+                *cached = Some(Cached::Keys {
+                    credential: Arc::clone(&credential),
+                    expires,
+                });
+                Ok(credential)
+            }
+            Err(StsError(error)) => {
+                *cached = Some(Cached::Failed {
+                    error: error.clone(),
+                    at: Instant::now(),
+                });
+                Err(failed(error))
+            }
+        }
     }
 }
 
