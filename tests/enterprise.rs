@@ -679,3 +679,33 @@ fn azure_managed_identity_round_trips() {
         assert_eq!(request["query"]["resource"], "https://storage.azure.com");
     }
 }
+
+#[test]
+fn a_stalled_sts_fails_within_the_timeout() {
+    // Accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sts = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let backend = moto_backend(&env("LARDER_TEST_MOTO_ENDPOINT"));
+    let ws = workspace();
+    tree::rich(ws.path());
+    let started = std::time::Instant::now();
+    let run = moto_step(ws.path(), &backend, &unique_root("sts-stalled"))
+        .set("PLUGIN_ASSUME_ROLE_ARN", &env("LARDER_TEST_MOTO_ROLE_ARN"))
+        .set("PLUGIN_STS_ENDPOINT", &sts)
+        .set("PLUGIN_BACKEND_OPERATION_TIMEOUT", "2s")
+        .rebuild();
+    run.assert_code(1)
+        .assert_log("AssumeRole of")
+        .assert_log("backend_operation_timeout");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_secs(20),
+        "gave up only after {elapsed:?}"
+    );
+}

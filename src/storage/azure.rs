@@ -172,6 +172,7 @@ pub fn open(options: &AzureOptions, timeout: Duration) -> anyhow::Result<Opened>
                 client_id: client_id.clone(),
                 assertion: token.clone(),
                 client: http,
+                timeout,
                 cached: Mutex::new(None),
             }))
         }
@@ -210,6 +211,8 @@ struct ClientAssertion {
     client_id: String,
     assertion: Secret,
     client: HttpClient,
+    /// The most one renewal may take, retries included.
+    timeout: Duration,
     cached: Mutex<Option<(Arc<AzureCredential>, Instant)>>,
 }
 
@@ -315,19 +318,24 @@ impl CredentialProvider for ClientAssertion {
         {
             return Ok(Arc::clone(token));
         }
-        let (token, expires) = self
-            .fetch()
+        let fetched = tokio::time::timeout(self.timeout, self.fetch())
             .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "MicrosoftAzure",
-                source: format!(
-                    "getting a token for {} with the federated token in oidc_token_id from {} \
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer within backend_operation_timeout ({})",
+                    humantime::format_duration(self.timeout)
+                ))
+            });
+        let (token, expires) = fetched.map_err(|e| object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: format!(
+                "getting a token for {} with the federated token in oidc_token_id from {} \
                  failed: {e}. Check azure_client_id, azure_tenant_id and the app registration's \
                  federated credential (issuer, subject, audience)",
-                    self.client_id, self.token_url
-                )
-                .into(),
-            })?;
+                self.client_id, self.token_url
+            )
+            .into(),
+        })?;
         *cached = Some((Arc::clone(&token), expires));
         Ok(token)
     }

@@ -278,6 +278,7 @@ fn assumed_roles(
             region.to_string(),
             base,
             client.clone(),
+            timeout,
         )));
     }
     Ok(previous)

@@ -79,6 +79,8 @@ pub struct AssumedRole {
     /// Signs `AssumeRole`; `None` for web identity, which is not signed.
     base: Option<AwsCredentialProvider>,
     client: HttpClient,
+    /// The most one renewal may take, retries included.
+    timeout: Duration,
     cached: Mutex<Option<Cached>>,
 }
 
@@ -115,6 +117,7 @@ impl AssumedRole {
         region: String,
         base: Option<AwsCredentialProvider>,
         client: HttpClient,
+        timeout: Duration,
     ) -> AssumedRole {
         AssumedRole {
             role,
@@ -122,6 +125,7 @@ impl AssumedRole {
             region,
             base,
             client,
+            timeout,
             cached: Mutex::new(None),
         }
     }
@@ -282,7 +286,16 @@ impl CredentialProvider for AssumedRole {
             }
             _ => {}
         }
-        match self.fetch().await {
+        let fetched = tokio::time::timeout(self.timeout, self.fetch())
+            .await
+            .unwrap_or_else(|_| {
+                Err(StsError(format!(
+                    "{} did not answer within backend_operation_timeout ({})",
+                    self.describe(),
+                    humantime::format_duration(self.timeout)
+                )))
+            });
+        match fetched {
             Ok((credential, expires)) => {
                 tracing::debug!(
                     "s3: {} gave keys valid until {}",
@@ -404,6 +417,7 @@ mod tests {
             "eu-west-1".into(),
             None,
             object_store::client::HttpClient::new(NoService),
+            Duration::from_secs(1),
         );
         assert_eq!(
             provider.body(),
@@ -424,6 +438,7 @@ mod tests {
             "cn-north-1".into(),
             None,
             object_store::client::HttpClient::new(NoService),
+            Duration::from_secs(1),
         );
         assert!(web.body().contains("WebIdentityToken=eyJhbGciOi.jwt"));
         let shown = format!("{web:?} {}", web.describe());
