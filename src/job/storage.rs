@@ -48,13 +48,55 @@ pub fn storage(values: &Values, process: &Process) -> Result<StorageConfig, Sett
 /// Storage settings that are set but do nothing for the chosen backend.
 pub fn warnings(values: &Values) -> Vec<String> {
     let backend = *values.backend;
+    let mut warnings = Vec::new();
     if values.ca_cert.text().is_some() && !matches!(backend, "s3" | "azure" | "gcs") {
-        vec![format!(
+        warnings.push(format!(
             "ca_cert is set but backend {backend} does not use https; it is ignored"
-        )]
-    } else {
-        Vec::new()
+        ));
     }
+    // Settings of one backend's logins and objects, given for another.
+    let s3_only = [
+        ("assume_role_arn", values.assume_role_arn.is_some()),
+        ("user_role_arn", values.user_role_arn.is_some()),
+        ("external_id", values.external_id.is_some()),
+        ("sts_endpoint", values.sts_endpoint.is_some()),
+        ("encryption", values.encryption.is_some()),
+        ("kms_key_id", values.kms_key_id.is_some()),
+        ("acl", values.acl.is_some()),
+        ("storage_class", values.storage_class.is_some()),
+    ];
+    let azure_only = [
+        ("azure_client_secret", values.azure_client_secret.is_some()),
+        ("azure_managed_identity", *values.azure_managed_identity),
+    ];
+    let unused: Vec<&str> = match backend {
+        "s3" => azure_only
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(n, _)| *n)
+            .collect(),
+        "azure" => s3_only
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(n, _)| *n)
+            .collect(),
+        _ => s3_only
+            .iter()
+            .chain(&azure_only)
+            .chain(&[("oidc_token_id", values.oidc_token_id.is_some())])
+            .filter(|(_, set)| *set)
+            .map(|(n, _)| *n)
+            .collect(),
+    };
+    if !unused.is_empty() {
+        warnings.push(format!(
+            "{} {} set but backend {backend} does not use {}; ignored",
+            unused.join(", "),
+            if unused.len() == 1 { "is" } else { "are" },
+            if unused.len() == 1 { "it" } else { "them" },
+        ));
+    }
+    warnings
 }
 
 /// The `ca_cert` setting: PEM text, or the path of a PEM file.
@@ -882,6 +924,21 @@ mod tests {
         ])
         .unwrap();
         assert!(warnings(&raw)[0].contains("ca_cert is set but backend filesystem"));
+        // Another backend's login and object settings are named too.
+        let raw = values_of(&[
+            ("PLUGIN_BACKEND", "azure"),
+            ("PLUGIN_ENCRYPTION", "AES256"),
+            ("AWS_ACL", "private"),
+        ])
+        .unwrap();
+        assert_eq!(
+            warnings(&raw),
+            vec!["encryption, acl are set but backend azure does not use them; ignored"]
+        );
+        let raw = values_of(&[("PLUGIN_AZURE_MANAGED_IDENTITY", "true")]).unwrap();
+        assert!(warnings(&raw)[0].contains("azure_managed_identity is set but backend s3"));
+        let raw = values_of(&[("PLUGIN_BACKEND", "gcs"), ("PLUGIN_OIDC_TOKEN_ID", "t")]).unwrap();
+        assert!(warnings(&raw)[0].contains("oidc_token_id is set but backend gcs"));
     }
 
     #[test]
