@@ -391,7 +391,7 @@ settings! {
         "Log in as the managed identity of the VM, or of the App Service or Container Apps \
          environment (IDENTITY_ENDPOINT); azure_client_id picks a user-assigned one.";
     "azure_msi_endpoint" => azure_msi_endpoint: Text, Azure,
-        aliases: ["IDENTITY_ENDPOINT", "MSI_ENDPOINT"], flags: [],
+        aliases: ["IDENTITY_ENDPOINT"], flags: [],
         "Token endpoint of the managed identity. Default: IDENTITY_ENDPOINT when set \
          (App Service, Container Apps), else the VM's instance metadata service.";
     "json_key" => json_key: Secret, Gcs,
