@@ -189,6 +189,8 @@ impl AssumedRole {
     async fn fetch(&self) -> Result<(Arc<AwsCredential>, SystemTime), StsError> {
         let body = self.body();
         let mut last = String::new();
+        // Whether STS answered (a refusal) rather than not being reached.
+        let mut answered = false;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
@@ -228,6 +230,7 @@ impl AssumedRole {
                         )
                     });
             }
+            answered = true;
             let code = tag(&text, "Code").unwrap_or_default();
             let message = tag(&text, "Message").unwrap_or_default();
             last = match (code.is_empty(), message.is_empty()) {
@@ -242,11 +245,16 @@ impl AssumedRole {
                 break;
             }
         }
+        let last = last.trim_end_matches('.');
+        if !answered {
+            // Not reached: the storage error's own hints (DNS, refused,
+            // timeout) apply to what follows.
+            return Err(StsError(format!("{} failed: {last}", self.describe())));
+        }
         Err(StsError(format!(
-            "{} failed: {}. Check that {} may assume the role: the role's trust policy{} \
+            "{} failed: {last}. Check that {} may assume the role: the role's trust policy{} \
              and, for a custom sts_endpoint, the endpoint and region",
             self.describe(),
-            last.trim_end_matches('.'),
             if self.role.web_identity_token.is_some() {
                 "the OIDC token in oidc_token_id (its issuer and audience)"
             } else {
