@@ -6,11 +6,12 @@
 //! → `mode` (restore, rebuild or flush) → `archive` (the tar stream),
 //! `storage` (where entries live) and `staging` (all-or-nothing restores).
 //! Leaves that everything may use: `secret`, `cancel`, `human` (numbers
-//! for people), `pool`.
+//! for people), `pool`, `progress` (progress lines).
 
 pub mod app;
 pub mod archive;
 pub mod cancel;
+pub(crate) mod describe;
 pub(crate) mod human;
 pub mod job;
 pub mod key;
@@ -19,6 +20,7 @@ pub(crate) mod mode;
 pub mod mount;
 pub(crate) mod pipe;
 pub(crate) mod pool;
+pub mod progress;
 pub mod secret;
 pub mod settings;
 pub mod staging;

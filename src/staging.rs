@@ -91,7 +91,6 @@ impl Staging {
         let mut staging = Staging::empty();
         for mount in mounts {
             let (parent, _) = split(mount)?;
-            staging.remember_time(&parent);
             let parent_fd = staging.open_parent(mount, workspace, &parent)?;
             remove_debris(&parent_fd, &parent);
             let (hidden, hidden_fd) = make_hidden(&parent_fd, &parent)?;
@@ -107,17 +106,16 @@ impl Staging {
         Ok(staging)
     }
 
-    /// Notes the mtime of the nearest existing directory at or above `dir`.
-    fn remember_time(&mut self, dir: &Path) {
-        let Some(existing) = dir.ancestors().find(|a| a.is_dir()) else {
-            return;
-        };
-        if self.parent_times.iter().any(|(p, _)| p == existing) {
+    /// Notes the mtime of `dir`, the directory staging is about to change
+    /// (it is read through the opened directory, never through a path that
+    /// a link could redirect outside the workspace).
+    fn remember_time(&mut self, dir: &Path, fd: &OwnedFd) {
+        if self.parent_times.iter().any(|(p, _)| p == dir) {
             return;
         }
-        if let Ok(meta) = existing.metadata() {
-            let time = filetime::FileTime::from_last_modification_time(&meta);
-            self.parent_times.push((existing.to_path_buf(), time));
+        if let Ok(stat) = rustix::fs::fstat(fd) {
+            let time = filetime::FileTime::from_unix_time(stat.st_mtime, stat.st_mtime_nsec as u32);
+            self.parent_times.push((dir.to_path_buf(), time));
         }
     }
 
@@ -146,11 +144,17 @@ impl Staging {
         let mut dir = rustix::fs::open(&anchor, dir_flags(), Mode::empty())
             .map_err(|e| located(e, "cannot open", &anchor))?;
         let mut at = anchor;
+        let mut creating = false;
         for name in below {
+            let above = at.clone();
             at.push(name);
             dir = match rustix::fs::openat(&dir, name, dir_flags(), Mode::empty()) {
                 Ok(next) => next,
                 Err(rustix::io::Errno::NOENT) => {
+                    if !creating {
+                        self.remember_time(&above, &dir);
+                        creating = true;
+                    }
                     rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755))
                         .map_err(|e| located(e, "cannot create", &at))?;
                     self.created_dirs.push(at.clone());
@@ -160,6 +164,9 @@ impl Staging {
                 Err(e) => return Err(not_a_directory(&dir, name, &at, mount, e)),
             };
         }
+        if !creating {
+            self.remember_time(&at, &dir);
+        }
         Ok(dir)
     }
 
@@ -167,7 +174,7 @@ impl Staging {
     pub fn commit(mut self) -> io::Result<Placed> {
         let mut swapped: Vec<(usize, bool)> = Vec::new();
         for index in 0..self.mounts.len() {
-            if !self.mounts[index].present {
+            if !self.mounts[index].has_tree() {
                 continue;
             }
             match swap_in(&self.mounts[index]) {
@@ -192,6 +199,17 @@ impl Staging {
         // Parents made for mounts the entry did not hold are empty: remove them.
         for dir in self.created_dirs.iter().rev() {
             let _ = fs::remove_dir(dir);
+        }
+        // A directory that received no mount is as it was, time included
+        // (its hidden directory came and went).
+        let received: Vec<&Path> = swapped
+            .iter()
+            .filter_map(|(index, _)| self.mounts[*index].mount.path.parent())
+            .collect();
+        for (dir, time) in &self.parent_times {
+            if !received.iter().any(|r| r.starts_with(dir)) {
+                let _ = filetime::set_file_mtime(dir, *time);
+            }
         }
         let mut placed = Placed::default();
         for (index, replaced) in swapped {
@@ -223,6 +241,15 @@ impl Drop for Staging {
         for (dir, time) in &self.parent_times {
             let _ = filetime::set_file_mtime(dir, *time);
         }
+    }
+}
+
+impl Staged {
+    /// Whether the archive gave this mount a tree to put in place. An
+    /// archive can name a mount and create nothing for it (only FIFOs or
+    /// devices, which are skipped): such a mount is left as it is.
+    pub fn has_tree(&self) -> bool {
+        self.present && rustix::fs::statat(&self.hidden_fd, NEW, AtFlags::SYMLINK_NOFOLLOW).is_ok()
     }
 }
 

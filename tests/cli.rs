@@ -445,3 +445,22 @@ fn dashed_secret_names_are_scrubbed_too() {
     run.assert_code(2).assert_log("setting endpoint");
     assert!(!run.log().contains("hunter2hunter2"), "{}", run.log());
 }
+
+/// A secret given on the command line, even where clap refuses it (after
+/// `--`), is scrubbed from the error. Found by the `settings` fuzz target.
+#[test]
+fn secrets_on_the_command_line_are_scrubbed_from_errors() {
+    let ws = workspace();
+    for args in [
+        &["--restore", "--", "--secret-key=hunter2hunter2"][..],
+        &["--restore", "--bogus", "--secret-key", "hunter2hunter2"][..],
+    ] {
+        let run = larder(args, &[("DRONE_REPO", "o/r")], ws.path());
+        run.assert_code(2);
+        assert!(
+            !run.log().contains("hunter2hunter2"),
+            "{args:?}: {}",
+            run.log()
+        );
+    }
+}

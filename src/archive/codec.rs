@@ -21,7 +21,7 @@ impl<W: Write> Encoder<W> {
     pub fn new(compression: Compression, level: i32, out: W) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Encoder::None(out),
-            Compression::Gzip => Encoder::Gzip(gzip_blocks::Writer::new(out, level.clamp(1, 9))?),
+            Compression::Gzip => Encoder::Gzip(gzip_blocks::Writer::new(out, level.clamp(0, 9))?),
             Compression::Zstd => {
                 let mut encoder = zstd::Encoder::new(out, level)?;
                 encoder.include_checksum(true)?;

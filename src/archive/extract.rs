@@ -78,6 +78,9 @@ pub struct Options {
     pub owners: bool,
     /// Checked between entries.
     pub cancel: crate::cancel::Cancel,
+    /// Absolute names under this directory are read as relative to it:
+    /// drone-cache wrote `/drone/src/pkg.mod/...` for the mount `pkg.mod`.
+    pub strip_prefix: Option<PathBuf>,
 }
 
 /// Decides where to restore, once the entry's manifest (its first member)
@@ -144,6 +147,7 @@ fn read_all<R: Read>(
         budgets: Vec::new(),
         total_written: 0,
         max_bytes: options.max_bytes,
+        strip_prefix: options.strip_prefix.clone(),
         next_header: 0,
         last_name: None,
     };
@@ -276,6 +280,8 @@ struct Extractor<'a> {
     /// The most file data written in all (`max_restore_size`). The stream
     /// is bounded too, but a sparse entry expands inside the tar reader.
     max_bytes: u64,
+    /// See `Options::strip_prefix`.
+    strip_prefix: Option<PathBuf>,
     /// Where the header after the last entry read starts, for messages.
     next_header: u64,
     /// The last entry read, for messages about the one after it.
@@ -475,7 +481,15 @@ impl Extractor<'_> {
     /// Decides where a name goes: `None` for a mount not being restored,
     /// an error for a name that would land outside every mount.
     fn place(&mut self, raw: &[u8]) -> anyhow::Result<Option<Place>> {
-        let name = normalize(raw)?;
+        let mut name = normalize(raw)?;
+        if let Some(relative) = self
+            .strip_prefix
+            .as_deref()
+            .and_then(|prefix| name.strip_prefix(prefix).ok())
+            .filter(|rest| !rest.as_os_str().is_empty())
+        {
+            name = relative.to_path_buf();
+        }
         let staging = self.staging()?;
         let found = staging.mounts.iter().enumerate().find_map(|(i, s)| {
             s.mount

@@ -58,18 +58,34 @@ impl Compression {
         }
     }
 
-    /// Checks a `compression_level` value; -1 means the default.
-    pub fn level(self, requested: i64) -> Result<i32, String> {
-        if requested == -1 {
-            return Ok(self.default_level());
+    /// Checks a `compression_level` value; -1 means the default. The values
+    /// drone-cache accepted are accepted: gzip 0 (stored, no compression),
+    /// zstd 0 (the default) and zstd 20-22 (read as 19); the second value
+    /// says what was mapped, for the log.
+    pub fn level(self, requested: i64) -> Result<(i32, Option<String>), String> {
+        let mapped = |level: i32, why: &str| {
+            Ok((
+                level,
+                Some(format!(
+                    "compression_level {requested} is read as {self} {level}: {why}"
+                )),
+            ))
+        };
+        match (self, requested) {
+            (_, -1) => return Ok((self.default_level(), None)),
+            (Compression::None, _) => return Ok((0, None)),
+            (Compression::Zstd, 0) => return mapped(self.default_level(), "0 means the default"),
+            (Compression::Zstd, 20..=22) => {
+                return mapped(19, "larder's zstd goes up to 19, which compresses as well");
+            }
+            _ => {}
         }
         let range = match self {
-            Compression::None => return Ok(0),
-            Compression::Gzip => 1..=9,
-            Compression::Zstd => 1..=19,
+            Compression::Gzip => 0..=9,
+            _ => 1..=19,
         };
         match i32::try_from(requested) {
-            Ok(level) if range.contains(&level) => Ok(level),
+            Ok(level) if range.contains(&level) => Ok((level, None)),
             _ => Err(format!(
                 "{requested} is not a {self} level; use {}-{} (or -1 for the default, {})",
                 range.start(),
@@ -106,11 +122,17 @@ mod tests {
 
     #[test]
     fn levels_are_checked_per_format() {
-        assert_eq!(Compression::Gzip.level(-1), Ok(1));
-        assert_eq!(Compression::Zstd.level(19), Ok(19));
-        assert!(Compression::Gzip.level(10).unwrap_err().contains("1-9"));
-        assert!(Compression::Zstd.level(0).is_err());
-        assert_eq!(Compression::None.level(5), Ok(0));
+        assert_eq!(Compression::Gzip.level(-1), Ok((1, None)));
+        assert_eq!(Compression::Zstd.level(19), Ok((19, None)));
+        assert!(Compression::Gzip.level(10).unwrap_err().contains("0-9"));
+        assert!(Compression::Zstd.level(23).is_err());
+        assert_eq!(Compression::None.level(5), Ok((0, None)));
+        // What drone-cache accepted.
+        assert_eq!(Compression::Gzip.level(0).unwrap().0, 0);
+        assert_eq!(Compression::Zstd.level(0).unwrap().0, 3);
+        let (level, note) = Compression::Zstd.level(22).unwrap();
+        assert_eq!(level, 19);
+        assert!(note.unwrap().contains("read as zstd 19"));
     }
 
     #[test]

@@ -2,10 +2,19 @@
 //! at the start of the archive. GNU tar ignores the unknown keyword, so the
 //! archive stays a plain tar; larder reads it to report and place mounts.
 
+use std::io::Read;
+
 use serde::{Deserialize, Serialize};
 
+use super::Compression;
+
 use super::pax;
+use super::write::Survey;
 use crate::mount::Mount;
+
+/// Enough of an entry's head to hold its manifest, however it is compressed
+/// (a zstd block is at most 128 KiB).
+pub const HEAD_BYTES: usize = 256 * 1024;
 
 /// The PAX keyword; vendor keywords are upper-case by convention.
 pub const PAX_KEY: &str = "LARDER.manifest";
@@ -27,6 +36,10 @@ pub struct Manifest {
     /// larder before 0.2; those are bounded by `max_restore_size` alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub totals: Vec<Totals>,
+    /// A fingerprint of the tree archived (`Survey::tree`): a rebuild of
+    /// the same key compares it with its own to see whether anything changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
 }
 
 /// The size of one mount once unpacked.
@@ -46,13 +59,14 @@ impl Totals {
 }
 
 impl Manifest {
-    pub fn for_mounts(mounts: &[Mount], totals: Vec<Totals>) -> Self {
+    pub fn for_mounts(mounts: &[Mount], survey: &Survey) -> Self {
         Manifest {
             version: 1,
             writer: format!("larder {}", env!("CARGO_PKG_VERSION")),
             mounts: mounts.iter().map(|m| m.name.clone()).collect(),
             digest: Some("xxh3-64".into()),
-            totals,
+            totals: survey.totals.clone(),
+            tree: Some(survey.tree.clone()),
         }
     }
 
@@ -64,6 +78,31 @@ impl Manifest {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The manifest of an entry, read from its first bytes (`HEAD_BYTES` of
+    /// its compressed stream), so a rebuild can compare trees without
+    /// downloading the entry. `None` if those bytes hold no manifest.
+    pub fn from_head(head: &[u8]) -> Option<Manifest> {
+        let decoder: Box<dyn Read + '_> = match Compression::detect(head) {
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(head)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(head).ok()?),
+            Compression::None => Box::new(head),
+        };
+        // The stream is cut off: keep what decoded before the error.
+        let mut tar = Vec::new();
+        let _ = decoder.take(HEAD_BYTES as u64).read_to_end(&mut tar);
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let first = archive.entries().ok()?.next()?.ok()?;
+        if first.header().entry_type() != tar::EntryType::XGlobalHeader {
+            return None;
+        }
+        let mut records = Vec::new();
+        first
+            .take(HEAD_BYTES as u64)
+            .read_to_end(&mut records)
+            .ok()?;
+        Manifest::from_pax(&records)
     }
 
     /// Finds the manifest in a PAX global header's records, if it is there.

@@ -61,6 +61,7 @@ pub struct Packed {
 /// once the compressor's trailer is written.
 pub fn pack<W: Write>(
     mounts: &[Mount],
+    survey: &write::Survey,
     options: &write::WriteOptions,
     compression: Compression,
     level: i32,
@@ -68,7 +69,7 @@ pub fn pack<W: Write>(
 ) -> io::Result<(Packed, W)> {
     let encoder = codec::Encoder::new(compression, level, out)?;
     let tally = digest::Tally::new(BufWriter::with_capacity(256 * 1024, encoder));
-    let (stats, tally) = write::write_archive(mounts, options, tally)?;
+    let (stats, tally) = write::write_archive(mounts, survey, options, tally)?;
     let tar_bytes = tally.count;
     let encoder = tally.inner.into_inner().map_err(|e| e.into_error())?;
     let out = encoder.finish()?;

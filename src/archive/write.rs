@@ -14,6 +14,7 @@ use std::path::Path;
 
 use tar::{Builder, EntryType, Header};
 use walkdir::WalkDir;
+use xxhash_rust::xxh3::Xxh3;
 
 use super::Stats;
 use super::digest::Tally;
@@ -25,28 +26,61 @@ use crate::mount::Mount;
 const USTAR_MAX_ID: u64 = 0o7777777;
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
 
+#[derive(Clone)]
 pub struct WriteOptions {
     pub skip_symlinks: bool,
     /// Checked between entries: a cancelled step stops archiving.
     pub cancel: crate::cancel::Cancel,
+    /// Told the measured totals, then what is archived after each entry.
+    pub progress: crate::progress::Progress,
 }
 
-/// Writes every mount into a tar stream on `out` and returns what was written.
-/// Mounts that do not exist must be filtered out by the caller.
+/// What the mounts hold, measured before they are archived: each mount's
+/// totals (the manifest declares them, and a restore writes no more) and a
+/// fingerprint of the whole tree (a rebuild compares it with the stored
+/// entry's to see whether anything changed).
+#[derive(Clone, Debug)]
+pub struct Survey {
+    pub totals: Vec<Totals>,
+    /// `xxh3-128:<hex>` over every name, kind, mode, size, mtime and link
+    /// target, in archive order. Directory times are left out: creating
+    /// and removing a temporary file changes them, and nothing else.
+    pub tree: String,
+}
+
+/// Walks the mounts as the writer will, without reading file contents:
+/// about 50 ms for a 15,000-file Go module cache whose metadata is cached.
+pub fn survey(mounts: &[Mount], options: &WriteOptions) -> io::Result<Survey> {
+    let mut hasher = Xxh3::new();
+    let totals = mounts
+        .iter()
+        .map(|mount| measure(mount, options, &mut hasher))
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(Survey {
+        totals,
+        tree: format!("xxh3-128:{:032x}", hasher.digest128()),
+    })
+}
+
+/// Writes every mount into a tar stream on `out` and returns what was
+/// written. `survey` is what `survey` measured of the same mounts just
+/// before; mounts that do not exist must be filtered out by the caller.
 pub fn write_archive<W: Write>(
     mounts: &[Mount],
+    survey: &Survey,
     options: &WriteOptions,
     out: Tally<W>,
 ) -> io::Result<(Stats, Tally<W>)> {
     let mut builder = Builder::new(out);
-    let totals = mounts
-        .iter()
-        .map(|mount| measure(mount, options))
-        .collect::<io::Result<Vec<_>>>()?;
-    let manifest = Manifest::for_mounts(mounts, totals.clone()).to_json();
+    let expected = survey.totals.iter().fold(Totals::default(), |mut sum, t| {
+        sum.add(*t);
+        sum
+    });
+    options.progress.expect(expected.bytes, expected.entries);
+    let manifest = Manifest::for_mounts(mounts, survey).to_json();
     pax::append_global(&mut builder, super::manifest::PAX_KEY, manifest.as_bytes())?;
     let mut stats = Stats::default();
-    for (mount, declared) in mounts.iter().zip(totals) {
+    for (mount, declared) in mounts.iter().zip(survey.totals.iter().copied()) {
         let before = stats;
         let mut writer = MountWriter {
             builder: &mut builder,
@@ -76,15 +110,17 @@ pub fn write_archive<W: Write>(
     Ok((stats, out))
 }
 
-/// What `mount` will unpack to, walked just as the writer walks it, so the
-/// manifest at the head of the stream can declare it. Costs one more walk
-/// of the tree's metadata, which the writer then finds in the kernel's cache.
-fn measure(mount: &Mount, options: &WriteOptions) -> io::Result<Totals> {
+/// What `mount` will unpack to, walked just as the writer walks it, and
+/// its part of the tree's fingerprint.
+fn measure(mount: &Mount, options: &WriteOptions, tree: &mut Xxh3) -> io::Result<Totals> {
     let mut totals = Totals::default();
     let mut linked = std::collections::HashSet::new();
+    tree.update(mount.name.as_bytes());
+    tree.update(&[0]);
     let walk = WalkDir::new(&mount.path)
         .follow_links(false)
-        .follow_root_links(false);
+        .follow_root_links(false)
+        .sort_by_file_name();
     for item in walk {
         let item = item.map_err(walk_error)?;
         let kind = item.file_type();
@@ -94,11 +130,12 @@ fn measure(mount: &Mount, options: &WriteOptions) -> io::Result<Totals> {
         if !(kind.is_dir() || kind.is_symlink() || kind.is_file()) {
             continue;
         }
+        let meta = item
+            .metadata()
+            .map_err(|e| io::Error::other(format!("cannot stat {}: {e}", item.path().display())))?;
+        fingerprint(tree, item.path(), &mount.path, &meta)?;
         totals.entries += 1;
         if kind.is_file() {
-            let meta = item.metadata().map_err(|e| {
-                io::Error::other(format!("cannot stat {}: {e}", item.path().display()))
-            })?;
             // Later names of a hard-linked file are stored as links, without data.
             if meta.nlink() > 1 && !linked.insert((meta.dev(), meta.ino())) {
                 continue;
@@ -107,6 +144,25 @@ fn measure(mount: &Mount, options: &WriteOptions) -> io::Result<Totals> {
         }
     }
     Ok(totals)
+}
+
+/// Adds one walked path to the tree's fingerprint.
+fn fingerprint(tree: &mut Xxh3, path: &Path, mount: &Path, meta: &Metadata) -> io::Result<()> {
+    let rel = path.strip_prefix(mount).unwrap_or(Path::new(""));
+    tree.update(rel.as_os_str().as_bytes());
+    tree.update(&[0]);
+    tree.update(&meta.mode().to_le_bytes());
+    if meta.is_dir() {
+        return Ok(());
+    }
+    tree.update(&meta.len().to_le_bytes());
+    tree.update(&meta.mtime().to_le_bytes());
+    tree.update(&meta.mtime_nsec().to_le_bytes());
+    if meta.file_type().is_symlink() {
+        tree.update(fs::read_link(path)?.as_os_str().as_bytes());
+        tree.update(&[0]);
+    }
+    Ok(())
 }
 
 struct MountWriter<'a, W: Write> {
@@ -135,6 +191,8 @@ impl<W: Write> MountWriter<'_, W> {
             let name = self.mount.entry_name(rel);
             self.entry(path, name.as_os_str().as_bytes(), &meta)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let done = &self.stats;
+            self.options.progress.archived(done.bytes, done.entries());
         }
         Ok(())
     }

@@ -67,6 +67,25 @@ pub struct Job {
     /// anyone cannot plant an entry that trusted builds then restore (cache
     /// poisoning, as in CVE-2025-36852), unless `allow_pull_request_writes`.
     pub writes_blocked: Option<String>,
+    /// Worth a warning, found while resolving (a field rendered as drone-cache did).
+    pub notes: Vec<String>,
+}
+
+/// Why there is no job.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The pipeline must be fixed: exit code 2.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    /// The key cannot be rendered in this build: a cache failure, which
+    /// fails the step only with `exit_code`.
+    #[error("{message}")]
+    Unrenderable {
+        mode: Mode,
+        exit_code: bool,
+        result_file: Option<PathBuf>,
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +102,9 @@ pub struct Restore {
     pub prefixes: Vec<String>,
     pub mounts: Vec<MountSpec>,
     pub fail_on_miss: bool,
+    /// Where drone-cache would have stored this key's entries, looked at
+    /// when larder has none.
+    pub drone_cache: Option<DroneCache>,
     /// The most an entry may unpack to.
     pub max_bytes: u64,
     /// Restore owners (only when running as root).
@@ -96,12 +118,35 @@ pub struct Rebuild {
     pub compression: Compression,
     pub level: i32,
     pub skip_symlinks: bool,
-    /// Replace a stored entry instead of skipping (`override`).
-    pub replace: bool,
-    /// What to suggest when the key is already stored.
-    pub stored_hint: &'static str,
+    /// What to do when the key is already stored (`override`).
+    pub stored: Stored,
     /// Who holds the claim while this rebuild uploads, for others' logs.
     pub holder: String,
+}
+
+/// drone-cache's names for this build's entries: `<namespace>/<key>/<mount>`
+/// (meltwater/drone-cache), or `<key>/<mount>` at the bucket's root (its
+/// fork, drone-plugins/drone-meltwater-cache).
+#[derive(Clone, Debug)]
+pub struct DroneCache {
+    /// `remote_root` if set, else the repository's name (not owner/name).
+    pub namespace: String,
+    /// The key as drone-cache rendered it: unsanitised, missing files as
+    /// "", and md5 of the branch when `cache_key` is not set.
+    pub key: String,
+}
+
+/// What a rebuild does with a key that is already stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// `override: false`: keys are immutable; skip.
+    Keep,
+    /// `override: true`: upload and replace, every time.
+    Replace,
+    /// `override` not set: replace only when the mounts changed since the
+    /// entry was stored, so a static key (`cache_key: volume`, the branch)
+    /// stays fresh and a checksum key is not uploaded again.
+    ReplaceIfChanged,
 }
 
 /// What `flush` deletes.
@@ -131,7 +176,7 @@ impl Job {
     }
 
     /// Checks the values and resolves them into a job.
-    pub fn new(values: &Values, process: &Process) -> Result<Job, SettingError> {
+    pub fn new(values: &Values, process: &Process) -> Result<Job, JobError> {
         let metadata = Metadata::from_env(&process.env);
         let mode = mode(values)?;
         let workspace = workspace(values, &process.cwd)?;
@@ -142,40 +187,58 @@ impl Job {
         let restore_templates = restore_templates(values)?;
         let flush = (mode == Mode::Flush).then(|| flush(values)).transpose()?;
         let compression = compression(values);
-        let level = compression
+        let (level, level_note) = compression
             .level(*values.compression_level)
             .map_err(|p| SettingError::unusable("compression_level", p))?;
         let remote_root = remote_root(values, &metadata)?;
         let storage = storage::storage(values, process)?;
 
-        let render = |setting: &'static str, template: &KeyTemplate| {
-            template.render(&metadata, &workspace).map_err(|problem| {
-                SettingError::unusable(
-                    setting,
-                    format!("'{}' cannot be rendered: {problem}", template.source),
-                )
-            })
+        // A key that cannot be rendered now (a lockfile that is missing in
+        // this build) is a cache failure, under exit_code, not a mistake in
+        // the pipeline: drone-cache did not break such a build either.
+        let mut notes: Vec<String> = level_note.into_iter().collect();
+        let unrenderable = |problem: String| JobError::Unrenderable {
+            mode,
+            exit_code: *values.exit_code,
+            result_file: values.result_file.text().map(|f| workspace.join(f)),
+            message: format!(
+                "cache_key '{}' cannot be rendered: {problem}",
+                template.source
+            ),
         };
+        let rendered = match mode {
+            Mode::Flush => None,
+            _ => Some(
+                template
+                    .render(&metadata, &workspace)
+                    .map_err(unrenderable)?,
+            ),
+        };
+        let key = rendered.map(|r| {
+            notes.extend(r.notes.into_iter().map(|n| format!("cache_key: {n}")));
+            r.key
+        });
         let task = match (mode, flush) {
             (Mode::Restore, _) => Task::Restore(Restore {
-                key: render("cache_key", &template)?,
-                prefixes: restore_templates
-                    .iter()
-                    .map(|t| render("restore_keys", t))
-                    .collect::<Result<_, _>>()?,
+                key: key.unwrap_or_default(),
+                prefixes: render_prefixes(&restore_templates, &metadata, &workspace, &mut notes),
+                drone_cache: drone_cache_lookup(values, &template, &metadata, &workspace),
                 mounts,
                 fail_on_miss: *values.fail_on_miss,
                 max_bytes: *values.max_restore_size,
                 owners: process.root,
             }),
             (Mode::Rebuild, _) => Task::Rebuild(Rebuild {
-                key: render("cache_key", &template)?,
+                key: key.unwrap_or_default(),
                 mounts,
                 compression,
                 level,
                 skip_symlinks: *values.skip_symlinks,
-                replace: *values.override_existing,
-                stored_hint: stored_hint(&template),
+                stored: match values.override_existing.given() {
+                    Some(true) => Stored::Replace,
+                    Some(false) => Stored::Keep,
+                    None => Stored::ReplaceIfChanged,
+                },
                 holder: holder(&metadata, process),
             }),
             (Mode::Flush, flush) => Task::Flush(flush.unwrap_or_default()),
@@ -189,9 +252,68 @@ impl Job {
             exit_code: *values.exit_code,
             log_level: log_level(values),
             writes_blocked: writes_blocked(values, &metadata),
+            notes,
             workspace,
         })
     }
+}
+
+/// The restore keys that render; one that does not (a missing file) is
+/// left out with a note.
+fn render_prefixes(
+    templates: &[KeyTemplate],
+    metadata: &Metadata,
+    workspace: &Path,
+    notes: &mut Vec<String>,
+) -> Vec<String> {
+    let mut prefixes = Vec::new();
+    for template in templates {
+        match template.render(metadata, workspace) {
+            Ok(rendered) => {
+                notes.extend(
+                    rendered
+                        .notes
+                        .into_iter()
+                        .map(|n| format!("restore_keys: {n}")),
+                );
+                prefixes.push(rendered.key);
+            }
+            Err(problem) => notes.push(format!(
+                "restore key '{}' cannot be rendered ({problem}); it is left out",
+                template.source
+            )),
+        }
+    }
+    prefixes
+}
+
+/// Where drone-cache kept this build's entries, for restoring them when
+/// larder has none yet (the first run after switching).
+fn drone_cache_lookup(
+    values: &Values,
+    template: &KeyTemplate,
+    metadata: &Metadata,
+    workspace: &Path,
+) -> Option<DroneCache> {
+    let key = match values.cache_key.text() {
+        Some(_) => template.render_as_drone_cache(metadata, workspace)?,
+        None => {
+            use md5::Digest;
+            let field = key::metadata::field(".Commit.Branch")?;
+            let branch = metadata
+                .get(field)
+                .unwrap_or(key::metadata::unset_value(field));
+            key::functions::hex(&md5::Md5::digest(branch.as_bytes()))
+        }
+    };
+    let namespace = match values.remote_root.text() {
+        Some(root) => root.to_string(),
+        None => metadata
+            .get_path(".Repo.Name")
+            .unwrap_or_default()
+            .to_string(),
+    };
+    (!key.is_empty()).then_some(DroneCache { namespace, key })
 }
 
 /// The `restore_keys` templates, parsed.
@@ -301,17 +423,6 @@ fn key_template(values: &Values) -> Result<KeyTemplate, SettingError> {
         .map_err(|p| SettingError::unusable("cache_key", format!("cannot parse '{source}': {p}")))
 }
 
-/// What to do about an existing key, depending on how the key is built.
-fn stored_hint(template: &KeyTemplate) -> &'static str {
-    let source = &template.source;
-    if source.contains("checksum") || source.contains("hashFiles") {
-        "; the entry matches these inputs (set override: true to replace entries)"
-    } else {
-        ". Put a lockfile checksum in cache_key, e.g. {{ checksum \"go.sum\" }}, so changed \
-         dependencies get a new key, or set override: true to replace entries"
-    }
-}
-
 /// Who holds a claim, for the log of a rebuild that has to wait.
 fn holder(metadata: &Metadata, process: &Process) -> String {
     let build = metadata
@@ -389,7 +500,7 @@ mod tests {
     use super::*;
     use crate::settings::values_of;
 
-    fn config(pairs: &[(&str, &str)]) -> Result<Job, SettingError> {
+    fn config(pairs: &[(&str, &str)]) -> Result<Job, JobError> {
         let process = Process {
             env: crate::settings::sources::env_of(pairs),
             cwd: PathBuf::from("/"),
@@ -429,7 +540,7 @@ mod tests {
             panic!("expected a rebuild")
         };
         assert_eq!(task.compression, Compression::Gzip);
-        assert!(!task.replace);
+        assert_eq!(task.stored, Stored::ReplaceIfChanged);
         let StorageConfig::S3(s3) = &c.storage else {
             panic!("expected s3")
         };

@@ -166,7 +166,7 @@ fn hash_file<D: Digest>(path: &Path) -> io::Result<Vec<u8>> {
     Ok(hasher.finalize().to_vec())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -97,6 +97,19 @@ pub static FIELDS: &[Field] = &[
     ),
 ];
 
+/// What drone-cache rendered for a field whose variable is unset (its flags'
+/// defaults), so a template written for it renders the same here.
+pub fn unset_value(field: &Field) -> &'static str {
+    match field.path {
+        ".Commit.Branch" => "master",
+        ".Build.Event" => "push",
+        ".Build.Status" => "success",
+        ".Build.Number" | ".Build.Created" | ".Build.Started" | ".Build.Finished" => "0",
+        ".Repo.Private" | ".Repo.Trusted" => "false",
+        _ => "",
+    }
+}
+
 pub fn field(path: &str) -> Option<&'static Field> {
     FIELDS.iter().find(|f| f.path == path)
 }

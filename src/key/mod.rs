@@ -5,6 +5,7 @@ pub mod functions;
 pub mod metadata;
 pub mod template;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 pub use metadata::Metadata;
@@ -34,35 +35,71 @@ impl KeyTemplate {
         })
     }
 
-    /// Renders the key. The error names what is missing: a variable, a file.
-    pub fn render(&self, metadata: &Metadata, workspace: &Path) -> Result<String, String> {
+    /// Renders the key. A field whose variable is unset renders as
+    /// drone-cache rendered it (see `metadata::unset_value`), with a note to
+    /// log; a file or pattern that matches nothing is an error naming it.
+    pub fn render(&self, metadata: &Metadata, workspace: &Path) -> Result<Rendered, String> {
         let ctx = RenderContext {
             metadata,
             workspace: workspace.to_path_buf(),
+            lenient: false,
+            notes: RefCell::new(Vec::new()),
         };
         let raw = self.template.render(&ctx)?;
-        sanitize(&raw)
+        Ok(Rendered {
+            key: sanitize(&raw)?,
+            notes: ctx.notes.into_inner(),
+        })
     }
+
+    /// The key as drone-cache rendered it, to find its entries: nothing is
+    /// sanitised, and a missing file or an unmatched pattern renders as
+    /// the empty string, as drone-cache's did.
+    pub fn render_as_drone_cache(&self, metadata: &Metadata, workspace: &Path) -> Option<String> {
+        let ctx = RenderContext {
+            metadata,
+            workspace: workspace.to_path_buf(),
+            lenient: true,
+            notes: RefCell::new(Vec::new()),
+        };
+        self.template.render(&ctx).ok()
+    }
+}
+
+/// A rendered key, and what rendering it noticed (for the log).
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub key: String,
+    pub notes: Vec<String>,
 }
 
 struct RenderContext<'a> {
     metadata: &'a Metadata,
     workspace: PathBuf,
+    /// drone-cache's rendering: failed functions give "".
+    lenient: bool,
+    notes: RefCell<Vec<String>>,
 }
 
 impl template::Context for RenderContext<'_> {
     fn field(&self, field: &metadata::Field) -> Result<String, String> {
-        self.metadata.get(field).map(str::to_string).ok_or_else(|| {
-            format!(
-                "{} has no value: {} is not set (is this running in a pipeline?)",
-                field.path,
-                field.sources_text()
-            )
-        })
+        if let Some(value) = self.metadata.get(field) {
+            return Ok(value.to_string());
+        }
+        let value = metadata::unset_value(field);
+        self.notes.borrow_mut().push(format!(
+            "{} has no value ({} is not set), so it renders as '{value}', as in drone-cache",
+            field.path,
+            field.sources_text()
+        ));
+        Ok(value.to_string())
     }
 
     fn call(&self, function: Function, args: &[String]) -> Result<String, String> {
-        function.call(&self.workspace, args)
+        match function.call(&self.workspace, args) {
+            Err(_) if self.lenient => Ok(String::new()),
+            other => other,
+        }
     }
 }
 
@@ -118,16 +155,35 @@ mod tests {
     }
 
     #[test]
-    fn default_key_needs_the_branch() {
+    fn the_default_key_is_the_branch_and_unset_fields_render_as_in_drone_cache() {
         let t = KeyTemplate::parse(DEFAULT_TEMPLATE).unwrap();
         let env: HashMap<String, String> =
             [("CI_COMMIT_BRANCH".to_string(), "feat/x".to_string())].into();
         let ws = Path::new("/");
-        assert_eq!(t.render(&Metadata::from_env(&env), ws).unwrap(), "feat-x");
-        let err = t.render(&Metadata::default(), ws).unwrap_err();
+        let rendered = t.render(&Metadata::from_env(&env), ws).unwrap();
+        assert_eq!((rendered.key.as_str(), rendered.notes.len()), ("feat-x", 0));
+        let rendered = t.render(&Metadata::default(), ws).unwrap();
+        assert_eq!(rendered.key, "master");
         assert!(
-            err.contains("DRONE_COMMIT_BRANCH or CI_COMMIT_BRANCH"),
-            "{err}"
+            rendered.notes[0].contains("DRONE_COMMIT_BRANCH or CI_COMMIT_BRANCH"),
+            "{:?}",
+            rendered.notes
+        );
+        let t = KeyTemplate::parse("a-{{ .Repo.Avatar }}-{{ .Repo.Trusted }}").unwrap();
+        assert_eq!(t.render(&Metadata::default(), ws).unwrap().key, "a--false");
+    }
+
+    #[test]
+    fn drone_cache_rendering_tolerates_missing_files_and_keeps_slashes() {
+        let ws = tempfile::tempdir().unwrap();
+        let env: HashMap<String, String> =
+            [("DRONE_COMMIT_BRANCH".to_string(), "feat/x".to_string())].into();
+        let metadata = Metadata::from_env(&env);
+        let t = KeyTemplate::parse("{{ .Commit.Branch }}-{{ checksum \"go.sum\" }}").unwrap();
+        assert!(t.render(&metadata, ws.path()).is_err());
+        assert_eq!(
+            t.render_as_drone_cache(&metadata, ws.path()).as_deref(),
+            Some("feat/x-")
         );
     }
 }

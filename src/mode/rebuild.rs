@@ -10,12 +10,14 @@ use object_store::path::Path;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::archive::{self, write::WriteOptions};
+use crate::archive;
+use crate::archive::write::{Survey, WriteOptions};
 use crate::cancel::Cancel;
 use crate::human;
-use crate::job::{Job, Mode, Rebuild};
+use crate::job::{Job, Mode, Rebuild, Stored};
 use crate::mount::{self, Mount};
 use crate::pipe::ChunkWriter;
+use crate::progress::{self, Progress};
 use crate::storage::claim::{self, Claim, Claimed};
 use crate::storage::{Store, damage, entry, transfer};
 use crate::summary::{Outcome, Summary};
@@ -42,39 +44,60 @@ pub async fn rebuild(
             .key(key)
             .reason(reason));
     }
-    let (held, damaged) = if task.replace {
-        (None, None)
-    } else {
-        match take_key(task, store).await? {
-            Taken::Skip(reason) => return Ok(skipped(key, reason)),
-            Taken::Ours { claim, damaged } => (Some(claim), damaged),
-        }
+    let options = WriteOptions {
+        skip_symlinks: task.skip_symlinks,
+        cancel: cancel.clone(),
+        progress: Progress::start(progress::Kind::Rebuild),
+    };
+    let mut survey = None;
+    let taken = match task.stored {
+        Stored::Replace => Taken::Ours {
+            claim: None,
+            replacing: Replacing::Any,
+        },
+        _ => take_key(task, store, &mounts, &options, &mut survey).await?,
+    };
+    let (claim, replacing) = match taken {
+        Taken::Skip(reason) => return Ok(skipped(key, reason)),
+        Taken::Ours { claim, replacing } => (claim, replacing),
     };
     remove_leftovers(store, key).await;
+    let survey = match survey {
+        Some(survey) => survey,
+        None => survey_of(&mounts, &options).await?,
+    };
 
     let target = entry::path(key, task.compression);
     let result = upload(
         task,
         store,
-        &mounts,
+        (&mounts, survey, options),
         &target,
         started,
-        held.as_ref(),
-        cancel,
+        claim.as_ref(),
     )
     .await;
-    if let Some(claim) = held {
+    if let Some(claim) = claim {
         claim.release().await;
     }
     let report = result?;
-    if report.result == Outcome::Stored && (task.replace || damaged.is_some()) {
+    if report.result == Outcome::Stored && replacing != Replacing::Nothing {
         remove_other_formats(task, store).await;
     }
-    if report.result == Outcome::Stored && damaged.is_some() {
+    if report.result == Outcome::Stored && replacing == Replacing::Damaged {
         damage::clear(store, key).await;
         info!("rebuild: the damaged entry of key '{key}' was replaced");
     }
     Ok(report)
+}
+
+/// Measures the mounts (on a blocking thread: it walks the trees).
+async fn survey_of(mounts: &[Mount], options: &WriteOptions) -> anyhow::Result<Survey> {
+    let (mounts, options) = (mounts.to_vec(), options.clone());
+    tokio::task::spawn_blocking(move || archive::write::survey(&mounts, &options))
+        .await
+        .map_err(|e| anyhow::anyhow!("measuring the mounts stopped unexpectedly: {e}"))?
+        .context("cannot read the mounts")
 }
 
 fn skipped(key: &str, reason: String) -> Summary {
@@ -86,39 +109,85 @@ fn skipped(key: &str, reason: String) -> Summary {
 
 /// What claiming the key came to.
 enum Taken {
-    /// Someone else stores it, or has: nothing to upload.
+    /// Someone else stores it, or has, or nothing changed: nothing to upload.
     Skip(String),
-    /// This rebuild stores the key; `damaged` when it replaces an entry a
-    /// restore found damaged.
+    /// This rebuild stores the key (holding its claim, unless it replaces
+    /// whatever is there with `override: true`).
     Ours {
-        claim: Claim,
-        damaged: Option<Box<damage::Report>>,
+        claim: Option<Claim>,
+        replacing: Replacing,
     },
 }
 
-/// Keys are immutable: a stored key is skipped, unless a restore reported
-/// that very entry damaged. Otherwise the key is claimed (first writer wins)
-/// and looked up once more, in case another rebuild finished in between.
-async fn take_key(task: &Rebuild, store: &Store) -> anyhow::Result<Taken> {
+/// What the upload replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Replacing {
+    /// The key was not stored.
+    Nothing,
+    /// Whatever is stored (`override: true`).
+    Any,
+    /// An entry whose mounts have changed since.
+    Changed,
+    /// An entry a restore reported damaged.
+    Damaged,
+}
+
+/// Decides whether the key is stored again, and claims it if so (first
+/// writer wins). A stored key is kept with `override: false`; without
+/// `override` it is replaced only when the mounts changed since (the
+/// stored manifest's tree fingerprint differs from this rebuild's); a
+/// stored entry a restore reported damaged is always replaced. After the
+/// claim the key is looked up once more, in case another rebuild stored or
+/// replaced it in between.
+async fn take_key(
+    task: &Rebuild,
+    store: &Store,
+    mounts: &[Mount],
+    options: &WriteOptions,
+    survey: &mut Option<Survey>,
+) -> anyhow::Result<Taken> {
     let key = &task.key;
-    let mut damaged = None;
-    if let Some(existing) = entry::find(store, key).await? {
-        let Some(report) = damage::find(store, key, &existing).await? else {
-            return Ok(Taken::Skip(format!(
-                "key '{key}' is already stored ('{}', {}). Keys are immutable, so nothing was \
-                 uploaded{}",
-                store.full(&existing.location),
-                human::bytes(existing.size),
-                task.stored_hint
-            )));
-        };
-        info!(
-            "rebuild: key '{key}' is stored as '{}', but a restore found that entry damaged \
-             ({}); storing it again",
+    let existing = entry::find(store, key).await?;
+    let mut replacing = Replacing::Nothing;
+    if let Some(existing) = &existing {
+        let stored = format!(
+            "'{}', {}",
             store.full(&existing.location),
-            report.reason
+            human::bytes(existing.size)
         );
-        damaged = Some(Box::new(report));
+        if let Some(report) = damage::find(store, key, existing).await? {
+            info!(
+                "rebuild: key '{key}' is stored as {stored}, but a restore found that entry \
+                 damaged ({}); storing it again",
+                report.reason
+            );
+            replacing = Replacing::Damaged;
+        } else if task.stored == Stored::Keep {
+            return Ok(Taken::Skip(format!(
+                "key '{key}' is already stored ({stored}) and override is false, so stored \
+                 keys are kept as they are; nothing was uploaded"
+            )));
+        } else {
+            let now = survey.insert(survey_of(mounts, options).await?);
+            match entry::manifest(store, existing).await?.and_then(|m| m.tree) {
+                Some(tree) if tree == now.tree => {
+                    return Ok(Taken::Skip(format!(
+                        "key '{key}' is already stored ({stored}) and the mounts have not \
+                         changed since; nothing was uploaded"
+                    )));
+                }
+                Some(_) => info!(
+                    "rebuild: key '{key}' is stored ({stored}), but the mounts changed since; \
+                     replacing it (override is not set, so a stored key is refreshed when \
+                     its mounts change; override: false keeps it)"
+                ),
+                None => info!(
+                    "rebuild: key '{key}' is stored ({stored}) without a fingerprint of its \
+                     mounts (an older larder wrote it); replacing it"
+                ),
+            }
+            replacing = Replacing::Changed;
+        }
     }
     let claim = match claim::claim(store, &entry::claim_path(key), &task.holder).await? {
         Claimed::Won(claim) => claim,
@@ -135,14 +204,29 @@ async fn take_key(task: &Rebuild, store: &Store) -> anyhow::Result<Taken> {
             return Err(e);
         }
     };
-    let still_damaged = |e: &ObjectMeta| damaged.as_ref().is_some_and(|r| r.describes(e));
-    if now.as_ref().is_some_and(|e| !still_damaged(e)) {
+    let unchanged = match (&now, &existing) {
+        (None, _) => true,
+        (Some(now), Some(before)) => same_version(now, before),
+        (Some(_), None) => false,
+    };
+    if !unchanged {
         claim.release().await;
         return Ok(Taken::Skip(format!(
             "key '{key}' was stored by another rebuild a moment ago"
         )));
     }
-    Ok(Taken::Ours { claim, damaged })
+    Ok(Taken::Ours {
+        claim: Some(claim),
+        replacing,
+    })
+}
+
+/// Whether two listings describe the same stored object.
+fn same_version(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    a.location == b.location
+        && a.size == b.size
+        && a.e_tag == b.e_tag
+        && a.last_modified == b.last_modified
 }
 
 /// Unfinished uploads of this key left by killed rebuilds (on a volume or
@@ -163,11 +247,10 @@ async fn remove_leftovers(store: &Store, key: &str) {
 async fn upload(
     task: &Rebuild,
     store: &Store,
-    mounts: &[Mount],
+    (mounts, survey, options): (&[Mount], Survey, WriteOptions),
     target: &Path,
     started: Instant,
     claim: Option<&Claim>,
-    cancel: &Cancel,
 ) -> anyhow::Result<Summary> {
     let key = &task.key;
     info!(
@@ -180,15 +263,13 @@ async fn upload(
         store.location
     );
     let (tx, rx) = mpsc::channel(8);
-    let options = WriteOptions {
-        skip_symlinks: task.skip_symlinks,
-        cancel: cancel.clone(),
-    };
+    let progress = options.progress.clone();
     let (compression, level) = (task.compression, task.level);
     let owned_mounts = mounts.to_vec();
     let producer = tokio::task::spawn_blocking(move || {
         let (packed, writer) = archive::pack(
             &owned_mounts,
+            &survey,
             &options,
             compression,
             level,
@@ -200,7 +281,7 @@ async fn upload(
             .context("cannot hand the archive to the upload")?;
         Ok(packed)
     });
-    let (packed, pending) = transfer::upload(store, target, rx, producer).await?;
+    let (packed, pending) = transfer::upload(store, target, rx, producer, &progress).await?;
     let ours = match claim {
         Some(claim) => claim.still_ours().await,
         None => Ok(true),

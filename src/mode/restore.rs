@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail};
 use object_store::ObjectMeta;
+use object_store::path::Path as ObjectPath;
 use tracing::{info, warn};
 
 use crate::archive::extract::{self, Extracted, Failed, extract};
@@ -14,7 +15,7 @@ use crate::cancel::Cancel;
 use crate::human;
 use crate::job::Mode;
 use crate::job::{Job, Restore};
-use crate::mount::{self, Mount};
+use crate::mount::{self, Mount, MountSpec};
 use crate::staging::{Placed, Staging};
 use crate::storage::{Store, damage, entry, transfer};
 use crate::summary::{Outcome, Summary};
@@ -36,6 +37,9 @@ pub async fn restore(
     let started = Instant::now();
     let key = &task.key;
     let Some(found) = lookup(task, store).await? else {
+        if let Some(summary) = migrate(job, task, store, cancel, started).await? {
+            return Ok(summary);
+        }
         let tried = match task.prefixes.as_slice() {
             [] => String::new(),
             prefixes => format!(
@@ -68,7 +72,7 @@ pub async fn restore(
             human::bytes(size)
         ),
     }
-    let (extracted, placed) = unpack(job, task, store, &found, cancel).await?;
+    let (extracted, placed) = unpack(job, task, store, &found, &task.mounts, cancel).await?;
     let elapsed = started.elapsed();
     let stats = extracted.stats;
     let (outcome, hit) = match &found.restore_key {
@@ -133,17 +137,21 @@ async fn unpack(
     task: &Restore,
     store: &Store,
     found: &Found,
+    specs: &[MountSpec],
     cancel: &Cancel,
 ) -> anyhow::Result<(Extracted, Placed)> {
     let download = transfer::download(store.clone(), found.entry.clone(), cancel.clone()).await?;
     let failure = download.failure_handle();
-    let specs = task.mounts.clone();
+    let specs = specs.to_vec();
     let workspace = job.workspace.clone();
     let max_bytes = task.max_bytes;
+    // drone-cache's entries name files by absolute path in the workspace.
+    let from_drone_cache = found.restore_key.as_deref() == Some(DRONE_CACHE);
     let options = extract::Options {
         max_bytes,
         owners: task.owners,
         cancel: cancel.clone(),
+        strip_prefix: from_drone_cache.then(|| workspace.clone()),
     };
     let unpacked = tokio::task::spawn_blocking(move || -> Result<(Extracted, Placed), Failed> {
         let plan = |manifest: Option<&Manifest>| {
@@ -166,7 +174,7 @@ async fn unpack(
         let missing: Vec<String> = staging
             .mounts
             .iter()
-            .filter(|s| !s.present)
+            .filter(|s| !s.has_tree())
             .map(|s| s.mount.name.clone())
             .collect();
         let placed = staging.commit().map_err(|e| local(e.into()))?;
@@ -277,6 +285,93 @@ fn check_room(mounts: &[Mount], manifest: &Manifest, max_bytes: u64) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// What a summary says restored an entry stored by drone-cache.
+const DRONE_CACHE: &str = "drone-cache";
+
+/// The first run after switching from drone-cache: larder has no entry yet,
+/// so each listed mount is restored from where drone-cache kept it, if it
+/// is there (`<namespace>/<key>/<mount>`, or `<key>/<mount>` as its fork
+/// stored it). The next rebuild stores a larder entry.
+async fn migrate(
+    job: &Job,
+    task: &Restore,
+    store: &Store,
+    cancel: &Cancel,
+    started: Instant,
+) -> anyhow::Result<Option<Summary>> {
+    let Some(legacy) = &task.drone_cache else {
+        return Ok(None);
+    };
+    let bucket = store.rooted("");
+    let mut restored = Vec::new();
+    let (mut files, mut tar_bytes, mut stored_bytes) = (0, 0, 0);
+    for spec in &task.mounts {
+        let MountSpec::Path(mount) = spec else {
+            continue;
+        };
+        let object = mount.name.trim_start_matches('/');
+        let places = [
+            format!("{}/{}/{object}", legacy.namespace, legacy.key),
+            format!("{}/{object}", legacy.key),
+        ];
+        let mut found = None;
+        for place in places.iter().filter(|p| !p.starts_with('/')) {
+            if let Some(meta) = bucket.head(&ObjectPath::from(place.as_str())).await? {
+                found = Some(meta);
+                break;
+            }
+        }
+        let Some(entry) = found else { continue };
+        info!(
+            "restore: no larder entry for key '{}'; restoring drone-cache's entry '{}' ({}) \
+             into {} (the first run after switching; the next rebuild stores a larder entry)",
+            task.key,
+            entry.location,
+            human::bytes(entry.size),
+            mount.name
+        );
+        let found = Found {
+            entry,
+            key: legacy.key.clone(),
+            restore_key: Some(DRONE_CACHE.into()),
+        };
+        let (extracted, _) = unpack(
+            job,
+            task,
+            &bucket,
+            &found,
+            std::slice::from_ref(spec),
+            cancel,
+        )
+        .await?;
+        files += extracted.stats.files;
+        tar_bytes += extracted.tar_bytes;
+        stored_bytes += found.entry.size;
+        restored.push(found.entry.location.to_string());
+    }
+    if restored.is_empty() {
+        return Ok(None);
+    }
+    let elapsed = started.elapsed();
+    info!(
+        "restore: partial hit for key '{}' (restored drone-cache's {}): {} files, {} in {}",
+        task.key,
+        restored.join(", "),
+        files,
+        human::bytes(tar_bytes),
+        human::seconds(elapsed)
+    );
+    let mut summary = Summary::new(Mode::Restore, Outcome::Partial).key(&task.key);
+    summary.matched_key = Some(legacy.key.clone());
+    summary.restore_key = Some(DRONE_CACHE.into());
+    summary.object = Some(restored.join(", "));
+    summary.files = files;
+    summary.bytes = tar_bytes;
+    summary.stored_bytes = stored_bytes;
+    summary.seconds = elapsed.as_secs_f64();
+    Ok(Some(summary))
 }
 
 fn placed_names(placed: &Placed) -> String {

@@ -14,7 +14,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use super::{flush, rebuild, restore};
 use crate::archive::Compression;
 use crate::cancel::Cancel;
-use crate::job::{self, Job, Task};
+use crate::job::{self, Job, Stored, Task};
 use crate::mount::{self, MountSpec};
 use crate::storage::{Backend, Opened, Scratch, StorageConfig, Store, damage, entry};
 use crate::summary::Outcome;
@@ -43,6 +43,7 @@ fn job(task: Task, workspace: &Path) -> Job {
         result_file: None,
         log_level: tracing::Level::INFO,
         writes_blocked: None,
+        notes: Vec::new(),
     }
 }
 
@@ -59,8 +60,7 @@ fn rebuild_job(workspace: &Path, key: &str) -> Job {
             compression: Compression::Zstd,
             level: 3,
             skip_symlinks: false,
-            replace: false,
-            stored_hint: "",
+            stored: Stored::Keep,
             holder: "a test".into(),
         }),
         workspace,
@@ -74,6 +74,7 @@ fn restore_job(workspace: &Path, key: &str, prefixes: &[&str]) -> Job {
             prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
             mounts: specs(workspace, &["pkg.mod"]),
             fail_on_miss: false,
+            drone_cache: None,
             max_bytes: 1 << 30,
             owners: false,
         }),
@@ -172,7 +173,7 @@ async fn a_stored_key_is_skipped_and_override_replaces_it() {
 
     let mut replace = rebuild_job(ws.path(), "k");
     if let Task::Rebuild(task) = &mut replace.task {
-        task.replace = true;
+        task.stored = Stored::Replace;
         task.compression = Compression::Gzip;
         task.level = 1;
     }
@@ -339,5 +340,47 @@ async fn a_volume_round_trip_and_its_leftovers() {
     assert_eq!(
         snapshot(&ws.path().join("pkg.mod")),
         snapshot(&target.path().join("pkg.mod"))
+    );
+}
+
+/// Without `override`, a stored key is uploaded again only when the mounts
+/// changed since; `override: false` keeps it whatever changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_key_is_refreshed_only_when_its_mounts_change() {
+    let store = memory();
+    let ws = workspace();
+    tree(ws.path(), 1);
+    let mut job = rebuild_job(ws.path(), "volume");
+    if let Task::Rebuild(task) = &mut job.task {
+        task.stored = Stored::ReplaceIfChanged;
+    }
+    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
+    let first = store.list().await.unwrap()[0].clone();
+
+    let unchanged = run(&job, &store).await.unwrap();
+    assert_eq!(unchanged.result, Outcome::Skipped);
+    assert!(unchanged.reason.unwrap().contains("have not changed"));
+    assert_eq!(store.list().await.unwrap()[0].e_tag, first.e_tag);
+
+    fs::write(
+        ws.path().join("pkg.mod/cache/download/new.zip"),
+        "new module",
+    )
+    .unwrap();
+    let mut keep = job.clone();
+    if let Task::Rebuild(task) = &mut keep.task {
+        task.stored = Stored::Keep;
+    }
+    assert_eq!(run(&keep, &store).await.unwrap().result, Outcome::Skipped);
+    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
+    let target = workspace();
+    run(&restore_job(target.path(), "volume", &[]), &store)
+        .await
+        .unwrap();
+    assert!(
+        target
+            .path()
+            .join("pkg.mod/cache/download/new.zip")
+            .exists()
     );
 }

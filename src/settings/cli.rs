@@ -73,14 +73,37 @@ fn arg(setting: &'static Setting) -> Arg {
             .num_args(0..=1)
             .default_missing_value("true")
             .value_name("BOOL"),
-        Kind::List => arg.action(ArgAction::Append).value_name("PATH"),
+        Kind::List => arg
+            .action(ArgAction::Append)
+            .value_name(placeholder(setting).unwrap_or("ITEM")),
         Kind::Int => arg.value_name("N").allow_negative_numbers(true),
         Kind::Duration => arg.value_name("DURATION"),
         Kind::Size => arg.value_name("SIZE"),
         Kind::Secret => arg.value_name("SECRET"),
-        Kind::Text => arg.value_name("TEXT"),
+        Kind::Text => arg.value_name(placeholder(setting).unwrap_or("TEXT")),
         Kind::Choice(choices) => arg.value_name(choices_name(choices)),
     }
+}
+
+/// What a list or text setting's value is, for its flag's placeholder:
+/// `--mount <PATH>`, `--restore-keys <TEMPLATE>`, `--endpoint <URL>`.
+fn placeholder(setting: &Setting) -> Option<&'static str> {
+    let name = setting.name;
+    Some(match name {
+        "cache_key" | "restore_keys" => "TEMPLATE",
+        "mount" => "PATH",
+        "endpoint" | "blob_storage_url" => "URL",
+        "ca_cert" => "PEM|PATH",
+        "sftp_known_hosts" => "LINES|PATH",
+        "sftp_host" => "HOST",
+        "remote_root" => "FOLDER",
+        "bucket" | "container" => "NAME",
+        "region" => "REGION",
+        "sftp_host_key_fingerprint" => "SHA256:...",
+        _ if name.ends_with("_root") || name.ends_with("_file") => "PATH",
+        _ if name.ends_with("_name") || name.ends_with("username") => "NAME",
+        _ => return None,
+    })
 }
 
 fn help_text(setting: &Setting) -> String {
@@ -322,6 +345,22 @@ mod tests {
                 s.name
             );
             assert!(help.contains(&s.plugin_env()), "{} env missing", s.name);
+        }
+    }
+
+    #[test]
+    fn placeholders_say_what_to_write() {
+        let help = command().render_long_help().to_string();
+        for flag in [
+            "--restore-keys <TEMPLATE>",
+            "--mount <PATH>",
+            "--cache-key <TEMPLATE>",
+            "--endpoint <URL>",
+            "--filesystem-cache-root <PATH>",
+            "--result-file <PATH>",
+            "--log-format <text|json>",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
         }
     }
 

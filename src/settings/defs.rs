@@ -22,6 +22,7 @@ pub static FORMATS: &[Choice] = choices![
     "tar" | "none",
 ];
 pub static LOG_LEVELS: &[Choice] = choices!["error", "warn" | "warning", "info", "debug" | "trace"];
+pub static LOG_FORMATS: &[Choice] = choices!["text" | "logfmt" | "plain", "json"];
 pub static SFTP_AUTH_METHODS: &[Choice] =
     choices!["password", "public_key_file" | "public_key" | "key"];
 /// S3 server-side encryption, as S3 spells it (matched without case).
@@ -163,11 +164,13 @@ settings! {
         aliases: ["DRONE_WORKSPACE", "CI_WORKSPACE"], flags: ["local.root"],
         "The workspace: relative mounts and checksum paths start here. \
          Default: DRONE_WORKSPACE or CI_WORKSPACE, else the current directory.";
-    "override" => override_existing: Bool = "false", Cache,
+    "override" => override_existing: Bool, Cache,
         aliases: [], flags: [],
-        "Replace an entry that already exists under the key. Off by default: keys are \
-         immutable, so put a lockfile checksum in cache_key and a changed lockfile \
-         makes a new entry. (drone-cache defaulted this to true.)";
+        "What a rebuild does when the key is already stored. Not set (the default): \
+         replace the entry only if the mounts changed since it was stored, so a static key \
+         (the branch, cache_key: volume) stays fresh and an unchanged tree is not uploaded \
+         again. true: replace it every time (drone-cache's default). false: never; keys \
+         are immutable.";
     "fail_on_miss" => fail_on_miss: Bool = "false", Cache,
         aliases: ["PLUGIN_FAIL_RESTORE_IF_KEY_NOT_PRESENT"], flags: [],
         "Fail the step (exit 1) when restore finds no entry for the key or the restore keys.";
@@ -177,7 +180,8 @@ settings! {
          cannot poison entries that other builds restore; restore still works.";
     "flush_age" => flush_age: Duration, Cache,
         aliases: [], flags: [],
-        "With flush: delete entries older than this, e.g. 14d.";
+        "With flush: delete entries older than this, e.g. 14d. 0s deletes every entry \
+         (with dry_run: lists them).";
     "max_size" => max_size: Size, Cache,
         aliases: [], flags: [],
         "With flush: then delete the oldest entries until the repository's entries \
@@ -411,10 +415,18 @@ settings! {
          steps: result (exact, partial, miss, stored, skipped...), keys, files, bytes, seconds.";
     "debug" => debug: Bool = "false", Output,
         aliases: ["DEBUG"], flags: [],
-        "Log each step in detail. Secrets are never logged, with or without debug.";
+        "Log each step in detail, starting with the settings given (and where each came \
+         from) and what they resolved to: key, mounts, storage, which credentials, \
+         timeouts. Secrets are never logged, with or without debug.";
     "log_level" => log_level: Choice(LOG_LEVELS) = "info", Output,
         aliases: ["LOG_LEVEL"], flags: ["log.level"],
         "error, warn, info or debug.";
+    "log_format" => log_format: Choice(LOG_FORMATS) = "text", Output,
+        aliases: ["LOG_FORMAT"], flags: ["log.format"],
+        "text (one plain line per event) or json (one JSON object per line, for log \
+         pipelines: timestamp, level, message, mode and key, and the numbers of progress \
+         lines; the last line, with event summary, holds the result file's fields). \
+         drone-cache's logfmt is read as text.";
 }
 
 /// drone-cache settings larder recognises but does not implement. Setting one
@@ -424,7 +436,6 @@ pub static UNSUPPORTED: &[(&str, &str)] = &[
         "PLUGIN_S3_BUCKET_PUBLIC",
         "anonymous access is not supported",
     ),
-    ("PLUGIN_LOG_FORMAT", "logs are plain text"),
     ("PLUGIN_API_KEY", "GCS API keys cannot write; use json_key"),
     ("PLUGIN_GCS_ACL", "objects use the bucket's default ACL"),
     (

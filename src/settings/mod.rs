@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod defs;
+pub mod drone_cache;
 pub mod error;
 pub mod sources;
 pub mod table;
@@ -41,7 +42,7 @@ pub fn load(args: Vec<String>, env: &HashMap<String, String>) -> Result<Loaded, 
     let sources = Sources::new(&flags, env)?;
     let secrets = secrets(&sources);
     let values = Values::read(&sources)?;
-    let warnings = environment_warnings(env);
+    let warnings = check_names(env)?;
     Ok(Loaded::Run {
         values: Box::new(values),
         warnings,
@@ -59,9 +60,12 @@ fn secrets(sources: &Sources<'_>) -> Vec<String> {
         .collect()
 }
 
-/// Warnings for the environment: drone-cache settings larder ignores, and
-/// `PLUGIN_*` names that are no setting at all (usually a typo).
-pub fn environment_warnings(env: &HashMap<String, String>) -> Vec<String> {
+/// Checks the `PLUGIN_*` names that are no larder setting. One that is
+/// clearly a typo of a setting (`restor`, `cahce_key`) stops the step: a
+/// misspelt mode or key would otherwise run with a default nobody chose.
+/// drone-cache's settings that larder does not implement, and names close
+/// to nothing, are warnings.
+pub fn check_names(env: &HashMap<String, String>) -> Result<Vec<String>, SettingError> {
     let known: Vec<String> = SETTINGS.iter().flat_map(|s| s.envs()).collect();
     let mut warnings = Vec::new();
     let mut names: Vec<&String> = env.keys().collect();
@@ -77,19 +81,32 @@ pub fn environment_warnings(env: &HashMap<String, String>) -> Vec<String> {
             ));
             continue;
         }
+        if let Some(old) = drone_cache::by_env(&canonical) {
+            warnings.push(format!(
+                "{var} is drone-cache's setting {}, which larder does not use; it is ignored",
+                old.name
+            ));
+            continue;
+        }
         let setting = canonical.trim_start_matches("PLUGIN_").to_ascii_lowercase();
-        let hint = SETTINGS
+        let closest = SETTINGS
             .iter()
             .map(|s| (strsim::jaro_winkler(&setting, s.name), s.name))
             .filter(|(score, _)| *score > 0.85)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, name)| format!(" (did you mean {name}?)"))
-            .unwrap_or_default();
-        warnings.push(format!(
-            "setting '{setting}' ({var}) is not a larder setting{hint}; it is ignored"
-        ));
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        match closest {
+            Some((_, name)) => {
+                return Err(SettingError::Conflict(format!(
+                    "setting '{setting}' ({var}) is not a larder setting; did you mean {name}? \
+                     Correct the name in the step's settings"
+                )));
+            }
+            None => warnings.push(format!(
+                "setting '{setting}' ({var}) is not a larder setting; it is ignored"
+            )),
+        }
     }
-    warnings
+    Ok(warnings)
 }
 
 /// The values an environment of `pairs` gives, for tests.

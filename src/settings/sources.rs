@@ -167,8 +167,8 @@ pub fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::check_names;
     use crate::settings::defs::{Values, find};
-    use crate::settings::environment_warnings;
     use crate::settings::values::{Given, GivenText};
     use std::time::Duration;
 
@@ -255,7 +255,7 @@ mod tests {
             let v = read(&HashMap::new(), &e).unwrap();
             assert_eq!(*v.restore_keys, ["a", "b"], "{var}");
             assert_eq!(v.restore_keys.source, Source::Env(var.into()));
-            assert!(environment_warnings(&e).is_empty(), "{var}");
+            assert!(check_names(&e).unwrap().is_empty(), "{var}");
         }
         // Aliases are read in either spelling as well.
         let v = of_env(&[("PLUGIN_FAIL-RESTORE-IF-KEY-NOT-PRESENT", "true")]).unwrap();
@@ -274,10 +274,12 @@ mod tests {
         );
         assert!(of_env(&[("PLUGIN_CACHE-KEY", "a"), ("PLUGIN_CACHE.KEY", "b")]).is_err());
         // A typo with dashes is still reported under the setting's spelling.
-        let warnings = environment_warnings(&env_of(&[("PLUGIN_CACHE-KEYS", "x")]));
+        let err = check_names(&env_of(&[("PLUGIN_CACHE-KEYS", "x")]))
+            .unwrap_err()
+            .to_string();
         assert!(
-            warnings[0].contains("PLUGIN_CACHE-KEYS") && warnings[0].contains("cache_key"),
-            "{warnings:?}"
+            err.contains("PLUGIN_CACHE-KEYS") && err.contains("did you mean cache_key"),
+            "{err}"
         );
     }
 
@@ -314,23 +316,34 @@ mod tests {
     }
 
     #[test]
-    fn typos_and_unsupported_settings_are_reported() {
+    fn typos_stop_the_step_and_other_unknown_names_are_warnings() {
+        for (typo, meant) in [
+            ("PLUGIN_RESTOR", "restore"),
+            ("PLUGIN_CAHCE_KEY", "cache_key"),
+            ("PLUGIN_EXITCODE", "exit_code"),
+        ] {
+            let err = check_names(&env_of(&[(typo, "true")]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("did you mean {meant}?")),
+                "{typo}: {err}"
+            );
+        }
         let e = env_of(&[
-            ("PLUGIN_CACHE_KEYS", "x"),
             ("PLUGIN_S3_BUCKET_PUBLIC", "true"),
+            ("PLUGIN_PRESERVE_METADATA", "true"),
+            ("PLUGIN_ZEBRA", "x"),
             ("PLUGIN_MOUNT", "a"),
         ]);
-        let warnings = environment_warnings(&e);
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains("did you mean cache_key"))
-        );
+        let warnings = check_names(&e).unwrap();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(
             warnings
                 .iter()
                 .any(|w| w.contains("PLUGIN_S3_BUCKET_PUBLIC"))
         );
+        assert!(warnings.iter().any(|w| w.contains("preserve_metadata")));
+        assert!(warnings.iter().any(|w| w.contains("'zebra'")));
     }
 }

@@ -122,16 +122,35 @@ impl Parse for u64 {
 
 impl Parse for Duration {
     /// Go-style durations (`90s`, `3m`, `1h30m`); a bare number means seconds.
-    fn parse(_: &'static Setting, text: &str) -> Result<Self, String> {
-        if let Ok(secs) = text.parse::<u64>() {
-            return Ok(Duration::from_secs(secs));
-        }
-        let duration = humantime::parse_duration(text)
-            .map_err(|_| format!("'{text}' is not a duration; write e.g. 90s, 3m or 1h30m"))?;
-        if duration.is_zero() {
-            return Err("a timeout of zero would fail every request; write e.g. 3m".into());
+    /// Zero is refused with a reason that fits the setting, except where it
+    /// means something (`flush_age: 0s`: every entry is old enough).
+    fn parse(setting: &'static Setting, text: &str) -> Result<Self, String> {
+        let duration = match text.parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs),
+            Err(_) => humantime::parse_duration(text)
+                .map_err(|_| format!("'{text}' is not a duration; write e.g. 90s, 3m or 1h30m"))?,
+        };
+        if duration.is_zero()
+            && let Some(problem) = zero_duration_problem(setting)
+        {
+            return Err(problem);
         }
         Ok(duration)
+    }
+}
+
+/// Why a duration setting cannot be zero, if it cannot.
+fn zero_duration_problem(setting: &Setting) -> Option<String> {
+    match setting.name {
+        // Every entry is older than no time at all: flush deletes them all
+        // (with dry_run, lists them), as max_size: 0 does.
+        "flush_age" => None,
+        name if name.ends_with("timeout") => Some(format!(
+            "a {name} of zero would fail every request; write e.g. 3m"
+        )),
+        name => Some(format!(
+            "{name} cannot be zero; write e.g. 90s, 3m or 1h30m"
+        )),
     }
 }
 
@@ -204,5 +223,32 @@ pub fn check(setting: &'static Setting, text: &str) -> Result<(), String> {
         Kind::Duration => Duration::parse(setting, text).map(drop),
         Kind::Size => u64::parse(setting, text).map(drop),
         Kind::Choice(_) => <&'static str>::parse(setting, text).map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::defs::find;
+
+    #[test]
+    fn zero_durations_are_judged_by_the_setting() {
+        let flush_age = find("flush_age").unwrap();
+        assert_eq!(Duration::parse(flush_age, "0s"), Ok(Duration::ZERO));
+        assert_eq!(Duration::parse(flush_age, "0"), Ok(Duration::ZERO));
+        let timeout = find("backend_operation_timeout").unwrap();
+        for zero in ["0s", "0"] {
+            let problem = Duration::parse(timeout, zero).unwrap_err();
+            assert!(
+                problem.contains("backend_operation_timeout of zero would fail every request"),
+                "{problem}"
+            );
+        }
+        assert_eq!(Duration::parse(timeout, "90"), Ok(Duration::from_secs(90)));
+        assert!(
+            !Duration::parse(flush_age, "soon")
+                .unwrap_err()
+                .contains("timeout")
+        );
     }
 }

@@ -5,11 +5,12 @@
 //! so changing `archive_format` never hides an existing entry.
 
 use futures::future::join_all;
-use object_store::ObjectMeta;
 use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectMeta};
 
 use super::Store;
 use crate::archive::Compression;
+use crate::archive::manifest::{self, Manifest};
 
 pub fn path(key: &str, compression: Compression) -> Path {
     Path::from(format!("{key}.{}", compression.extension()))
@@ -46,6 +47,26 @@ pub async fn newest_with_prefix(
             key.starts_with(prefix).then_some((key, meta))
         })
         .max_by_key(|(_, meta)| meta.last_modified))
+}
+
+/// The manifest of the stored entry `meta`, read from the head of the
+/// object (one ranged read, pinned to its version); `None` if it has none.
+pub async fn manifest(store: &Store, meta: &ObjectMeta) -> anyhow::Result<Option<Manifest>> {
+    let end = meta.size.min(manifest::HEAD_BYTES as u64);
+    let options = GetOptions {
+        range: Some(GetRange::Bounded(0..end)),
+        if_match: meta.e_tag.clone(),
+        ..GetOptions::default()
+    };
+    let head = store
+        .inner()
+        .get_opts(&meta.location, options)
+        .await
+        .map_err(|e| store.error("read of the head of", &meta.location, e))?
+        .bytes()
+        .await
+        .map_err(|e| store.error("read of the head of", &meta.location, e))?;
+    Ok(Manifest::from_head(&head))
 }
 
 /// Splits an object's file name into its key and format; `None` for

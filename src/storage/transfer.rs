@@ -5,6 +5,9 @@
 //! completes; any failure aborts it, so nothing partial is ever visible.
 //! Downloads fetch the entry in ranges, several at a time, pinned to the
 //! entry's ETag so a concurrent replacement cannot mix two versions.
+//!
+//! Both count what they move for the progress lines: a download the bytes
+//! received, an upload the bytes of parts the storage has acknowledged.
 
 use std::io;
 use std::ops::Range;
@@ -14,7 +17,10 @@ use anyhow::anyhow;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetResultPayload, ObjectMeta, ObjectStoreExt, WriteMultipart};
+use object_store::{
+    GetOptions, GetResultPayload, MultipartUpload, ObjectMeta, ObjectStoreExt, PutPayload,
+    PutResult, UploadPart, WriteMultipart,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::task::AbortOnDropHandle;
@@ -22,6 +28,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::{Backend, Store};
 use crate::cancel::Cancel;
 use crate::pipe::ChunkReader;
+use crate::progress::{self, Progress};
 
 /// Multipart part size: S3 allows 10,000 parts, so entries up to 78 GiB.
 pub const PART_SIZE: usize = 8 << 20;
@@ -41,6 +48,8 @@ pub struct PendingUpload {
     path: Path,
     /// Compressed bytes sent.
     pub bytes: u64,
+    /// Counts the last part; finished when the upload is published or discarded.
+    progress: Progress,
 }
 
 impl PendingUpload {
@@ -50,13 +59,13 @@ impl PendingUpload {
             writer,
             store,
             path,
+            progress,
             ..
         } = self;
         let started = std::time::Instant::now();
-        writer
-            .finish()
-            .await
-            .map_err(|e| store.error("upload of", &path, e))?;
+        let finished = writer.finish().await;
+        progress.finish();
+        finished.map_err(|e| store.error("upload of", &path, e))?;
         // The last part and the completion are serial, after all the
         // archiving: worth seeing when a rebuild is slower than expected.
         tracing::debug!(
@@ -68,6 +77,7 @@ impl PendingUpload {
 
     /// Aborts the upload; nothing of it stays visible.
     pub async fn discard(self) {
+        self.progress.finish();
         abort(self.writer, &self.path).await;
     }
 }
@@ -77,11 +87,28 @@ impl PendingUpload {
 /// Returns the producer's value and the upload, ready to publish, only if
 /// every chunk arrived and the producer returned `Ok`; otherwise the upload
 /// is aborted and the producer's or the storage's error is returned.
+/// Acknowledged parts are counted in `progress`, which ends with a failure
+/// here or when the pending upload is published or discarded.
 pub async fn upload<T>(
+    store: &Store,
+    path: &Path,
+    chunks: mpsc::Receiver<Bytes>,
+    producer: JoinHandle<anyhow::Result<T>>,
+    progress: &Progress,
+) -> anyhow::Result<(T, PendingUpload)> {
+    let result = send(store, path, chunks, producer, progress).await;
+    if result.is_err() {
+        progress.finish();
+    }
+    result
+}
+
+async fn send<T>(
     store: &Store,
     path: &Path,
     mut chunks: mpsc::Receiver<Bytes>,
     producer: JoinHandle<anyhow::Result<T>>,
+    progress: &Progress,
 ) -> anyhow::Result<(T, PendingUpload)> {
     let upload = match store.inner().put_multipart(path).await {
         Ok(upload) => upload,
@@ -91,7 +118,11 @@ pub async fn upload<T>(
             return Err(store.error("upload of", path, e));
         }
     };
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+    let counted = Box::new(Counted {
+        inner: upload,
+        progress: progress.clone(),
+    });
+    let mut writer = WriteMultipart::new_with_chunk_size(counted, PART_SIZE);
     let mut sent = 0u64;
     let mut sending = Ok(());
     while let Some(chunk) = chunks.recv().await {
@@ -100,6 +131,7 @@ pub async fn upload<T>(
             break;
         }
         sent += chunk.len() as u64;
+        progress.sent(chunk.len() as u64);
         writer.put(chunk);
     }
     // Closing the channel stops a producer that is still writing.
@@ -116,6 +148,7 @@ pub async fn upload<T>(
                 store: store.clone(),
                 path: path.clone(),
                 bytes: sent,
+                progress: progress.clone(),
             },
         )),
         (Err(e), _) => {
@@ -139,10 +172,41 @@ async fn abort(writer: WriteMultipart, path: &Path) {
     }
 }
 
+/// A multipart upload that counts each part once the storage acknowledged it.
+#[derive(Debug)]
+struct Counted {
+    inner: Box<dyn MultipartUpload>,
+    progress: Progress,
+}
+
+#[async_trait::async_trait]
+impl MultipartUpload for Counted {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let size = data.content_length() as u64;
+        let progress = self.progress.clone();
+        let part = self.inner.put_part(data);
+        Box::pin(async move {
+            part.await?;
+            progress.uploaded(size);
+            Ok(())
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.inner.abort().await
+    }
+}
+
 /// An entry being read: a local file, or a download in ranges.
 pub struct Download {
     source: Source,
     failure: Arc<OnceLock<String>>,
+    /// Bytes received; reports end when the reader is dropped.
+    progress: Progress,
 }
 
 enum Source {
@@ -158,12 +222,59 @@ impl Download {
         Arc::clone(&self.failure)
     }
 
-    /// The entry's bytes, for a blocking reader.
+    /// The entry's bytes, for a blocking reader. Progress reports end when
+    /// the reader is dropped, that is when the entry has been read.
     pub fn into_reader(self) -> Box<dyn io::BufRead + Send> {
         match self.source {
-            Source::File(file) => Box::new(io::BufReader::with_capacity(256 * 1024, file)),
-            Source::Ranges(ranges) => Box::new(ChunkReader::new(ranges)),
+            Source::File(file) => Box::new(Reading {
+                inner: io::BufReader::with_capacity(256 * 1024, file),
+                progress: self.progress,
+                counts: true,
+            }),
+            Source::Ranges(ranges) => Box::new(Reading {
+                inner: ChunkReader::new(ranges),
+                progress: self.progress,
+                // The ranges are counted as they arrive.
+                counts: false,
+            }),
         }
+    }
+}
+
+/// The entry's reader: counts what it hands out (a file read in place) and
+/// ends the progress reports when dropped.
+struct Reading<R> {
+    inner: R,
+    progress: Progress,
+    counts: bool,
+}
+
+impl<R: io::BufRead> io::Read for Reading<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.counts {
+            self.progress.add(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+impl<R: io::BufRead> io::BufRead for Reading<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        if self.counts {
+            self.progress.add(amount as u64);
+        }
+        self.inner.consume(amount);
+    }
+}
+
+impl<R> Drop for Reading<R> {
+    fn drop(&mut self) {
+        self.progress.finish();
     }
 }
 
@@ -173,6 +284,8 @@ impl Download {
 /// into a channel of chunks in order, a failure arriving as an `Err` item.
 pub async fn download(store: Store, meta: ObjectMeta, cancel: Cancel) -> anyhow::Result<Download> {
     let failure = Arc::new(OnceLock::new());
+    let progress = Progress::start(progress::Kind::Restore);
+    progress.expect(meta.size, 0);
     if store.backend == Backend::Filesystem {
         let options = GetOptions {
             if_match: meta.e_tag.clone(),
@@ -187,12 +300,14 @@ pub async fn download(store: Store, meta: ObjectMeta, cancel: Cancel) -> anyhow:
             return Ok(Download {
                 source: Source::File(file),
                 failure,
+                progress,
             });
         }
     }
     // One finished range waits here while the next ones download.
     let (tx, rx) = mpsc::channel(1);
     let report = Arc::clone(&failure);
+    let received = progress.clone();
     tokio::spawn(async move {
         // Each range is its own task, so the others keep downloading while
         // this one waits for the reader (extraction stalls while the kernel
@@ -201,7 +316,8 @@ pub async fn download(store: Store, meta: ObjectMeta, cancel: Cancel) -> anyhow:
         // for 10-20 MiB more peak RSS. Dropping a handle cancels its range.
         let mut fetches = futures::stream::iter(ranges(meta.size))
             .map(|range| {
-                AbortOnDropHandle::new(tokio::spawn(fetch(store.clone(), meta.clone(), range)))
+                let fetched = fetch(store.clone(), meta.clone(), range, received.clone());
+                AbortOnDropHandle::new(tokio::spawn(fetched))
             })
             .buffered(DOWNLOAD_CONCURRENCY);
         loop {
@@ -229,6 +345,7 @@ pub async fn download(store: Store, meta: ObjectMeta, cancel: Cancel) -> anyhow:
     Ok(Download {
         source: Source::Ranges(rx),
         failure,
+        progress,
     })
 }
 
@@ -238,8 +355,14 @@ fn ranges(size: u64) -> impl Iterator<Item = Range<u64>> {
         .map(move |start| start..start.saturating_add(RANGE_SIZE).min(size))
 }
 
-/// Fetches one range as the body's own chunks (no copy into one buffer).
-async fn fetch(store: Store, meta: ObjectMeta, range: Range<u64>) -> anyhow::Result<Vec<Bytes>> {
+/// Fetches one range as the body's own chunks (no copy into one buffer),
+/// counting them in `progress` as they arrive.
+async fn fetch(
+    store: Store,
+    meta: ObjectMeta,
+    range: Range<u64>,
+    progress: Progress,
+) -> anyhow::Result<Vec<Bytes>> {
     let options = GetOptions {
         range: Some(range.clone().into()),
         if_match: meta.e_tag.clone(),
@@ -265,7 +388,12 @@ async fn fetch(store: Store, meta: ObjectMeta, range: Range<u64>) -> anyhow::Res
         .get_opts(path, options)
         .await
         .map_err(describe)?;
-    let chunks: Vec<Bytes> = result.into_stream().try_collect().await.map_err(describe)?;
+    let chunks: Vec<Bytes> = result
+        .into_stream()
+        .inspect_ok(|chunk| progress.add(chunk.len() as u64))
+        .try_collect()
+        .await
+        .map_err(describe)?;
     let got: u64 = chunks.iter().map(|c| c.len() as u64).sum();
     let expected = range.end - range.start;
     if got != expected {
