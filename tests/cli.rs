@@ -297,11 +297,11 @@ fn typos_in_settings_are_warned_about() {
     let backend = Backend::filesystem();
     Step::new(ws.path(), &backend, &unique_root("typo"))
         .set("PLUGIN_CACHE_KEYS", "x")
-        .set("PLUGIN_ACL", "private")
+        .set("PLUGIN_S3_BUCKET_PUBLIC", "true")
         .restore()
         .assert_code(0)
         .assert_log("WARNING: setting 'cache_keys' (PLUGIN_CACHE_KEYS) is not a larder setting (did you mean cache_key?)")
-        .assert_log("PLUGIN_ACL is a drone-cache setting larder does not support");
+        .assert_log("PLUGIN_S3_BUCKET_PUBLIC is a drone-cache setting larder does not support");
 }
 
 #[test]

@@ -13,12 +13,12 @@ use super::Process;
 use crate::secret::Secret;
 use crate::settings::SettingError;
 use crate::settings::defs::Values;
-use crate::settings::values::{Given, GivenText, Sourced};
+use crate::settings::values::{Given, GivenText, Source, Sourced};
 use crate::storage::StorageConfig;
-use crate::storage::azure::AzureOptions;
+use crate::storage::azure::{AzureAuth, AzureOptions, FederatedToken};
 use crate::storage::gcs::{GcsCredentials, GcsOptions};
 use crate::storage::http::CaCerts;
-use crate::storage::s3::{CREDENTIAL_CHAIN_VARS, S3Keys, S3Options};
+use crate::storage::s3::{CREDENTIAL_CHAIN_VARS, Encryption, Role, S3Keys, S3Options};
 use crate::storage::sftp::{HostKeyCheck, SftpAuth, SftpOptions};
 
 /// Where OpenSSH looks for host keys when nothing else is configured: the
@@ -48,13 +48,55 @@ pub fn storage(values: &Values, process: &Process) -> Result<StorageConfig, Sett
 /// Storage settings that are set but do nothing for the chosen backend.
 pub fn warnings(values: &Values) -> Vec<String> {
     let backend = *values.backend;
+    let mut warnings = Vec::new();
     if values.ca_cert.text().is_some() && !matches!(backend, "s3" | "azure" | "gcs") {
-        vec![format!(
+        warnings.push(format!(
             "ca_cert is set but backend {backend} does not use https; it is ignored"
-        )]
-    } else {
-        Vec::new()
+        ));
     }
+    // Settings of one backend's logins and objects, given for another.
+    let s3_only = [
+        ("assume_role_arn", values.assume_role_arn.is_some()),
+        ("user_role_arn", values.user_role_arn.is_some()),
+        ("external_id", values.external_id.is_some()),
+        ("sts_endpoint", values.sts_endpoint.is_some()),
+        ("encryption", values.encryption.is_some()),
+        ("kms_key_id", values.kms_key_id.is_some()),
+        ("acl", values.acl.is_some()),
+        ("storage_class", values.storage_class.is_some()),
+    ];
+    let azure_only = [
+        ("azure_client_secret", values.azure_client_secret.is_some()),
+        ("azure_managed_identity", *values.azure_managed_identity),
+    ];
+    let unused: Vec<&str> = match backend {
+        "s3" => azure_only
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(n, _)| *n)
+            .collect(),
+        "azure" => s3_only
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(n, _)| *n)
+            .collect(),
+        _ => s3_only
+            .iter()
+            .chain(&azure_only)
+            .chain(&[("oidc_token_id", values.oidc_token_id.is_some())])
+            .filter(|(_, set)| *set)
+            .map(|(n, _)| *n)
+            .collect(),
+    };
+    if !unused.is_empty() {
+        warnings.push(format!(
+            "{} {} set but backend {backend} does not use {}; ignored",
+            unused.join(", "),
+            if unused.len() == 1 { "is" } else { "are" },
+            if unused.len() == 1 { "it" } else { "them" },
+        ));
+    }
+    warnings
 }
 
 /// The `ca_cert` setting: PEM text, or the path of a PEM file.
@@ -133,19 +175,6 @@ fn required<'a>(
     })
 }
 
-fn required_secret<'a>(
-    value: &'a Option<Sourced<Secret>>,
-    setting: &'static str,
-    backend: &str,
-) -> Result<&'a Secret, SettingError> {
-    value.given().ok_or_else(|| {
-        SettingError::unusable(
-            setting,
-            format!("backend {backend} needs {setting}; pass it from a secret"),
-        )
-    })
-}
-
 fn s3(values: &Values, env: &HashMap<String, String>) -> Result<S3Options, SettingError> {
     let bucket = values.bucket.text().ok_or_else(|| {
         SettingError::unusable(
@@ -167,14 +196,192 @@ fn s3(values: &Values, env: &HashMap<String, String>) -> Result<S3Options, Setti
         bucket: bucket.to_string(),
         endpoint: endpoint(values)?,
         region: values.region.text().map(str::to_string),
-        path_style: *values.path_style,
+        path_style: (values.path_style.source != Source::Default).then_some(*values.path_style),
+        roles: roles(values, keys.is_some())?,
         keys,
         credential_env: CREDENTIAL_CHAIN_VARS
             .iter()
             .filter_map(|var| Some((var.to_string(), env.get(*var)?.clone())))
             .collect(),
+        sts_endpoint: values
+            .sts_endpoint
+            .text()
+            .map(|text| parse_url("sts_endpoint", text, *values.disable_ssl))
+            .transpose()?,
+        encryption: encryption(values)?,
+        acl: match values.acl.given() {
+            // The default object ACL: sending it would only make buckets
+            // with ACLs disabled refuse the write.
+            Some(&"private") | None => None,
+            Some(acl) => Some(acl.to_string()),
+        },
+        storage_class: storage_class(values)?,
         ca_certs: ca_certs(values)?,
     })
+}
+
+/// The roles to assume, in order: `assume_role_arn` (by web identity with
+/// `oidc_token_id`), then `user_role_arn`.
+fn roles(values: &Values, have_keys: bool) -> Result<Vec<Role>, SettingError> {
+    let session_name = values.assume_role_session_name.value.trim();
+    let session_ok = (2..=64).contains(&session_name.len())
+        && session_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "=,.@_-".contains(c));
+    if !session_ok {
+        return Err(SettingError::unusable(
+            "assume_role_session_name",
+            format!(
+                "'{session_name}' is not a session name: 2 to 64 letters, digits and =,.@_- \
+                 (STS refuses anything else)"
+            ),
+        ));
+    }
+    let arn = |value: &Option<Sourced<String>>, setting: &'static str| {
+        value
+            .text()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                if a.starts_with("arn:") {
+                    Ok(a.to_string())
+                } else {
+                    Err(SettingError::unusable(
+                        setting,
+                        format!(
+                            "'{a}' is not a role ARN; write arn:aws:iam::<account>:role/<name>"
+                        ),
+                    ))
+                }
+            })
+            .transpose()
+    };
+    let first = arn(&values.assume_role_arn, "assume_role_arn")?;
+    let second = arn(&values.user_role_arn, "user_role_arn")?;
+    let token = values.oidc_token_id.given();
+    let needs = |given: bool, setting: &'static str, what: &str, needed: &str| {
+        if given {
+            Err(SettingError::unusable(
+                setting,
+                format!("{setting} is set but {needed} is not; {what}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if first.is_none() {
+        needs(
+            token.is_some(),
+            "oidc_token_id",
+            "the token is exchanged for the keys of that role (AssumeRoleWithWebIdentity)",
+            "assume_role_arn",
+        )?;
+        needs(
+            values.external_id.is_some(),
+            "external_id",
+            "it is sent when assuming that role",
+            "assume_role_arn",
+        )?;
+    }
+    if second.is_none() {
+        needs(
+            values.user_role_external_id.is_some(),
+            "user_role_external_id",
+            "it is sent when assuming that role",
+            "user_role_arn",
+        )?;
+    }
+    if token.is_some() && have_keys {
+        return Err(SettingError::Conflict(
+            "oidc_token_id and access_key/secret_key are both set: web identity needs no keys; \
+             remove one of them"
+                .into(),
+        ));
+    }
+    let mut roles = Vec::new();
+    if let Some(arn) = first {
+        roles.push(Role {
+            arn,
+            session_name: session_name.to_string(),
+            external_id: values.external_id.given().cloned(),
+            web_identity_token: token.cloned(),
+        });
+    }
+    if let Some(arn) = second {
+        roles.push(Role {
+            arn,
+            session_name: session_name.to_string(),
+            external_id: values.user_role_external_id.given().cloned(),
+            web_identity_token: None,
+        });
+    }
+    Ok(roles)
+}
+
+/// `encryption`, `kms_key_id` and `kms_bucket_key` together.
+fn encryption(values: &Values) -> Result<Option<Encryption>, SettingError> {
+    let key_id = values
+        .kms_key_id
+        .text()
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let bucket_key = values.kms_bucket_key.given().copied();
+    let algorithm = match (values.encryption.given().copied(), key_id) {
+        (Some("aes256"), _) => "AES256",
+        (Some(other), _) => other,
+        // A KMS key alone says which encryption is meant.
+        (None, Some(_)) => "aws:kms",
+        (None, None) if bucket_key.is_some() => {
+            return Err(SettingError::unusable(
+                "kms_bucket_key",
+                "kms_bucket_key is set but encryption is not; set encryption: aws:kms",
+            ));
+        }
+        (None, None) => return Ok(None),
+    };
+    if algorithm == "AES256" && (key_id.is_some() || bucket_key.is_some()) {
+        return Err(SettingError::Conflict(format!(
+            "encryption is AES256 (SSE-S3) but {} is set, which only SSE-KMS uses; \
+             set encryption: aws:kms or remove it",
+            if key_id.is_some() {
+                "kms_key_id"
+            } else {
+                "kms_bucket_key"
+            }
+        )));
+    }
+    Ok(Some(Encryption {
+        algorithm,
+        kms_key_id: key_id.map(str::to_string),
+        bucket_key,
+    }))
+}
+
+/// `storage_class`, upper-cased; classes a restore cannot read at once are refused.
+fn storage_class(values: &Values) -> Result<Option<String>, SettingError> {
+    let Some(text) = values.storage_class.text().map(str::trim) else {
+        return Ok(None);
+    };
+    let class = text.to_ascii_uppercase();
+    if class.is_empty() || !class.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(SettingError::unusable(
+            "storage_class",
+            format!(
+                "'{text}' is not a storage class; write e.g. STANDARD_IA or INTELLIGENT_TIERING"
+            ),
+        ));
+    }
+    if matches!(class.as_str(), "GLACIER" | "DEEP_ARCHIVE") {
+        return Err(SettingError::unusable(
+            "storage_class",
+            format!(
+                "{class} objects cannot be read until they are restored from the archive, so \
+                 no cache restore could use them; use STANDARD_IA, GLACIER_IR or \
+                 INTELLIGENT_TIERING, or a bucket lifecycle rule for old entries"
+            ),
+        ));
+    }
+    Ok((class != "STANDARD").then_some(class))
 }
 
 fn half_a_key_pair(given: &Option<Sourced<Secret>>, missing: &'static str) -> SettingError {
@@ -394,7 +601,7 @@ fn read_file(setting: &'static str, path: &str) -> Result<String, SettingError> 
 
 fn azure(values: &Values) -> Result<AzureOptions, SettingError> {
     let account = required(&values.account_name, "account_name", "azure")?;
-    let key = required_secret(&values.account_key, "account_key", "azure")?;
+    let auth = azure_auth(values)?;
     let container = required(&values.container, "container", "azure")?;
     let endpoint = match (values.endpoint.text(), values.blob_storage_url.text()) {
         (Some(_), Some(_)) => {
@@ -415,11 +622,126 @@ fn azure(values: &Values) -> Result<AzureOptions, SettingError> {
     };
     Ok(AzureOptions {
         account: account.to_string(),
-        key: key.clone(),
+        auth,
         container: container.to_string(),
         endpoint,
+        authority_host: values
+            .azure_authority_host
+            .text()
+            .map(|text| parse_url("azure_authority_host", text, false))
+            .transpose()?,
         ca_certs: ca_certs(values)?,
     })
+}
+
+/// How to log in to the storage account. In the drone-cache fork's order:
+/// a federated token given as `oidc_token_id`, a client secret, the account
+/// key; then a managed identity when asked for, and last a federated token
+/// file (AKS sets it in every pod of a workload identity, so a key or secret
+/// given for the step wins over it).
+fn azure_auth(values: &Values) -> Result<AzureAuth, SettingError> {
+    let client_id = values
+        .azure_client_id
+        .text()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let tenant_id = values
+        .azure_tenant_id
+        .text()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let secret = values.azure_client_secret.given();
+    let token = values.oidc_token_id.given();
+    let token_file = values
+        .azure_federated_token_file
+        .text()
+        .filter(|s| !s.trim().is_empty());
+    let key = values.account_key.given();
+    let managed = *values.azure_managed_identity;
+    // Names what `method` lacks, or gives the client and tenant ids.
+    let ids = |method: &str| -> Result<(String, String), SettingError> {
+        match (client_id, tenant_id) {
+            (Some(client), Some(tenant)) => Ok((client.to_string(), tenant.to_string())),
+            (None, _) => Err(SettingError::unusable(
+                "azure_client_id",
+                format!("{method} needs azure_client_id (the application id) and azure_tenant_id"),
+            )),
+            (Some(_), None) => Err(SettingError::unusable(
+                "azure_tenant_id",
+                format!("{method} needs azure_tenant_id (the directory id) with azure_client_id"),
+            )),
+        }
+    };
+    if managed {
+        let others: Vec<&str> = [
+            (key.is_some(), "account_key"),
+            (secret.is_some(), "azure_client_secret"),
+            (token.is_some(), "oidc_token_id"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if !others.is_empty() {
+            return Err(SettingError::Conflict(format!(
+                "azure_managed_identity is true but {} is set too; use one way to log in",
+                others.join(" and ")
+            )));
+        }
+    }
+    if let Some(token) = token {
+        let (client_id, tenant_id) = ids("oidc_token_id (workload identity federation)")?;
+        return Ok(AzureAuth::WorkloadIdentity {
+            client_id,
+            tenant_id,
+            token: FederatedToken::Token(token.clone()),
+        });
+    }
+    if let Some(secret) = secret {
+        let (client_id, tenant_id) = ids("azure_client_secret")?;
+        return Ok(AzureAuth::ClientSecret {
+            client_id,
+            tenant_id,
+            secret: secret.clone(),
+        });
+    }
+    if let Some(key) = key {
+        return Ok(AzureAuth::Key(key.clone()));
+    }
+    if managed {
+        return Ok(AzureAuth::ManagedIdentity {
+            client_id: client_id.map(str::to_string),
+            endpoint: values.azure_msi_endpoint.text().map(str::to_string),
+        });
+    }
+    if let Some(path) = token_file {
+        let (client_id, tenant_id) = ids("azure_federated_token_file (workload identity)")?;
+        if !Path::new(path).is_file() {
+            return Err(SettingError::unusable(
+                "azure_federated_token_file",
+                format!("{path} is not a readable file"),
+            ));
+        }
+        return Ok(AzureAuth::WorkloadIdentity {
+            client_id,
+            tenant_id,
+            token: FederatedToken::File(path.to_string()),
+        });
+    }
+    Err(SettingError::unusable(
+        "account_key",
+        format!(
+            "backend azure needs a way to log in: account_key (from a secret), \
+             azure_client_secret with azure_client_id and azure_tenant_id, workload identity \
+             (azure_client_id and azure_tenant_id with oidc_token_id or \
+             azure_federated_token_file), or azure_managed_identity: true{}",
+            match (client_id, tenant_id) {
+                (Some(_), _) | (_, Some(_)) => {
+                    "; azure_client_id or azure_tenant_id alone is not one"
+                }
+                _ => "",
+            }
+        ),
+    ))
 }
 
 fn gcs(values: &Values) -> Result<GcsOptions, SettingError> {
@@ -602,6 +924,21 @@ mod tests {
         ])
         .unwrap();
         assert!(warnings(&raw)[0].contains("ca_cert is set but backend filesystem"));
+        // Another backend's login and object settings are named too.
+        let raw = values_of(&[
+            ("PLUGIN_BACKEND", "azure"),
+            ("PLUGIN_ENCRYPTION", "AES256"),
+            ("AWS_ACL", "private"),
+        ])
+        .unwrap();
+        assert_eq!(
+            warnings(&raw),
+            vec!["encryption, acl are set but backend azure does not use them; ignored"]
+        );
+        let raw = values_of(&[("PLUGIN_AZURE_MANAGED_IDENTITY", "true")]).unwrap();
+        assert!(warnings(&raw)[0].contains("azure_managed_identity is set but backend s3"));
+        let raw = values_of(&[("PLUGIN_BACKEND", "gcs"), ("PLUGIN_OIDC_TOKEN_ID", "t")]).unwrap();
+        assert!(warnings(&raw)[0].contains("oidc_token_id is set but backend gcs"));
     }
 
     #[test]
@@ -665,5 +1002,313 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn s3_of(pairs: &[(&str, &str)]) -> Result<S3Options, String> {
+        let mut all = vec![("PLUGIN_BUCKET", "b")];
+        all.extend_from_slice(pairs);
+        match storage_of(&all) {
+            Ok(StorageConfig::S3(s3)) => Ok(s3),
+            Ok(other) => panic!("expected s3, got {other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn roles_come_from_drone_cache_and_fork_variables() {
+        let s3 = s3_of(&[
+            ("AWS_ASSUME_ROLE_ARN", "arn:aws:iam::1:role/cache"),
+            ("ASSUME_ROLE_SESSION_NAME", "ci-build"),
+            ("PLUGIN_EXTERNAL_ID", "ext-1"),
+            ("AWS_USER_ROLE_ARN", "arn:aws:iam::2:role/writer"),
+            ("PLUGIN_USER_ROLE_EXTERNAL_ID", "ext-2"),
+            ("AWS_STS_ENDPOINT", "sts.internal:8443"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s3.roles,
+            vec![
+                Role {
+                    arn: "arn:aws:iam::1:role/cache".into(),
+                    session_name: "ci-build".into(),
+                    external_id: Some(Secret::new("ext-1")),
+                    web_identity_token: None,
+                },
+                Role {
+                    arn: "arn:aws:iam::2:role/writer".into(),
+                    session_name: "ci-build".into(),
+                    external_id: Some(Secret::new("ext-2")),
+                    web_identity_token: None,
+                },
+            ]
+        );
+        assert_eq!(
+            s3.sts_endpoint.unwrap().as_str(),
+            "https://sts.internal:8443/"
+        );
+        // The fork's other spelling, its default session name, and web identity.
+        let s3 = s3_of(&[
+            ("PLUGIN_ASSUME_ROLE", "arn:aws:iam::1:role/cache"),
+            ("PLUGIN_OIDC_TOKEN_ID", "eyJ.token"),
+        ])
+        .unwrap();
+        assert_eq!(s3.roles.len(), 1);
+        assert_eq!(s3.roles[0].session_name, "drone-cache");
+        assert_eq!(
+            s3.roles[0].web_identity_token,
+            Some(Secret::new("eyJ.token"))
+        );
+        assert!(s3_of(&[]).unwrap().roles.is_empty());
+    }
+
+    #[test]
+    fn half_configured_roles_name_the_missing_setting() {
+        let err = |pairs: &[(&str, &str)]| s3_of(pairs).unwrap_err();
+        let e = err(&[("PLUGIN_OIDC_TOKEN_ID", "eyJ.token")]);
+        assert!(
+            e.contains("setting oidc_token_id") && e.contains("assume_role_arn"),
+            "{e}"
+        );
+        let e = err(&[("PLUGIN_EXTERNAL_ID", "x")]);
+        assert!(
+            e.contains("setting external_id") && e.contains("assume_role_arn"),
+            "{e}"
+        );
+        let e = err(&[("PLUGIN_USER_ROLE_EXTERNAL_ID", "x")]);
+        assert!(e.contains("user_role_arn"), "{e}");
+        let e = err(&[("PLUGIN_ASSUME_ROLE_ARN", "cache-role")]);
+        assert!(
+            e.contains("setting assume_role_arn") && e.contains("arn:aws:iam::"),
+            "{e}"
+        );
+        let e = err(&[
+            ("PLUGIN_ASSUME_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            ("PLUGIN_ASSUME_ROLE_SESSION_NAME", "has spaces"),
+        ]);
+        assert!(e.contains("setting assume_role_session_name"), "{e}");
+        let e = err(&[
+            ("PLUGIN_ASSUME_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            ("PLUGIN_OIDC_TOKEN_ID", "eyJ.token"),
+            ("PLUGIN_ACCESS_KEY", "AKID"),
+            ("PLUGIN_SECRET_KEY", "secret"),
+        ]);
+        assert!(e.contains("oidc_token_id and access_key"), "{e}");
+        // Nothing secret in any of them.
+        assert!(!e.contains("eyJ") && !e.contains("secret\""), "{e}");
+    }
+
+    #[test]
+    fn encryption_acl_and_storage_class() {
+        let s3 = s3_of(&[
+            ("AWS_ENCRYPTION", "AES256"),
+            ("AWS_ACL", "bucket-owner-full-control"),
+            ("PLUGIN_STORAGE_CLASS", "standard_ia"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s3.encryption,
+            Some(Encryption {
+                algorithm: "AES256",
+                kms_key_id: None,
+                bucket_key: None
+            })
+        );
+        assert_eq!(s3.acl.as_deref(), Some("bucket-owner-full-control"));
+        assert_eq!(s3.storage_class.as_deref(), Some("STANDARD_IA"));
+        // drone-cache's default ACL and STANDARD send nothing.
+        let s3 = s3_of(&[
+            ("PLUGIN_ACL", "private"),
+            ("PLUGIN_STORAGE_CLASS", "STANDARD"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s3.acl, s3.storage_class, s3.encryption),
+            (None, None, None)
+        );
+        // A KMS key alone means aws:kms.
+        let s3 = s3_of(&[
+            ("PLUGIN_KMS_KEY_ID", "alias/ci"),
+            ("PLUGIN_KMS_BUCKET_KEY", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s3.encryption,
+            Some(Encryption {
+                algorithm: "aws:kms",
+                kms_key_id: Some("alias/ci".into()),
+                bucket_key: Some(true)
+            })
+        );
+        let dsse = s3_of(&[("PLUGIN_ENCRYPTION", "aws:kms:dsse")]).unwrap();
+        assert_eq!(dsse.encryption.unwrap().algorithm, "aws:kms:dsse");
+        // What cannot work is refused, naming the setting.
+        let e = s3_of(&[("PLUGIN_ENCRYPTION", "AES256"), ("PLUGIN_KMS_KEY_ID", "k")]).unwrap_err();
+        assert!(e.contains("kms_key_id") && e.contains("aws:kms"), "{e}");
+        let e = s3_of(&[("PLUGIN_KMS_BUCKET_KEY", "true")]).unwrap_err();
+        assert!(e.contains("setting kms_bucket_key"), "{e}");
+        let e = s3_of(&[("PLUGIN_ENCRYPTION", "sse-c")]).unwrap_err();
+        assert!(e.contains("encryption") && e.contains("aws:kms"), "{e}");
+        let e = s3_of(&[("PLUGIN_ACL", "owner-only")]).unwrap_err();
+        assert!(
+            e.contains("acl") && e.contains("bucket-owner-full-control"),
+            "{e}"
+        );
+        let e = s3_of(&[("PLUGIN_STORAGE_CLASS", "deep_archive")]).unwrap_err();
+        assert!(
+            e.contains("setting storage_class") && e.contains("DEEP_ARCHIVE"),
+            "{e}"
+        );
+        let e = s3_of(&[("PLUGIN_STORAGE_CLASS", "cold storage")]).unwrap_err();
+        assert!(e.contains("setting storage_class"), "{e}");
+    }
+
+    #[test]
+    fn path_style_is_none_unless_set() {
+        assert_eq!(s3_of(&[]).unwrap().path_style, None);
+        assert_eq!(
+            s3_of(&[("PLUGIN_PATH_STYLE", "false")]).unwrap().path_style,
+            Some(false)
+        );
+        assert_eq!(
+            s3_of(&[("AWS_PLUGIN_PATH_STYLE", "true")])
+                .unwrap()
+                .path_style,
+            Some(true)
+        );
+    }
+
+    fn azure_of(pairs: &[(&str, &str)]) -> Result<AzureOptions, String> {
+        let mut all = vec![
+            ("PLUGIN_BACKEND", "azure"),
+            ("PLUGIN_ACCOUNT_NAME", "acct"),
+            ("PLUGIN_CONTAINER", "c"),
+        ];
+        all.extend_from_slice(pairs);
+        match storage_of(&all) {
+            Ok(StorageConfig::Azure(azure)) => Ok(azure),
+            Ok(other) => panic!("expected azure, got {other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn azure_logs_in_with_a_key_a_secret_a_federated_token_or_a_managed_identity() {
+        let entra = [
+            ("AZURE_CLIENT_ID", "app-1"),
+            ("AZURE_TENANT_ID", "tenant-1"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = entra.to_vec();
+            pairs.extend_from_slice(extra);
+            azure_of(&pairs).unwrap().auth
+        };
+        let auth = with(&[("AZURE_CLIENT_SECRET", "s3cret")]);
+        assert!(
+            matches!(&auth, AzureAuth::ClientSecret { client_id, tenant_id, secret }
+                if client_id == "app-1" && tenant_id == "tenant-1" && secret.expose() == "s3cret"),
+            "{auth:?}"
+        );
+        // The fork's spellings, and its order: the secret wins over a key.
+        let auth = azure_of(&[
+            ("CLIENT_ID", "app-2"),
+            ("TENANT_ID", "t"),
+            ("CLIENT_SECRET", "s"),
+            ("AZURE_ACCOUNT_KEY", "a2V5"),
+        ])
+        .unwrap()
+        .auth;
+        assert!(matches!(auth, AzureAuth::ClientSecret { .. }), "{auth:?}");
+        let auth = with(&[("PLUGIN_OIDC_TOKEN_ID", "eyJ.t"), ("CLIENT_SECRET", "s")]);
+        assert!(
+            matches!(&auth, AzureAuth::WorkloadIdentity { token: FederatedToken::Token(t), .. }
+                if t.expose() == "eyJ.t"),
+            "{auth:?}"
+        );
+        // AKS's variables: the token file, unless the step gives a key.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "eyJ.file").unwrap();
+        let file = file.to_str().unwrap();
+        let auth = with(&[("AZURE_FEDERATED_TOKEN_FILE", file)]);
+        assert!(
+            matches!(&auth, AzureAuth::WorkloadIdentity { token: FederatedToken::File(f), .. }
+                if f == file),
+            "{auth:?}"
+        );
+        let auth = with(&[
+            ("AZURE_FEDERATED_TOKEN_FILE", file),
+            ("AZURE_ACCOUNT_KEY", "a2V5"),
+        ]);
+        assert!(matches!(auth, AzureAuth::Key(_)), "{auth:?}");
+        let auth = with(&[
+            ("AZURE_FEDERATED_TOKEN_FILE", file),
+            ("PLUGIN_AZURE_MANAGED_IDENTITY", "true"),
+            ("IDENTITY_ENDPOINT", "http://localhost:42356/msi/token"),
+        ]);
+        assert!(
+            matches!(&auth, AzureAuth::ManagedIdentity { client_id: Some(id), endpoint: Some(e) }
+                if id == "app-1" && e.ends_with("/msi/token")),
+            "{auth:?}"
+        );
+        let options = azure_of(&[
+            ("PLUGIN_AZURE_MANAGED_IDENTITY", "true"),
+            ("AZURE_AUTHORITY_HOST", "https://login.chinacloudapi.cn"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            options.auth,
+            AzureAuth::ManagedIdentity {
+                client_id: None,
+                endpoint: None
+            }
+        ));
+        assert_eq!(
+            options.authority_host.unwrap().as_str(),
+            "https://login.chinacloudapi.cn/"
+        );
+    }
+
+    #[test]
+    fn half_configured_azure_logins_name_the_missing_setting() {
+        let e = azure_of(&[]).unwrap_err();
+        assert!(
+            e.contains("setting account_key")
+                && e.contains("azure_client_secret")
+                && e.contains("azure_managed_identity"),
+            "{e}"
+        );
+        let e = azure_of(&[("AZURE_CLIENT_SECRET", "s3cret")]).unwrap_err();
+        assert!(e.contains("setting azure_client_id"), "{e}");
+        let e =
+            azure_of(&[("AZURE_CLIENT_SECRET", "s3cret"), ("AZURE_CLIENT_ID", "a")]).unwrap_err();
+        assert!(e.contains("setting azure_tenant_id"), "{e}");
+        let e =
+            azure_of(&[("PLUGIN_OIDC_TOKEN_ID", "eyJ.t"), ("AZURE_TENANT_ID", "t")]).unwrap_err();
+        assert!(
+            e.contains("setting azure_client_id") && e.contains("oidc_token_id"),
+            "{e}"
+        );
+        let e = azure_of(&[("AZURE_CLIENT_ID", "a"), ("AZURE_TENANT_ID", "t")]).unwrap_err();
+        assert!(e.contains("alone is not one"), "{e}");
+        let e = azure_of(&[
+            ("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/token"),
+            ("AZURE_CLIENT_ID", "a"),
+            ("AZURE_TENANT_ID", "t"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("setting azure_federated_token_file") && e.contains("/nonexistent"),
+            "{e}"
+        );
+        let e = azure_of(&[
+            ("PLUGIN_AZURE_MANAGED_IDENTITY", "true"),
+            ("AZURE_ACCOUNT_KEY", "a2V5"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains("azure_managed_identity") && e.contains("account_key"),
+            "{e}"
+        );
+        assert!(!e.contains("a2V5") && !e.contains("s3cret"), "{e}");
     }
 }

@@ -25,6 +25,22 @@ pub static LOG_LEVELS: &[Choice] = choices!["error", "warn" | "warning", "info",
 pub static LOG_FORMATS: &[Choice] = choices!["text" | "logfmt" | "plain", "json"];
 pub static SFTP_AUTH_METHODS: &[Choice] =
     choices!["password", "public_key_file" | "public_key" | "key"];
+/// S3 server-side encryption, as S3 spells it (matched without case).
+pub static ENCRYPTIONS: &[Choice] = choices![
+    "aes256" | "sse-s3",
+    "aws:kms" | "sse-kms",
+    "aws:kms:dsse" | "dsse-kms",
+];
+/// S3's canned ACLs for objects.
+pub static ACLS: &[Choice] = choices![
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+];
 
 /// Defines every setting once: the table (`SETTINGS`, for parsing, help
 /// and docs) and `Values`, one typed field per setting, so code reads
@@ -218,7 +234,9 @@ settings! {
     "path_style" => path_style: Bool = "false", S3,
         aliases: ["AWS_PLUGIN_PATH_STYLE"], flags: [],
         "Address the bucket as endpoint/bucket instead of bucket.endpoint. \
-         Most self-hosted servers (MinIO, Ceph, Garage) need true.";
+         Most self-hosted servers (MinIO, Ceph, Garage) need true. An endpoint that is an \
+         IP address always uses path style (as the AWS SDKs do); localhost and *.localhost \
+         do unless this is set to false.";
     "access_key" => access_key: Secret, S3,
         aliases: ["AWS_ACCESS_KEY_ID", "CACHE_AWS_ACCESS_KEY_ID"], flags: [],
         "Access key ID. Without access_key and secret_key, the standard AWS chain is \
@@ -233,6 +251,64 @@ settings! {
         aliases: ["PLUGIN_DISABLESSL", "AWS_DISABLESSL"], flags: [],
         "Use plain http for an endpoint given without a scheme. An endpoint written \
          as http://... is always used as given.";
+    "assume_role_arn" => assume_role_arn: Text, S3,
+        aliases: ["PLUGIN_ASSUME_ROLE", "AWS_ASSUME_ROLE_ARN"], flags: ["role-arn"],
+        "IAM role to work as: larder calls STS AssumeRole, signed with access_key and \
+         secret_key if they are set, else with the AWS chain's credentials, and uses the \
+         role's temporary keys (renewed before they expire). With oidc_token_id it calls \
+         AssumeRoleWithWebIdentity instead, and needs no keys.";
+    "assume_role_session_name" => assume_role_session_name: Text = "drone-cache", S3,
+        aliases: ["ASSUME_ROLE_SESSION_NAME"], flags: [],
+        "Session name of the assumed role, as CloudTrail shows it (2-64 letters, digits \
+         and =,.@_-). The default is the name drone-cache and its fork used, so trust \
+         policies written for them keep matching.";
+    "external_id" => external_id: Secret, S3,
+        aliases: [], flags: [],
+        "External id sent with AssumeRole of assume_role_arn, for a trust policy that \
+         requires sts:ExternalId.";
+    "oidc_token_id" => oidc_token_id: Secret, S3,
+        aliases: [], flags: [],
+        "An OIDC token issued by the CI server (the JWT itself, from a secret). Backend s3: \
+         with assume_role_arn, AssumeRoleWithWebIdentity with it. Backend azure: the \
+         federated credential of azure_client_id in azure_tenant_id (workload identity \
+         federation).";
+    "user_role_arn" => user_role_arn: Text, S3,
+        aliases: ["AWS_USER_ROLE_ARN"], flags: [],
+        "A second role, assumed with the keys of assume_role_arn (or, without it, with \
+         access_key or the AWS chain): role chaining, e.g. into the bucket's account.";
+    "user_role_external_id" => user_role_external_id: Secret, S3,
+        aliases: [], flags: [],
+        "External id sent with AssumeRole of user_role_arn.";
+    "sts_endpoint" => sts_endpoint: Text, S3,
+        aliases: ["AWS_STS_ENDPOINT", "AWS_ENDPOINT_URL_STS"], flags: [],
+        "STS endpoint for assume_role_arn and the AWS chain's web identity: a VPC endpoint, \
+         a FIPS or private one. Without a scheme, https (http with disable_ssl). \
+         Default: https://sts.<region>.amazonaws.com.";
+    "encryption" => encryption: Choice(ENCRYPTIONS), S3,
+        aliases: ["AWS_ENCRYPTION"], flags: [],
+        "Server-side encryption of the objects larder writes: AES256 (SSE-S3), aws:kms \
+         (SSE-KMS) or aws:kms:dsse (DSSE-KMS). Default: nothing is sent and the bucket's \
+         default encryption applies.";
+    "kms_key_id" => kms_key_id: Text, S3,
+        aliases: [], flags: [],
+        "KMS key for aws:kms or aws:kms:dsse: key id, key ARN or alias ARN. Set alone, \
+         it means encryption aws:kms. Default: the bucket's default key, else aws/s3.";
+    "kms_bucket_key" => kms_bucket_key: Bool, S3,
+        aliases: [], flags: [],
+        "With SSE-KMS: true uses an S3 Bucket Key (fewer KMS requests), false does not. \
+         Default: the bucket's setting.";
+    "acl" => acl: Choice(ACLS), S3,
+        aliases: ["AWS_ACL"], flags: [],
+        "Canned ACL of the objects larder creates, e.g. bucket-owner-full-control when \
+         writing to another account's bucket. private (drone-cache's default) sends no \
+         ACL: new objects are private anyway, and buckets with ACLs disabled (the AWS \
+         default since 2023) refuse ACL headers other than bucket-owner-full-control.";
+    "storage_class" => storage_class: Text, S3,
+        aliases: [], flags: [],
+        "Storage class of entries: STANDARD_IA, INTELLIGENT_TIERING, ONEZONE_IA, \
+         GLACIER_IR, REDUCED_REDUNDANCY or a server's own. Claims stay STANDARD (they \
+         live minutes). GLACIER and DEEP_ARCHIVE are refused: a restore must read the \
+         entry at once. Default: the bucket's (STANDARD).";
     "filesystem_cache_root" => filesystem_cache_root: Text = "/tmp/cache", Filesystem,
         aliases: ["FILESYSTEM_CACHE_ROOT"], flags: ["filesystem.cache-root"],
         "Directory that holds the entries, usually a host volume mounted into the \
@@ -284,7 +360,9 @@ settings! {
         "Storage account name. Required for backend azure.";
     "account_key" => account_key: Secret, Azure,
         aliases: ["AZURE_ACCOUNT_KEY"], flags: [],
-        "Storage account key. Required for backend azure.";
+        "Storage account key (shared key). Backend azure needs this or a Microsoft Entra \
+         login: azure_client_secret, workload identity (azure_federated_token_file or \
+         oidc_token_id) or azure_managed_identity.";
     "container" => container: Text, Azure,
         aliases: ["AZURE_CONTAINER_NAME", "AZURE_CONTAINER"], flags: [],
         "Blob container that holds the entries. Required for backend azure.";
@@ -292,6 +370,34 @@ settings! {
         aliases: ["AZURE_BLOB_STORAGE_URL"], flags: ["azure.blob-storage-url"],
         "Blob service domain for sovereign clouds (blob.core.chinacloudapi.cn), used as \
          https://<account>.<domain>; a full URL is used as given. Default: blob.core.windows.net.";
+    "azure_client_id" => azure_client_id: Text, Azure,
+        aliases: ["AZURE_CLIENT_ID", "CLIENT_ID"], flags: ["azure.client-id"],
+        "Application (client) id: of the service principal for azure_client_secret or \
+         workload identity, or of a user-assigned managed identity.";
+    "azure_client_secret" => azure_client_secret: Secret, Azure,
+        aliases: ["AZURE_CLIENT_SECRET", "CLIENT_SECRET"], flags: ["azure.client-secret"],
+        "Client secret of the service principal azure_client_id in azure_tenant_id.";
+    "azure_tenant_id" => azure_tenant_id: Text, Azure,
+        aliases: ["AZURE_TENANT_ID", "TENANT_ID"], flags: ["azure.tenant-id"],
+        "Microsoft Entra tenant (directory) id, for azure_client_secret and workload identity.";
+    "azure_federated_token_file" => azure_federated_token_file: Text, Azure,
+        aliases: ["AZURE_FEDERATED_TOKEN_FILE"], flags: [],
+        "File holding a federated token for workload identity (with azure_client_id and \
+         azure_tenant_id), re-read when it is renewed. AKS workload identity sets it, \
+         with AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_AUTHORITY_HOST.";
+    "azure_authority_host" => azure_authority_host: Text, Azure,
+        aliases: ["AZURE_AUTHORITY_HOST"], flags: [],
+        "Microsoft Entra endpoint for azure_client_secret and workload identity, for \
+         sovereign clouds (https://login.chinacloudapi.cn). \
+         Default: https://login.microsoftonline.com.";
+    "azure_managed_identity" => azure_managed_identity: Bool = "false", Azure,
+        aliases: [], flags: [],
+        "Log in as the managed identity of the VM, or of the App Service or Container Apps \
+         environment (IDENTITY_ENDPOINT); azure_client_id picks a user-assigned one.";
+    "azure_msi_endpoint" => azure_msi_endpoint: Text, Azure,
+        aliases: ["IDENTITY_ENDPOINT"], flags: [],
+        "Token endpoint of the managed identity. Default: IDENTITY_ENDPOINT when set \
+         (App Service, Container Apps), else the VM's instance metadata service.";
     "json_key" => json_key: Secret, Gcs,
         aliases: ["GCS_CACHE_JSON_KEY"], flags: [],
         "Service account key JSON, the content itself (from a secret).";
@@ -327,24 +433,8 @@ settings! {
 /// gets a warning instead of silence, so nobody believes it took effect.
 pub static UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "PLUGIN_ACL",
-        "objects are stored with the bucket's default ACL",
-    ),
-    (
-        "PLUGIN_ENCRYPTION",
-        "objects use the bucket's default encryption",
-    ),
-    (
         "PLUGIN_S3_BUCKET_PUBLIC",
         "anonymous access is not supported",
-    ),
-    (
-        "PLUGIN_STS_ENDPOINT",
-        "assume-role is not supported; use web identity or keys",
-    ),
-    (
-        "PLUGIN_ASSUME_ROLE_ARN",
-        "assume-role is not supported; use web identity or keys",
     ),
     ("PLUGIN_API_KEY", "GCS API keys cannot write; use json_key"),
     ("PLUGIN_GCS_ACL", "objects use the bucket's default ACL"),

@@ -199,14 +199,18 @@ pub static SETTINGS: &[Old] = &[
     old!(
         "acl",
         ["PLUGIN_ACL", "AWS_ACL"],
-        None,
-        Unsupported("objects get the bucket's default ACL")
+        Some("acl"),
+        Differs(
+            "private, drone-cache's default, sends no ACL (new objects are private anyway, and \
+         buckets with ACLs disabled refuse the header); another canned ACL goes on the requests \
+         that create objects"
+        )
     ),
     old!(
         "encryption",
         ["PLUGIN_ENCRYPTION", "AWS_ENCRYPTION"],
-        None,
-        Unsupported("objects get the bucket's default encryption")
+        Some("encryption"),
+        Differs("also aws:kms:dsse, and kms_key_id picks the KMS key")
     ),
     old!(
         "s3_bucket_public",
@@ -217,14 +221,24 @@ pub static SETTINGS: &[Old] = &[
     old!(
         "sts_endpoint",
         ["PLUGIN_STS_ENDPOINT", "AWS_STS_ENDPOINT"],
-        None,
-        Unsupported("assume-role is not supported")
+        Some("sts_endpoint"),
+        Differs(
+            "without a scheme it means https (http with disable_ssl) for STS only; drone-cache \
+         then turned SSL off for S3 as well"
+        )
     ),
     old!(
         "assume_role_arn",
-        ["PLUGIN_ASSUME_ROLE_ARN", "AWS_ASSUME_ROLE_ARN"],
-        None,
-        Unsupported("assume-role is not supported")
+        [
+            "PLUGIN_ASSUME_ROLE_ARN",
+            "AWS_ASSUME_ROLE_ARN",
+            "PLUGIN_ASSUME_ROLE"
+        ],
+        Some("assume_role_arn"),
+        Differs(
+            "assumed with access_key and secret_key when given (as drone-cache; the fork used \
+         the keys instead of the role), else with the AWS chain's credentials"
+        )
     ),
     old!(
         "disable_ssl",
@@ -362,32 +376,54 @@ pub static SETTINGS: &[Old] = &[
             "PLUGIN_ASSUME_ROLE_SESSION_NAME",
             "ASSUME_ROLE_SESSION_NAME"
         ],
-        None,
-        Unsupported("assume-role is not supported")
+        Some("assume_role_session_name"),
+        Same
     ),
     old!(
         "external_id",
         ["PLUGIN_EXTERNAL_ID"],
-        None,
-        Unsupported("assume-role is not supported")
+        Some("external_id"),
+        Same
     ),
     old!(
         "oidc_token_id",
         ["PLUGIN_OIDC_TOKEN_ID"],
-        None,
-        Unsupported("use web identity through AWS_WEB_IDENTITY_TOKEN_FILE")
+        Some("oidc_token_id"),
+        Differs("for S3 (with assume_role_arn) and Azure as in the fork; not for GCS")
     ),
     old!(
         "user_role_arn",
         ["PLUGIN_USER_ROLE_ARN", "AWS_USER_ROLE_ARN"],
-        None,
-        Unsupported("assume-role is not supported")
+        Some("user_role_arn"),
+        Same
     ),
     old!(
         "user_role_external_id",
         ["PLUGIN_USER_ROLE_EXTERNAL_ID"],
-        None,
-        Unsupported("assume-role is not supported")
+        Some("user_role_external_id"),
+        Same
+    ),
+    old!(
+        "azure_client_id",
+        ["PLUGIN_AZURE_CLIENT_ID", "AZURE_CLIENT_ID", "CLIENT_ID"],
+        Some("azure_client_id"),
+        Same
+    ),
+    old!(
+        "azure_client_secret",
+        [
+            "PLUGIN_AZURE_CLIENT_SECRET",
+            "AZURE_CLIENT_SECRET",
+            "CLIENT_SECRET"
+        ],
+        Some("azure_client_secret"),
+        Same
+    ),
+    old!(
+        "azure_tenant_id",
+        ["PLUGIN_AZURE_TENANT_ID", "AZURE_TENANT_ID", "TENANT_ID"],
+        Some("azure_tenant_id"),
+        Same
     ),
     old!(
         "preserve_metadata",

@@ -331,14 +331,18 @@ mod tests {
             );
         }
         let e = env_of(&[
-            ("PLUGIN_ACL", "private"),
+            ("PLUGIN_S3_BUCKET_PUBLIC", "true"),
             ("PLUGIN_PRESERVE_METADATA", "true"),
             ("PLUGIN_ZEBRA", "x"),
             ("PLUGIN_MOUNT", "a"),
         ]);
         let warnings = check_names(&e).unwrap();
         assert_eq!(warnings.len(), 3, "{warnings:?}");
-        assert!(warnings.iter().any(|w| w.contains("PLUGIN_ACL")));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("PLUGIN_S3_BUCKET_PUBLIC"))
+        );
         assert!(warnings.iter().any(|w| w.contains("preserve_metadata")));
         assert!(warnings.iter().any(|w| w.contains("'zebra'")));
     }
