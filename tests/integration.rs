@@ -231,14 +231,15 @@ fn existing_key_is_skipped(backend: &Backend) {
     let root = unique_root("skip");
     let ws = workspace();
     tree::rich(ws.path());
-    let step = Step::new(ws.path(), backend, &root);
+    // override: false: stored keys are immutable, changed mounts or not.
+    let step = Step::new(ws.path(), backend, &root).set("PLUGIN_OVERRIDE", "false");
     step.store_entry();
     let stored = backend.get(&entry(&root, "tar.gz")).unwrap();
     fs::write(ws.path().join("pkg.mod/new-file"), "new").unwrap();
     step.rebuild()
         .assert_code(0)
         .assert_log("is already stored")
-        .assert_log("override: true");
+        .assert_log("override is false");
     assert_eq!(backend.get(&entry(&root, "tar.gz")).unwrap(), stored);
     // A different format setting does not hide the stored entry either.
     step.set("PLUGIN_ARCHIVE_FORMAT", "zstd")
