@@ -208,6 +208,20 @@ fn sftp_names_a_missing_key_file() {
 }
 
 #[test]
+fn sftp_refusal_points_at_the_cache_root_not_at_cloud_keys() {
+    let backend = Backend::sftp();
+    // The test user may not create folders in /etc.
+    let run = rebuild_with(&backend, |s| {
+        s.set("PLUGIN_SFTP_CACHE_ROOT", "/etc/larder-denied")
+    });
+    run.assert_code(1)
+        .assert_log("cannot use sftp_cache_root '/etc/larder-denied'")
+        .assert_log("permission denied")
+        .assert_log("set sftp_cache_root to a folder that user owns");
+    assert!(!run.log().contains("access_key"), "{}", run.log());
+}
+
+#[test]
 fn drone_cache_sftp_variables_work() {
     let backend = Backend::sftp();
     let run = rebuild_with(&backend, |s| {
@@ -261,7 +275,8 @@ fn azure_wrong_key_is_reported_without_the_key() {
     let run = rebuild_with(&backend, |s| s.set("PLUGIN_ACCOUNT_KEY", wrong));
     run.assert_code(1)
         .assert_log("azure")
-        .assert_log("credentials were rejected");
+        .assert_log("credentials were rejected")
+        .assert_log("check account_name and account_key");
     assert!(!run.log().contains(wrong));
 }
 

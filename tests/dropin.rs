@@ -39,6 +39,7 @@ macro_rules! suite {
 
 suite!(filesystem);
 suite!(s3);
+suite!(sftp);
 
 /// A Go-module-cache-like tree as drone-cache stored it: files, a
 /// read-only directory, a symlink (drone-cache copied hard links, so none).

@@ -283,14 +283,37 @@ fn explain(err: &object_store::Error, backend: Backend) -> (String, Option<Strin
     let detail = chain(err);
     let hint = match err {
         object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => Some(
-            "The credentials were rejected: check access_key and secret_key (or the role) and \
-             the bucket policy"
-                .to_string(),
-        ),
+        | object_store::Error::Unauthenticated { .. } => Some(denied(backend).to_string()),
         _ => hint(&detail, backend),
     };
     (detail, hint)
+}
+
+/// What to check when the storage refused an operation: the settings that
+/// decide who larder is on that backend, and what grants it access.
+fn denied(backend: Backend) -> &'static str {
+    match backend {
+        Backend::S3 => {
+            "The credentials were rejected: check access_key and secret_key (or the role) and \
+             the bucket policy"
+        }
+        Backend::Azure => {
+            "The credentials were rejected: check account_name and account_key (or the \
+             Azure login settings) and the identity's role on the container"
+        }
+        Backend::Gcs => {
+            "The credentials were rejected: check json_key (or json_key_file) and the service \
+             account's role on the bucket"
+        }
+        Backend::Sftp => {
+            "The SFTP server refused it: sftp_username may not write there; check the owner \
+             and permissions of sftp_cache_root on the server"
+        }
+        Backend::Filesystem | Backend::Memory => {
+            "The cache folder refused it: check the owner and permissions of \
+             filesystem_cache_root (the mounted volume) for the user the step runs as"
+        }
+    }
 }
 
 /// A hint for an error's text. The order matters: a credential chain that
@@ -441,6 +464,21 @@ mod tests {
 
     const RETRIED: &str = "in 431.31611ms, after 3 retries, max_retries: 3, retry_timeout: 180s  \
                            - HTTP error: error sending request: client error (Connect): ";
+
+    #[test]
+    fn a_refusal_names_the_settings_of_its_backend() {
+        let refused = || object_store::Error::PermissionDenied {
+            path: "cache/key".into(),
+            source: Box::new(std::io::Error::other("permission denied")),
+        };
+        let hint = |backend| explain(&refused(), backend).1.unwrap_or_default();
+        assert!(hint(Backend::S3).contains("access_key"));
+        assert!(hint(Backend::Azure).contains("account_key"));
+        assert!(hint(Backend::Gcs).contains("json_key"));
+        assert!(hint(Backend::Sftp).contains("sftp_cache_root"));
+        assert!(!hint(Backend::Sftp).contains("access_key"));
+        assert!(hint(Backend::Filesystem).contains("filesystem_cache_root"));
+    }
 
     #[test]
     fn a_dns_failure_names_the_host_and_path_style() {

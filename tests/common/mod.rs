@@ -33,6 +33,12 @@ pub struct Backend {
 /// How `Backend::put` writes an object.
 enum Writer {
     ObjectStore,
+    /// The SFTP root seen as a local folder: objects written there are
+    /// handed to the SFTP user, as if the server had written them.
+    SftpRoot {
+        root: std::path::PathBuf,
+        owner: Option<(u32, u32)>,
+    },
     /// fake-gcs-server's JSON upload API (object_store only speaks the XML API).
     GcsJson {
         endpoint: String,
@@ -120,11 +126,13 @@ impl Backend {
         let root = format!("cache-{}", uuid::Uuid::new_v4().simple());
         let local = std::path::Path::new(&home).join(&user).join(&root);
         std::fs::create_dir_all(&local).unwrap();
-        let uid = std::fs::metadata(local.parent().unwrap()).map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (m.uid(), m.gid())
-        });
-        if let Ok((uid, gid)) = uid {
+        let owner = std::fs::metadata(local.parent().unwrap())
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.uid(), m.gid())
+            })
+            .ok();
+        if let Some((uid, gid)) = owner {
             let _ = std::os::unix::fs::chown(&local, Some(uid), Some(gid));
         }
         let store = LocalFileSystem::new_with_prefix(&local).expect("local view of the sftp root");
@@ -155,7 +163,10 @@ impl Backend {
                 ("PLUGIN_SFTP_CACHE_ROOT".into(), root),
             ],
             store: Arc::new(store),
-            writer: Writer::ObjectStore,
+            writer: Writer::SftpRoot {
+                root: local.clone(),
+                owner,
+            },
             _dir: Some(dir),
         }
     }
@@ -220,7 +231,7 @@ impl Backend {
 
     /// Whether larder itself can write entries to this backend's server.
     pub fn writable(&self) -> bool {
-        matches!(self.writer, Writer::ObjectStore)
+        matches!(self.writer, Writer::ObjectStore | Writer::SftpRoot { .. })
     }
 
     pub fn settings(&self) -> &[(String, String)] {
@@ -242,6 +253,22 @@ impl Backend {
                         .put(&ObjectPath::from(object), PutPayload::from(bytes)),
                 )
                 .unwrap_or_else(|e| panic!("put {object}: {e}"));
+            }
+            Writer::SftpRoot { root, owner } => {
+                block_on(
+                    self.store
+                        .put(&ObjectPath::from(object), PutPayload::from(bytes)),
+                )
+                .unwrap_or_else(|e| panic!("put {object}: {e}"));
+                if let Some((uid, gid)) = owner {
+                    // Every folder on the way down and the file itself.
+                    let mut path = root.clone();
+                    for part in object.split('/') {
+                        path.push(part);
+                        std::os::unix::fs::chown(&path, Some(*uid), Some(*gid))
+                            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+                    }
+                }
             }
             Writer::GcsJson { endpoint, bucket } => {
                 use std::io::Write;

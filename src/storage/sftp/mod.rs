@@ -77,12 +77,7 @@ pub async fn open(options: &SftpOptions, timeout: Duration) -> anyhow::Result<Op
     let target = format!("{}@{}:{}", options.username, options.host, options.port);
     let root = resolve_root(&connection.sftp, &options.root, timeout)
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "sftp: cannot use sftp_cache_root '{}' on {target}: {e}",
-                options.root
-            )
-        })?;
+        .map_err(|e| root_error(e, options, &target))?;
     let location = format!("sftp://{target}{root}");
     let store = SftpStore {
         connection: Arc::new(connection),
@@ -108,6 +103,23 @@ async fn resolve_root(
     bounded(timeout, make_dirs(sftp, root)).await?;
     let absolute = bounded(timeout, sftp.canonicalize(root)).await?;
     Ok(absolute.trim_end_matches('/').to_string())
+}
+
+/// Why sftp_cache_root cannot be used, and what to change.
+fn root_error(e: SftpError, options: &SftpOptions, target: &str) -> anyhow::Error {
+    let why = match e {
+        SftpError::Status(status) if status.status_code == StatusCode::PermissionDenied => format!(
+            "the server refused to create or open it (permission denied). The user '{}' may \
+             not write there: set sftp_cache_root to a folder that user owns (a relative path \
+             is under its home), or give it the folder on the server",
+            options.username
+        ),
+        other => other.to_string(),
+    };
+    anyhow::anyhow!(
+        "sftp: cannot use sftp_cache_root '{}' on {target}: {why}",
+        options.root
+    )
 }
 
 async fn bounded<T>(
