@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use super::Compression;
 
 use super::pax;
-use super::write::Survey;
 use crate::mount::Mount;
 
 /// Enough of an entry's head to hold its manifest, however it is compressed
@@ -59,14 +58,16 @@ impl Totals {
 }
 
 impl Manifest {
-    pub fn for_mounts(mounts: &[Mount], survey: &Survey) -> Self {
+    /// The manifest of `mounts`, with what a survey measured of them: each
+    /// mount's totals and the tree's fingerprint.
+    pub fn for_mounts(mounts: &[Mount], totals: &[Totals], tree: &str) -> Self {
         Manifest {
             version: 1,
             writer: format!("larder {}", env!("CARGO_PKG_VERSION")),
             mounts: mounts.iter().map(|m| m.name.clone()).collect(),
             digest: Some("xxh3-64".into()),
-            totals: survey.totals.clone(),
-            tree: Some(survey.tree.clone()),
+            totals: totals.to_vec(),
+            tree: Some(tree.to_string()),
         }
     }
 

@@ -77,7 +77,7 @@ pub fn write_archive<W: Write>(
         sum
     });
     options.progress.expect(expected.bytes, expected.entries);
-    let manifest = Manifest::for_mounts(mounts, survey).to_json();
+    let manifest = Manifest::for_mounts(mounts, &survey.totals, &survey.tree).to_json();
     pax::append_global(&mut builder, super::manifest::PAX_KEY, manifest.as_bytes())?;
     let mut stats = Stats::default();
     for (mount, declared) in mounts.iter().zip(survey.totals.iter().copied()) {
