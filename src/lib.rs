@@ -4,13 +4,15 @@
 //! `app` (the process: environment, signals, exit code) → `settings` (what
 //! the pipeline wrote) → `job` (what to do, checked, keys rendered by `key`)
 //! → `mode` (restore, rebuild or flush) → `archive` (the tar stream),
-//! `storage` (where entries live) and `staging` (all-or-nothing restores).
+//! `chunked` (the stream as deduplicated chunks and an index), `storage`
+//! (where entries live) and `staging` (all-or-nothing restores).
 //! Leaves that everything may use: `secret`, `cancel`, `human` (numbers
 //! for people), `pool`, `progress` (progress lines).
 
 pub mod app;
 pub mod archive;
 pub mod cancel;
+pub mod chunked;
 pub(crate) mod describe;
 pub(crate) mod human;
 pub mod job;

@@ -50,6 +50,18 @@ pub struct Summary {
     /// Size of the entry in storage.
     pub stored_bytes: u64,
     pub seconds: f64,
+    /// Bytes a rebuild of a chunked entry uploaded (its new chunks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded_bytes: Option<u64>,
+    /// Objects written to storage (new chunks and the index).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects_written: Option<u64>,
+    /// Chunks a restore read, and how many of them came from the runner's
+    /// chunk cache instead of storage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks_cached: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,6 +85,10 @@ impl Summary {
             bytes: 0,
             stored_bytes: 0,
             seconds: 0.0,
+            uploaded_bytes: None,
+            objects_written: None,
+            chunks: None,
+            chunks_cached: None,
             deleted: None,
             kept: None,
             reason: None,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::archive::Compression;
+use crate::chunked::{self, cache::ChunkCache};
 use crate::key::{self, KeyTemplate, Metadata};
 use crate::mount::{self, MountSpec};
 use crate::settings::SettingError;
@@ -109,6 +110,8 @@ pub struct Restore {
     pub max_bytes: u64,
     /// Restore owners (only when running as root).
     pub owners: bool,
+    /// The runner-local chunk cache (`chunk_cache`).
+    pub cache: Option<ChunkCache>,
 }
 
 #[derive(Clone, Debug)]
@@ -122,7 +125,23 @@ pub struct Rebuild {
     pub stored: Stored,
     /// Who holds the claim while this rebuild uploads, for others' logs.
     pub holder: String,
+    /// Store the entry as chunks (`entry_format: chunked`).
+    pub chunking: Option<Chunking>,
+    /// The runner-local chunk cache (`chunk_cache`).
+    pub cache: Option<ChunkCache>,
 }
+
+/// How a rebuild cuts and compresses a chunked entry.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunking {
+    pub params: chunked::Params,
+    /// The zstd level of new chunks.
+    pub level: i32,
+}
+
+/// Not settings: knobs for the benchmark's chunk-size table.
+pub const CHUNK_SIZE_VAR: &str = "LARDER_CHUNK_SIZE";
+pub const CHUNK_LEVEL_VAR: &str = "LARDER_CHUNK_LEVEL";
 
 /// drone-cache's names for this build's entries: `<namespace>/<key>/<mount>`
 /// (meltwater/drone-cache), or `<key>/<mount>` at the bucket's root (its
@@ -227,6 +246,7 @@ impl Job {
                 fail_on_miss: *values.fail_on_miss,
                 max_bytes: *values.max_restore_size,
                 owners: process.root,
+                cache: chunk_cache(values, &workspace, &remote_root),
             }),
             (Mode::Rebuild, _) => Task::Rebuild(Rebuild {
                 key: key.unwrap_or_default(),
@@ -240,6 +260,8 @@ impl Job {
                     None => Stored::ReplaceIfChanged,
                 },
                 holder: holder(&metadata, process),
+                chunking: chunking(values, compression, process, &mut notes),
+                cache: chunk_cache(values, &workspace, &remote_root),
             }),
             (Mode::Flush, flush) => Task::Flush(flush.unwrap_or_default()),
         };
@@ -372,6 +394,48 @@ fn flush(values: &Values) -> Result<Flush, SettingError> {
         ));
     }
     Ok(flush)
+}
+
+/// How new entries are chunked, if they are (`entry_format: chunked`).
+/// Chunks are zstd frames: `compression_level` sets their level when
+/// `archive_format` is zstd, as it would for a whole archive.
+fn chunking(
+    values: &Values,
+    compression: Compression,
+    process: &Process,
+    notes: &mut Vec<String>,
+) -> Option<Chunking> {
+    if *values.entry_format != "chunked" {
+        return None;
+    }
+    let mut level = match (compression, *values.compression_level) {
+        (Compression::Zstd, level @ 1..=19) => level as i32,
+        _ => chunked::DEFAULT_LEVEL,
+    };
+    let mut params = chunked::Params::DEFAULT;
+    let mut knob = |name: &str, range: std::ops::RangeInclusive<usize>| {
+        let text = process.env.get(name)?;
+        let value = text.parse::<usize>().ok().filter(|v| range.contains(v));
+        if value.is_none() {
+            notes.push(format!(
+                "{name}={text} is not a number in {range:?}; ignored"
+            ));
+        }
+        value
+    };
+    if let Some(avg) = knob(CHUNK_SIZE_VAR, 1024..=4 << 20) {
+        params = chunked::Params::around(avg & !1);
+    }
+    if let Some(chosen) = knob(CHUNK_LEVEL_VAR, 1..=19) {
+        level = chosen as i32;
+    }
+    Some(Chunking { params, level })
+}
+
+/// The runner-local chunk cache, if `chunk_cache` names one.
+fn chunk_cache(values: &Values, workspace: &Path, remote_root: &str) -> Option<ChunkCache> {
+    let dir = workspace.join(values.chunk_cache.text()?);
+    Some(ChunkCache::new(&dir, remote_root, *values.chunk_cache_size))
 }
 
 fn compression(values: &Values) -> Compression {

@@ -21,3 +21,5 @@ pub async fn run(job: &Job, store: &Store, cancel: &Cancel) -> anyhow::Result<Su
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_chunked;

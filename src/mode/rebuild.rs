@@ -11,16 +11,21 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::archive;
+use crate::archive::manifest::Manifest;
 use crate::archive::write::{Survey, WriteOptions};
 use crate::cancel::Cancel;
+use crate::chunked;
 use crate::human;
 use crate::job::{Job, Mode, Rebuild, Stored};
 use crate::mount::{self, Mount};
 use crate::pipe::ChunkWriter;
 use crate::progress::{self, Progress};
 use crate::storage::claim::{self, Claim, Claimed};
+use crate::storage::entry::Format;
 use crate::storage::{Store, damage, entry, transfer};
 use crate::summary::{Outcome, Summary};
+
+mod chunks;
 
 pub async fn rebuild(
     job: &Job,
@@ -67,16 +72,29 @@ pub async fn rebuild(
         None => survey_of(&mounts, &options).await?,
     };
 
-    let target = entry::path(key, task.compression);
-    let result = upload(
-        task,
-        store,
-        (&mounts, survey, options),
-        &target,
-        started,
-        claim.as_ref(),
-    )
-    .await;
+    let result = match &task.chunking {
+        Some(chunking) => {
+            let target = entry::path_in(key, Format::Chunked);
+            let work = (mounts.as_slice(), survey, options);
+            // A restore found the entry damaged: maybe a stored chunk does
+            // not match its name, so none is trusted and every chunk is
+            // written again.
+            let trusted = replacing != Replacing::Damaged;
+            let upload = chunks::Upload {
+                task,
+                chunking,
+                store,
+                target: &target,
+                trusted,
+            };
+            chunks::upload(upload, work, started, claim.as_ref()).await
+        }
+        None => {
+            let target = entry::path(key, task.compression);
+            let work = (mounts.as_slice(), survey, options);
+            upload(task, store, work, &target, started, claim.as_ref()).await
+        }
+    };
     if let Some(claim) = claim {
         claim.release().await;
     }
@@ -169,7 +187,7 @@ async fn take_key(
             )));
         } else {
             let now = survey.insert(survey_of(mounts, options).await?);
-            match entry::manifest(store, existing).await?.and_then(|m| m.tree) {
+            match stored_manifest(store, existing).await?.and_then(|m| m.tree) {
                 Some(tree) if tree == now.tree => {
                     return Ok(Taken::Skip(format!(
                         "key '{key}' is already stored ({stored}) and the mounts have not \
@@ -219,6 +237,16 @@ async fn take_key(
         claim: Some(claim),
         replacing,
     })
+}
+
+/// The manifest of a stored entry: in a chunked entry's index, or at the
+/// head of an archive.
+async fn stored_manifest(store: &Store, meta: &ObjectMeta) -> anyhow::Result<Option<Manifest>> {
+    if entry::format_of(meta) == Some(Format::Chunked) {
+        let index = chunked::read::read_index(store, meta).await?;
+        return Ok(index.ok().map(|index| index.manifest));
+    }
+    entry::manifest(store, meta).await
 }
 
 /// Whether two listings describe the same stored object.
@@ -335,11 +363,15 @@ async fn upload(
 /// An entry stored earlier in another format would linger beside the one
 /// just stored; remove it so the key has one entry.
 async fn remove_other_formats(task: &Rebuild, store: &Store) {
-    for compression in archive::Compression::ALL {
-        if compression == task.compression {
+    let stored = match task.chunking {
+        Some(_) => Format::Chunked,
+        None => Format::Archive(task.compression),
+    };
+    for format in Format::ALL {
+        if format == stored {
             continue;
         }
-        if let Err(e) = store.delete(&entry::path(&task.key, compression)).await {
+        if let Err(e) = store.delete(&entry::path_in(&task.key, format)).await {
             warn!("{e:#}");
         }
     }

@@ -2,6 +2,8 @@
 //! under each restore key in turn), stream it down, unpack it beside the
 //! mounts and swap it in only once the whole archive checked out.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail};
@@ -12,11 +14,13 @@ use tracing::{info, warn};
 use crate::archive::extract::{self, Extracted, Failed, extract};
 use crate::archive::manifest::{Manifest, Totals};
 use crate::cancel::Cancel;
+use crate::chunked::{self, Index};
 use crate::human;
 use crate::job::Mode;
 use crate::job::{Job, Restore};
 use crate::mount::{self, Mount, MountSpec};
 use crate::staging::{Placed, Staging};
+use crate::storage::entry::Format;
 use crate::storage::{Store, damage, entry, transfer};
 use crate::summary::{Outcome, Summary};
 
@@ -57,22 +61,47 @@ pub async fn restore(
         );
         return Ok(Summary::new(Mode::Restore, Outcome::Miss).key(key));
     };
-    let size = found.entry.size;
+    let index = match entry::format_of(&found.entry) {
+        Some(Format::Chunked) => Some(index_of(job, store, &found).await?),
+        _ => None,
+    };
+    let size = index
+        .as_ref()
+        .map_or(found.entry.size, |index| index.stored_bytes());
+    let what = match &index {
+        Some(index) => format!(
+            "{} in {} chunks",
+            human::bytes(size),
+            human::count(index.chunks.len() as u64)
+        ),
+        None => human::bytes(size),
+    };
     match &found.restore_key {
         None => info!(
-            "restore: found key '{key}' as '{}' ({}); downloading and unpacking",
+            "restore: found key '{key}' as '{}' ({what}); downloading and unpacking",
             store.full(&found.entry.location),
-            human::bytes(size)
         ),
         Some(prefix) => info!(
-            "restore: no entry for key '{key}'; restore key '{prefix}' found '{}' as '{}' ({}); \
-             downloading and unpacking",
+            "restore: no entry for key '{key}'; restore key '{prefix}' found '{}' as '{}' \
+             ({what}); downloading and unpacking",
             found.key,
             store.full(&found.entry.location),
-            human::bytes(size)
         ),
     }
-    let (extracted, placed) = unpack(job, task, store, &found, &task.mounts, cancel).await?;
+    let (extracted, placed, cached) = unpack(
+        job,
+        task,
+        store,
+        &found,
+        index.as_ref(),
+        &task.mounts,
+        cancel,
+    )
+    .await?;
+    let format = match &index {
+        Some(_) => "chunked".to_string(),
+        None => extracted.compression.to_string(),
+    };
     let elapsed = started.elapsed();
     let stats = extracted.stats;
     let (outcome, hit) = match &found.restore_key {
@@ -87,7 +116,7 @@ pub async fn restore(
         placed_names(&placed),
         stats,
         human::bytes(size),
-        extracted.compression,
+        format,
         human::bytes(extracted.tar_bytes),
         human::seconds(elapsed),
         human::rate(extracted.tar_bytes, elapsed)
@@ -106,7 +135,36 @@ pub async fn restore(
     report.bytes = extracted.tar_bytes;
     report.stored_bytes = size;
     report.seconds = elapsed.as_secs_f64();
+    if let Some(index) = &index {
+        let cached = cached.load(std::sync::atomic::Ordering::Relaxed);
+        report.chunks = Some(index.chunks.len() as u64);
+        report.chunks_cached = task.cache.as_ref().map(|_| cached);
+        if let Some(cache) = &task.cache {
+            info!(
+                "restore: {} of {} chunks came from the chunk cache",
+                human::count(cached),
+                human::count(index.chunks.len() as u64)
+            );
+            cache.clone().trim_and_log().await;
+        }
+    }
     Ok(report)
+}
+
+/// The index of the chunked entry `found`; one that cannot be read as an
+/// index makes the entry damaged, reported for the next rebuild.
+async fn index_of(job: &Job, store: &Store, found: &Found) -> anyhow::Result<Index> {
+    match chunked::read::read_index(store, &found.entry).await? {
+        Ok(index) => Ok(index),
+        Err(why) => {
+            let object = store.full(&found.entry.location);
+            let error = anyhow!(
+                "entry '{object}' could not be restored: {why}; the workspace was left as it was"
+            );
+            report_damage(job, store, found, &error).await;
+            Err(error)
+        }
+    }
 }
 
 /// The exact key first; then each restore key as a prefix, newest first.
@@ -137,11 +195,21 @@ async fn unpack(
     task: &Restore,
     store: &Store,
     found: &Found,
+    index: Option<&Index>,
     specs: &[MountSpec],
     cancel: &Cancel,
-) -> anyhow::Result<(Extracted, Placed)> {
-    let download = transfer::download(store.clone(), found.entry.clone(), cancel.clone()).await?;
+) -> anyhow::Result<(Extracted, Placed, Arc<AtomicU64>)> {
+    let (download, cached) = match index {
+        Some(index) => {
+            chunked::read::download(store.clone(), index, task.cache.clone(), cancel.clone())
+        }
+        None => (
+            transfer::download(store.clone(), found.entry.clone(), cancel.clone()).await?,
+            Arc::default(),
+        ),
+    };
     let failure = download.failure_handle();
+    let damaged = download.damage_handle();
     let specs = specs.to_vec();
     let workspace = job.workspace.clone();
     let max_bytes = task.max_bytes;
@@ -186,11 +254,15 @@ async fn unpack(
     .await
     .map_err(|e| anyhow!("unpacking stopped unexpectedly: {e}"))?;
     let failed = match unpacked {
-        Ok(done) => return Ok(done),
+        Ok((extracted, placed)) => return Ok((extracted, placed, cached)),
         Err(failed) => failed,
     };
     if let Some(cause) = failure.get() {
-        return Err(anyhow!("{cause}; the workspace was left as it was"));
+        let error = anyhow!("{cause}; the workspace was left as it was");
+        if damaged.load(std::sync::atomic::Ordering::SeqCst) && !cancel.is_cancelled() {
+            report_damage(job, store, found, &error).await;
+        }
+        return Err(error);
     }
     let object = store.full(&found.entry.location);
     let error = failed.error.context(format!(
@@ -337,11 +409,12 @@ async fn migrate(
             key: legacy.key.clone(),
             restore_key: Some(DRONE_CACHE.into()),
         };
-        let (extracted, _) = unpack(
+        let (extracted, _, _) = unpack(
             job,
             task,
             &bucket,
             &found,
+            None,
             std::slice::from_ref(spec),
             cancel,
         )

@@ -19,9 +19,9 @@ use crate::mount::{self, MountSpec};
 use crate::storage::{Backend, Opened, Scratch, StorageConfig, Store, damage, entry};
 use crate::summary::Outcome;
 
-const ROOT: &str = "octo/hello";
+pub(super) const ROOT: &str = "octo/hello";
 
-fn memory() -> Store {
+pub(super) fn memory() -> Store {
     let opened = Opened {
         store: Arc::new(InMemory::new()),
         location: "memory".into(),
@@ -30,7 +30,7 @@ fn memory() -> Store {
     Store::new(Backend::Memory, opened, ROOT)
 }
 
-fn job(task: Task, workspace: &Path) -> Job {
+pub(super) fn job(task: Task, workspace: &Path) -> Job {
     Job {
         task,
         workspace: workspace.to_path_buf(),
@@ -47,12 +47,12 @@ fn job(task: Task, workspace: &Path) -> Job {
     }
 }
 
-fn specs(workspace: &Path, mounts: &[&str]) -> Vec<MountSpec> {
+pub(super) fn specs(workspace: &Path, mounts: &[&str]) -> Vec<MountSpec> {
     let texts: Vec<String> = mounts.iter().map(|m| m.to_string()).collect();
     mount::parse_specs(workspace, &texts).expect("valid mounts")
 }
 
-fn rebuild_job(workspace: &Path, key: &str) -> Job {
+pub(super) fn rebuild_job(workspace: &Path, key: &str) -> Job {
     job(
         Task::Rebuild(job::Rebuild {
             key: key.into(),
@@ -62,12 +62,14 @@ fn rebuild_job(workspace: &Path, key: &str) -> Job {
             skip_symlinks: false,
             stored: Stored::Keep,
             holder: "a test".into(),
+            chunking: None,
+            cache: None,
         }),
         workspace,
     )
 }
 
-fn restore_job(workspace: &Path, key: &str, prefixes: &[&str]) -> Job {
+pub(super) fn restore_job(workspace: &Path, key: &str, prefixes: &[&str]) -> Job {
     job(
         Task::Restore(job::Restore {
             key: key.into(),
@@ -77,12 +79,13 @@ fn restore_job(workspace: &Path, key: &str, prefixes: &[&str]) -> Job {
             drone_cache: None,
             max_bytes: 1 << 30,
             owners: false,
+            cache: None,
         }),
         workspace,
     )
 }
 
-async fn run(job: &Job, store: &Store) -> anyhow::Result<crate::summary::Summary> {
+pub(super) async fn run(job: &Job, store: &Store) -> anyhow::Result<crate::summary::Summary> {
     let cancel = Cancel::new();
     match &job.task {
         Task::Restore(task) => restore::restore(job, task, store, &cancel).await,
@@ -92,7 +95,7 @@ async fn run(job: &Job, store: &Store) -> anyhow::Result<crate::summary::Summary
 }
 
 /// A small Go-module-cache-like tree: files, a read-only directory, a link.
-fn tree(workspace: &Path, seed: u8) {
+pub(super) fn tree(workspace: &Path, seed: u8) {
     let m = workspace.join("pkg.mod");
     fs::create_dir_all(m.join("example.com/lib@v1.0.0/sub")).unwrap();
     fs::create_dir_all(m.join("cache/download")).unwrap();
@@ -109,7 +112,7 @@ fn tree(workspace: &Path, seed: u8) {
 }
 
 /// Every path below `root` with its kind, mode and contents or target.
-fn snapshot(root: &Path) -> Vec<(PathBuf, String)> {
+pub(super) fn snapshot(root: &Path) -> Vec<(PathBuf, String)> {
     let mut items: Vec<(PathBuf, String)> = walkdir::WalkDir::new(root)
         .sort_by_file_name()
         .into_iter()
@@ -136,7 +139,7 @@ fn snapshot(root: &Path) -> Vec<(PathBuf, String)> {
     items
 }
 
-fn workspace() -> tempfile::TempDir {
+pub(super) fn workspace() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 

@@ -21,6 +21,7 @@ pub static FORMATS: &[Choice] = choices![
     "zstd" | "zst" | "tar.zst" | "tzst",
     "tar" | "none",
 ];
+pub static ENTRY_FORMATS: &[Choice] = choices!["archive" | "whole", "chunked" | "chunks"];
 pub static LOG_LEVELS: &[Choice] = choices!["error", "warn" | "warning", "info", "debug" | "trace"];
 pub static LOG_FORMATS: &[Choice] = choices!["text" | "logfmt" | "plain", "json"];
 pub static SFTP_AUTH_METHODS: &[Choice] =
@@ -198,6 +199,20 @@ settings! {
         aliases: [], flags: ["archive.format"],
         "Compression of new entries: gzip (.tar.gz), zstd (.tar.zst) or tar (no compression). \
          Restore reads any of them, whatever this says.";
+    "entry_format" => entry_format: Choice(ENTRY_FORMATS) = "archive", Archive,
+        aliases: [], flags: [],
+        "How new entries are stored. archive: one object per entry (.tar.gz, .tar.zst or \
+         .tar, as archive_format says). chunked: the tar stream cut into content-defined \
+         chunks, each stored once per repository (zstd), and a small index per entry; a \
+         rebuild uploads only the chunks storage does not hold yet. Restore reads both.";
+    "chunk_cache" => chunk_cache: Text, Archive,
+        aliases: [], flags: [],
+        "A directory on a volume the runner keeps between builds (e.g. /var/cache/larder): \
+         restores of chunked entries read the chunks they find there instead of downloading \
+         them, and keep what they download. Every chunk is checked against its hash.";
+    "chunk_cache_size" => chunk_cache_size: Size = "10GB", Archive,
+        aliases: [], flags: [],
+        "The most chunk_cache may hold; the least recently used chunks are removed beyond it.";
     "compression_level" => compression_level: Int = "-1", Archive,
         aliases: [], flags: ["compression.level"],
         "Compression level: gzip 1-9, zstd 1-19. -1 picks the format's default, chosen \

@@ -1,8 +1,9 @@
-//! Where a cache entry lives: `<key>.<tar|tar.gz|tar.zst>` in the
-//! repository's folder.
+//! Where a cache entry lives: `<key>.<tar|tar.gz|tar.zst>` (one archive) or
+//! `<key>.chunked` (the index of a chunked entry) in the repository's folder.
 //!
-//! The extension shows the format in any listing, and lookups try all three,
-//! so changing `archive_format` never hides an existing entry.
+//! The extension shows the format in any listing, and lookups try all four,
+//! so changing `archive_format` or `entry_format` never hides an existing
+//! entry.
 
 use futures::future::join_all;
 use object_store::path::Path;
@@ -16,6 +17,41 @@ pub fn path(key: &str, compression: Compression) -> Path {
     Path::from(format!("{key}.{}", compression.extension()))
 }
 
+/// How an entry is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One archive object.
+    Archive(Compression),
+    /// An index naming chunks.
+    Chunked,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [
+        Format::Archive(Compression::Gzip),
+        Format::Archive(Compression::Zstd),
+        Format::Archive(Compression::None),
+        Format::Chunked,
+    ];
+
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Archive(c) => c.extension(),
+            Format::Chunked => "chunked",
+        }
+    }
+}
+
+/// Where the entry of `key` in `format` is stored.
+pub fn path_in(key: &str, format: Format) -> Path {
+    Path::from(format!("{key}.{}", format.extension()))
+}
+
+/// The format of the stored entry `meta`.
+pub fn format_of(meta: &ObjectMeta) -> Option<Format> {
+    key_of(meta.location.filename()?).map(|(_, format)| format)
+}
+
 /// The object that marks a rebuild of `key` in progress.
 pub fn claim_path(key: &str) -> Path {
     Path::from(format!("{key}.claim"))
@@ -23,7 +59,7 @@ pub fn claim_path(key: &str) -> Path {
 
 /// Finds the entry for `key` in any format; the newest wins if several exist.
 pub async fn find(store: &Store, key: &str) -> anyhow::Result<Option<ObjectMeta>> {
-    let lookups = Compression::ALL.map(|c| async move { store.head(&path(key, c)).await });
+    let lookups = Format::ALL.map(|f| async move { store.head(&path_in(key, f)).await });
     let mut found = Vec::new();
     for result in join_all(lookups).await {
         found.extend(result?);
@@ -49,7 +85,7 @@ pub async fn newest_with_prefix(
         .max_by_key(|(_, meta)| meta.last_modified))
 }
 
-/// The manifest of the stored entry `meta`, read from the head of the
+/// The manifest of the stored archive `meta`, read from the head of the
 /// object (one ranged read, pinned to its version); `None` if it has none.
 pub async fn manifest(store: &Store, meta: &ObjectMeta) -> anyhow::Result<Option<Manifest>> {
     let end = meta.size.min(manifest::HEAD_BYTES as u64);
@@ -71,16 +107,16 @@ pub async fn manifest(store: &Store, meta: &ObjectMeta) -> anyhow::Result<Option
 
 /// Splits an object's file name into its key and format; `None` for
 /// anything that is not an entry (claims, temporary files).
-pub fn key_of(file_name: &str) -> Option<(&str, Compression)> {
+pub fn key_of(file_name: &str) -> Option<(&str, Format)> {
     // Longest extension first: "x.tar.gz" must not be read as key "x.tar".
-    let mut formats = Compression::ALL;
-    formats.sort_by_key(|c| std::cmp::Reverse(c.extension().len()));
-    formats.into_iter().find_map(|c| {
+    let mut formats = Format::ALL;
+    formats.sort_by_key(|f| std::cmp::Reverse(f.extension().len()));
+    formats.into_iter().find_map(|f| {
         file_name
-            .strip_suffix(c.extension())
+            .strip_suffix(f.extension())
             .and_then(|rest| rest.strip_suffix('.'))
             .filter(|key| !key.is_empty())
-            .map(|key| (key, c))
+            .map(|key| (key, f))
     })
 }
 
@@ -90,13 +126,21 @@ mod tests {
 
     #[test]
     fn key_of_reads_every_format_and_nothing_else() {
+        let archive = Format::Archive;
         assert_eq!(
             key_of("gomod-1.tar.gz"),
-            Some(("gomod-1", Compression::Gzip))
+            Some(("gomod-1", archive(Compression::Gzip)))
         );
-        assert_eq!(key_of("k.tar.zst"), Some(("k", Compression::Zstd)));
-        assert_eq!(key_of("k.tar"), Some(("k", Compression::None)));
-        assert_eq!(key_of("x.tar.tar.gz"), Some(("x.tar", Compression::Gzip)));
+        assert_eq!(key_of("k.tar.zst"), Some(("k", archive(Compression::Zstd))));
+        assert_eq!(key_of("k.tar"), Some(("k", archive(Compression::None))));
+        assert_eq!(
+            key_of("x.tar.tar.gz"),
+            Some(("x.tar", archive(Compression::Gzip)))
+        );
+        assert_eq!(
+            key_of("go.sum-1.chunked"),
+            Some(("go.sum-1", Format::Chunked))
+        );
         assert_eq!(key_of("k.claim"), None);
         assert_eq!(key_of(".tar.gz"), None);
     }

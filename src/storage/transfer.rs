@@ -205,6 +205,9 @@ impl MultipartUpload for Counted {
 pub struct Download {
     source: Source,
     failure: Arc<OnceLock<String>>,
+    /// Set when what was read is not what the entry should hold (a chunk
+    /// missing or not matching its hash): the entry is damaged.
+    damaged: Arc<std::sync::atomic::AtomicBool>,
     /// Bytes received; reports end when the reader is dropped.
     progress: Progress,
 }
@@ -216,6 +219,27 @@ enum Source {
 }
 
 impl Download {
+    /// A download whose bytes arrive in order on `rx`, a failure as an
+    /// `Err` item (which is also set in `failure`).
+    pub fn streamed(
+        rx: mpsc::Receiver<io::Result<Vec<Bytes>>>,
+        failure: Arc<OnceLock<String>>,
+        damaged: Arc<std::sync::atomic::AtomicBool>,
+        progress: Progress,
+    ) -> Download {
+        Download {
+            source: Source::Ranges(rx),
+            failure,
+            damaged,
+            progress,
+        }
+    }
+
+    /// Whether the download found the entry damaged (set with the failure).
+    pub fn damage_handle(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.damaged)
+    }
+
     /// Why the download stopped early, if it did. A reader that fails on a
     /// cut-off stream reports this instead of blaming the archive.
     pub fn failure_handle(&self) -> Arc<OnceLock<String>> {
@@ -300,6 +324,7 @@ pub async fn download(store: Store, meta: ObjectMeta, cancel: Cancel) -> anyhow:
             return Ok(Download {
                 source: Source::File(file),
                 failure,
+                damaged: Arc::default(),
                 progress,
             });
         }
@@ -342,11 +367,7 @@ pub async fn download(store: Store, meta: ObjectMeta, cancel: Cancel) -> anyhow:
             }
         }
     });
-    Ok(Download {
-        source: Source::Ranges(rx),
-        failure,
-        progress,
-    })
+    Ok(Download::streamed(rx, failure, Arc::default(), progress))
 }
 
 fn ranges(size: u64) -> impl Iterator<Item = Range<u64>> {

@@ -1,0 +1,181 @@
+//! A runner-local chunk cache: a directory on a volume the runner keeps
+//! between builds. Restores read the chunks they find there instead of
+//! downloading them, and rebuilds leave the chunks they upload. It only
+//! ever supplies bytes, each verified against its hash before use; it is
+//! never taken as evidence that storage holds a chunk.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tracing::debug;
+use walkdir::WalkDir;
+
+#[derive(Clone, Debug)]
+pub struct ChunkCache {
+    /// The cache's folder for this repository (`<dir>/<remote_root>`).
+    dir: PathBuf,
+    /// The whole cache directory, trimmed as one.
+    top: PathBuf,
+    max_bytes: u64,
+}
+
+/// What a trim removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    pub files: u64,
+    pub bytes: u64,
+    /// What the cache holds after the trim.
+    pub kept_bytes: u64,
+}
+
+impl ChunkCache {
+    pub fn new(top: &Path, remote_root: &str, max_bytes: u64) -> ChunkCache {
+        let root = remote_root.trim_matches('/');
+        ChunkCache {
+            dir: if root.is_empty() {
+                top.join("_")
+            } else {
+                top.join(root)
+            },
+            top: top.to_path_buf(),
+            max_bytes,
+        }
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(&id[..2.min(id.len())]).join(id)
+    }
+
+    /// The stored (compressed) bytes of chunk `id`, if the cache has them;
+    /// marks them used, so a trim keeps them longest.
+    pub async fn get(&self, id: &str) -> Option<Vec<u8>> {
+        let path = self.path(id);
+        let bytes = tokio::fs::read(&path).await.ok()?;
+        let now = SystemTime::now();
+        let _ = tokio::task::spawn_blocking(move || {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(now))
+        })
+        .await;
+        Some(bytes)
+    }
+
+    /// Keeps chunk `id`: written aside and renamed, so a reader never sees
+    /// half a chunk. Best effort: a full or read-only volume only costs
+    /// the next restore a download.
+    pub async fn put(&self, id: &str, bytes: &[u8]) {
+        let path = self.path(id);
+        let temporary = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let written = async {
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::write(&temporary, bytes).await?;
+            tokio::fs::rename(&temporary, &path).await
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&temporary).await;
+            debug!("chunk cache: cannot keep {}: {e}", path.display());
+        }
+    }
+
+    /// Forgets chunk `id` (it did not match its hash).
+    pub async fn remove(&self, id: &str) {
+        let _ = tokio::fs::remove_file(self.path(id)).await;
+    }
+
+    /// Trims the cache (on a blocking thread: it walks the cache) and says
+    /// what it removed.
+    pub async fn trim_and_log(self) {
+        let trimmed = tokio::task::spawn_blocking(move || self.trim()).await;
+        if let Ok(trimmed) = trimmed
+            && trimmed.files > 0
+        {
+            tracing::info!(
+                "chunk cache: removed {} least recently used chunks ({}); it holds {}",
+                crate::human::count(trimmed.files),
+                crate::human::bytes(trimmed.bytes),
+                crate::human::bytes(trimmed.kept_bytes)
+            );
+        }
+    }
+
+    /// Removes the least recently used chunks until the whole cache fits
+    /// in its size, and leftovers of killed writes.
+    pub fn trim(&self) -> Trimmed {
+        let mut files = Vec::new();
+        let mut total = 0u64;
+        let mut trimmed = Trimmed::default();
+        let an_hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        for entry in WalkDir::new(&self.top).into_iter().filter_map(Result::ok) {
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let name = entry.file_name().to_string_lossy();
+            if name.ends_with(".tmp") {
+                if used < an_hour_ago && std::fs::remove_file(entry.path()).is_ok() {
+                    trimmed.files += 1;
+                    trimmed.bytes += meta.len();
+                }
+                continue;
+            }
+            total += meta.len();
+            files.push((used, meta.len(), entry.into_path()));
+        }
+        files.sort();
+        for (_, size, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= size;
+                trimmed.files += 1;
+                trimmed.bytes += size;
+            }
+        }
+        trimmed.kept_bytes = total;
+        trimmed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keeps_chunks_and_trims_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::new(dir.path(), "octo/repo", 250);
+        let id = |n: u8| format!("{n:02x}{}", "0".repeat(62));
+        for n in 0..3 {
+            cache.put(&id(n), &[n; 100]).await;
+            // Distinct times, oldest first.
+            let past = SystemTime::now() - std::time::Duration::from_secs(100 - n as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(cache.path(&id(n)))
+                .unwrap()
+                .set_modified(past)
+                .unwrap();
+        }
+        // Reading chunk 0 makes it the most recently used.
+        assert_eq!(cache.get(&id(0)).await, Some(vec![0; 100]));
+        let trimmed = cache.trim();
+        assert_eq!(
+            (trimmed.files, trimmed.bytes, trimmed.kept_bytes),
+            (1, 100, 200)
+        );
+        assert!(
+            cache.get(&id(1)).await.is_none(),
+            "the least recently used goes"
+        );
+        assert!(cache.get(&id(0)).await.is_some());
+        assert!(cache.get(&id(2)).await.is_some());
+        assert!(dir.path().join("octo/repo").is_dir());
+    }
+}

@@ -1,0 +1,172 @@
+//! The index of a chunked entry: which chunks, in which order, make its tar
+//! stream, and the entry's manifest (so a rebuild can tell whether the
+//! mounts changed, and a restore can check the disk, from this one small
+//! object).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Params, is_chunk_id};
+use crate::archive::manifest::Manifest;
+
+/// What `format` says in every index.
+const FORMAT: &str = "larder-chunked";
+const VERSION: u32 = 1;
+
+/// The largest chunk an index may name, whatever the chunker's settings:
+/// a restore holds a few chunks in memory at once.
+pub const MAX_CHUNK: u64 = 16 << 20;
+
+/// The largest index a restore reads (about 200,000 chunks).
+pub const MAX_INDEX: u64 = 64 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    pub format: String,
+    pub version: u32,
+    /// The chunker and its sizes (`fastcdc-v2020 65536/262144/1048576`).
+    pub chunker: String,
+    /// How chunks are named and compressed.
+    pub hash: String,
+    pub compression: String,
+    /// The length of the tar stream: the sum of the chunks' sizes.
+    pub tar_bytes: u64,
+    pub manifest: Manifest,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// One chunk of the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// BLAKE3 of the uncompressed bytes, hex.
+    pub id: String,
+    /// Uncompressed bytes.
+    pub size: u64,
+    /// Stored (compressed) bytes.
+    pub stored: u64,
+}
+
+impl Index {
+    pub fn new(params: Params, manifest: Manifest, chunks: Vec<ChunkRef>) -> Index {
+        Index {
+            format: FORMAT.into(),
+            version: VERSION,
+            chunker: params.describe(),
+            hash: "blake3".into(),
+            compression: "zstd".into(),
+            tar_bytes: chunks.iter().map(|c| c.size).sum(),
+            manifest,
+            chunks,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads and checks an index: an entry that does not check out is
+    /// damaged, and is reported as such before anything is downloaded.
+    pub fn parse(bytes: &[u8]) -> Result<Index, String> {
+        let index: Index =
+            serde_json::from_slice(bytes).map_err(|e| format!("the index does not parse: {e}"))?;
+        if index.format != FORMAT || index.version != VERSION {
+            return Err(format!(
+                "the index is {} version {}, and this larder reads {FORMAT} version {VERSION}; \
+                 a newer larder wrote it",
+                index.format, index.version
+            ));
+        }
+        if index.hash != "blake3" || index.compression != "zstd" {
+            return Err(format!(
+                "the index names chunks by {} compressed with {}, which this larder does not read",
+                index.hash, index.compression
+            ));
+        }
+        let mut total = 0u64;
+        for (n, chunk) in index.chunks.iter().enumerate() {
+            if !is_chunk_id(&chunk.id) {
+                return Err(format!("chunk {n} has no valid name ('{}')", chunk.id));
+            }
+            if chunk.size == 0 || chunk.size > MAX_CHUNK || chunk.stored > MAX_CHUNK + 1024 {
+                return Err(format!(
+                    "chunk {n} ({}) declares {} bytes ({} stored), outside 1..={MAX_CHUNK}",
+                    chunk.id, chunk.size, chunk.stored
+                ));
+            }
+            total = total.saturating_add(chunk.size);
+        }
+        if total != index.tar_bytes {
+            return Err(format!(
+                "the chunks add up to {total} bytes, and the index declares {}",
+                index.tar_bytes
+            ));
+        }
+        Ok(index)
+    }
+
+    /// Bytes stored for this entry's distinct chunks.
+    pub fn stored_bytes(&self) -> u64 {
+        let mut seen = std::collections::HashSet::new();
+        self.chunks
+            .iter()
+            .filter(|c| seen.insert(c.id.as_str()))
+            .map(|c| c.stored)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Index {
+        let chunk = |b: u8, size| ChunkRef {
+            id: super::super::chunk_id(&[b]),
+            size,
+            stored: size / 2,
+        };
+        Index::new(
+            Params::DEFAULT,
+            Manifest::default(),
+            vec![chunk(1, 100), chunk(2, 50), chunk(1, 100)],
+        )
+    }
+
+    #[test]
+    fn an_index_round_trips_and_counts_shared_chunks_once() {
+        let index = sample();
+        assert_eq!(index.tar_bytes, 250);
+        assert_eq!(index.stored_bytes(), 75);
+        assert_eq!(Index::parse(&index.to_json()).unwrap(), index);
+    }
+
+    #[test]
+    fn a_bad_index_says_what_is_wrong() {
+        let mut lying = sample();
+        lying.tar_bytes += 1;
+        let e = Index::parse(&lying.to_json()).unwrap_err();
+        assert!(e.contains("add up to 250 bytes"), "{e}");
+        let mut huge = sample();
+        huge.chunks[1].size = MAX_CHUNK + 1;
+        huge.tar_bytes = huge.chunks.iter().map(|c| c.size).sum();
+        assert!(
+            Index::parse(&huge.to_json())
+                .unwrap_err()
+                .contains("chunk 1")
+        );
+        let mut named = sample();
+        named.chunks[0].id = "../../etc/passwd".into();
+        assert!(
+            Index::parse(&named.to_json())
+                .unwrap_err()
+                .contains("no valid name")
+        );
+        let mut newer = sample();
+        newer.version = 2;
+        assert!(
+            Index::parse(&newer.to_json())
+                .unwrap_err()
+                .contains("newer larder")
+        );
+        assert!(Index::parse(b"{").unwrap_err().contains("does not parse"));
+    }
+}

@@ -1,0 +1,191 @@
+//! Reading a chunked entry: its index, then its chunks, many at a time,
+//! each checked against its hash and handed to the extractor in order as
+//! the tar stream it was cut from.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::anyhow;
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::cache::ChunkCache;
+use super::index::{Index, MAX_INDEX};
+use super::{ChunkRef, chunk_id, chunk_path};
+use crate::cancel::Cancel;
+use crate::progress::{self, Progress};
+use crate::storage::Store;
+use crate::storage::transfer::Download;
+
+/// Chunk downloads in flight. A 256 KiB chunk is about 80 KB stored, and
+/// a link of 1 Gbit/s with 20 ms round trips holds 2.5 MB in flight, so it
+/// takes some 30 requests at once to fill it.
+const IN_FLIGHT: usize = 32;
+
+/// Why a chunk could not be had.
+enum ChunkError {
+    /// The entry is damaged: the chunk is missing, or is not what its name says.
+    Damaged(String),
+    /// The storage failed (network, permissions): the entry may be fine.
+    Storage(anyhow::Error),
+}
+
+/// The index of the chunked entry `meta`: `Ok(Err(why))` when the object
+/// is there but is no index this larder can read (a damaged entry).
+pub async fn read_index(store: &Store, meta: &ObjectMeta) -> anyhow::Result<Result<Index, String>> {
+    if meta.size > MAX_INDEX {
+        return Ok(Err(format!(
+            "the index is {} bytes, more than any index larder writes",
+            meta.size
+        )));
+    }
+    let options = GetOptions {
+        if_match: meta.e_tag.clone(),
+        ..GetOptions::default()
+    };
+    let bytes = store
+        .inner()
+        .get_opts(&meta.location, options)
+        .await
+        .map_err(|e| store.error("read of", &meta.location, e))?
+        .bytes()
+        .await
+        .map_err(|e| store.error("read of", &meta.location, e))?;
+    Ok(Index::parse(&bytes))
+}
+
+/// Starts downloading the chunks of `index`, in order, as a `Download` of
+/// the tar stream. A chunk found in `cache` is not downloaded; the counter
+/// returned counts those.
+pub fn download(
+    store: Store,
+    index: &Index,
+    cache: Option<ChunkCache>,
+    cancel: Cancel,
+) -> (Download, Arc<AtomicU64>) {
+    let cached = Arc::new(AtomicU64::new(0));
+    let failure = Arc::new(OnceLock::new());
+    let damaged = Arc::new(AtomicBool::new(false));
+    let progress = Progress::start(progress::Kind::Restore);
+    progress.expect(index.chunks.iter().map(|c| c.stored).sum(), 0);
+    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    let chunks = index.chunks.clone();
+    let (report, damage, received) = (Arc::clone(&failure), Arc::clone(&damaged), progress.clone());
+    let hits = Arc::clone(&cached);
+    tokio::spawn(async move {
+        let mut fetches = futures::stream::iter(chunks)
+            .map(|chunk| {
+                let fetched = fetch(
+                    store.clone(),
+                    cache.clone(),
+                    chunk,
+                    received.clone(),
+                    Arc::clone(&hits),
+                );
+                AbortOnDropHandle::new(tokio::spawn(fetched))
+            })
+            .buffered(IN_FLIGHT);
+        loop {
+            let joined = tokio::select! {
+                joined = fetches.next() => joined,
+                () = cancel.cancelled() => {
+                    let stop = io::Error::new(io::ErrorKind::Interrupted, "interrupted by a signal");
+                    let _ = tx.send(Err(stop)).await;
+                    return;
+                }
+            };
+            let Some(joined) = joined else { return };
+            let result = joined.unwrap_or_else(|e| {
+                Err(ChunkError::Storage(anyhow!("a download task failed: {e}")))
+            });
+            let item = result.map(|bytes| vec![bytes]).map_err(|e| {
+                let message = match e {
+                    ChunkError::Damaged(message) => {
+                        damage.store(true, Ordering::SeqCst);
+                        message
+                    }
+                    ChunkError::Storage(e) => format!("{e:#}"),
+                };
+                let _ = report.set(message.clone());
+                io::Error::other(message)
+            });
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    (Download::streamed(rx, failure, damaged, progress), cached)
+}
+
+/// One chunk's bytes, checked: from the runner's cache if it has a good
+/// copy, else from storage (and then kept in the cache).
+async fn fetch(
+    store: Store,
+    cache: Option<ChunkCache>,
+    chunk: ChunkRef,
+    progress: Progress,
+    hits: Arc<AtomicU64>,
+) -> Result<Bytes, ChunkError> {
+    if let Some(cache) = &cache
+        && let Some(stored) = cache.get(&chunk.id).await
+    {
+        match decode(stored, &chunk).await {
+            Ok(data) => {
+                hits.fetch_add(1, Ordering::Relaxed);
+                progress.add(chunk.stored);
+                return Ok(data);
+            }
+            Err(_) => cache.remove(&chunk.id).await,
+        }
+    }
+    let path = chunk_path(&chunk.id);
+    let stored = match store.inner().get(&path).await {
+        Ok(result) => result
+            .bytes()
+            .await
+            .map_err(|e| ChunkError::Storage(store.error("read of", &path, e)))?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(ChunkError::Damaged(format!(
+                "chunk '{}' is missing from storage (deleted by hand, or by a flush that \
+                 did not follow the protocol)",
+                store.full(&path)
+            )));
+        }
+        Err(e) => return Err(ChunkError::Storage(store.error("read of", &path, e))),
+    };
+    progress.add(stored.len() as u64);
+    let data = decode(stored.to_vec(), &chunk)
+        .await
+        .map_err(|why| ChunkError::Damaged(format!("chunk '{}' {why}", store.full(&path))))?;
+    if let Some(cache) = &cache {
+        cache.put(&chunk.id, &stored).await;
+    }
+    Ok(data)
+}
+
+/// Decompresses a chunk (never past its declared size) and checks it is
+/// what its name says.
+async fn decode(stored: Vec<u8>, chunk: &ChunkRef) -> Result<Bytes, String> {
+    let (size, id) = (chunk.size as usize, chunk.id.clone());
+    tokio::task::spawn_blocking(move || {
+        let data = zstd::bulk::decompress(&stored, size)
+            .map_err(|e| format!("does not decompress ({e})"))?;
+        if data.len() != size {
+            return Err(format!(
+                "holds {} bytes, and the index says {size}",
+                data.len()
+            ));
+        }
+        if chunk_id(&data) != id {
+            return Err("does not match its hash".to_string());
+        }
+        Ok(Bytes::from(data))
+    })
+    .await
+    .map_err(|e| format!("could not be checked: {e}"))?
+}

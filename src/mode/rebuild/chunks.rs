@@ -1,0 +1,160 @@
+//! Rebuild into a chunked entry: the same tar stream, cut into chunks of
+//! which only the new ones are compressed and uploaded; the index is
+//! published once every chunk it names is stored.
+
+use std::time::Instant;
+
+use anyhow::{Context, anyhow};
+use object_store::PutMode;
+use object_store::path::Path;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::skipped;
+use crate::archive::manifest::Manifest;
+use crate::archive::write::{Survey, WriteOptions};
+use crate::archive::{self, Compression};
+use crate::chunked::Index;
+use crate::chunked::write::{self, Context as ChunkContext};
+use crate::human;
+use crate::job::{Chunking, Mode, Rebuild};
+use crate::mount::{self, Mount};
+use crate::pipe::ChunkWriter;
+use crate::storage::Store;
+use crate::storage::claim::Claim;
+use crate::summary::{Outcome, Summary};
+
+/// Where and how a chunked entry is stored.
+pub(super) struct Upload<'a> {
+    pub task: &'a Rebuild,
+    pub chunking: &'a Chunking,
+    pub store: &'a Store,
+    pub target: &'a Path,
+    /// Whether chunks already stored are taken as they are; `false` writes
+    /// every chunk again (replacing an entry a restore found damaged).
+    pub trusted: bool,
+}
+
+pub(super) async fn upload(
+    upload: Upload<'_>,
+    (mounts, survey, options): (&[Mount], Survey, WriteOptions),
+    started: Instant,
+    claim: Option<&Claim>,
+) -> anyhow::Result<Summary> {
+    let Upload {
+        task,
+        chunking,
+        store,
+        target,
+        trusted,
+    } = upload;
+    let key = &task.key;
+    let known = match trusted {
+        true => write::known_chunks(store).await?,
+        false => Default::default(),
+    };
+    info!(
+        "rebuild: archiving {} into chunks of about {} (zstd level {}) for '{}' in {} {}; \
+         the repository's folder holds {} chunks",
+        mount::names(mounts),
+        human::bytes(chunking.params.avg as u64),
+        chunking.level,
+        store.full(target),
+        store.backend,
+        store.location,
+        human::count(known.len() as u64)
+    );
+    let manifest = Manifest::for_mounts(mounts, &survey.totals, &survey.tree);
+    let progress = options.progress.clone();
+    let (tx, rx) = mpsc::channel(8);
+    let owned_mounts = mounts.to_vec();
+    let producer = tokio::task::spawn_blocking(move || {
+        let (packed, writer) = archive::pack(
+            &owned_mounts,
+            &survey,
+            &options,
+            Compression::None,
+            0,
+            ChunkWriter::new(tx),
+        )
+        .context("cannot archive the mounts")?;
+        writer
+            .finish()
+            .context("cannot hand the archive to the chunker")?;
+        anyhow::Ok(packed)
+    });
+    let context = ChunkContext {
+        store: store.clone(),
+        known: std::sync::Arc::new(known),
+        params: chunking.params,
+        level: chunking.level,
+        cache: task.cache.clone(),
+        progress: progress.clone(),
+        overwrite: !trusted,
+    };
+    let stored = write::store_stream(&context, rx).await;
+    // The archiver's own failure explains a stopped stream best.
+    let packed = producer
+        .await
+        .map_err(|e| anyhow!("archiving stopped unexpectedly: {e}"))
+        .and_then(|packed| packed);
+    progress.finish();
+    let (packed, stored) = (packed?, stored?);
+    let ours = match claim {
+        Some(claim) => claim.still_ours().await?,
+        None => true,
+    };
+    if !ours {
+        return Ok(skipped(
+            key,
+            "another rebuild took over the key while this one uploaded; its entry stands \
+             and this rebuild's index was not published (its new chunks stay for the \
+             other entries that name them, or for flush)"
+                .into(),
+        ));
+    }
+    let index = Index::new(chunking.params, manifest, stored.chunks);
+    if index.tar_bytes != packed.tar_bytes {
+        return Err(anyhow!(
+            "the chunks add up to {} bytes and the archive was {}; nothing was published",
+            index.tar_bytes,
+            packed.tar_bytes
+        ));
+    }
+    store
+        .write(target, index.to_json(), PutMode::Overwrite)
+        .await?;
+    let elapsed = started.elapsed();
+    let entry_bytes = index.stored_bytes();
+    info!(
+        "rebuild: stored key '{key}' as '{}': {}; {} tar in {} chunks ({} stored): {} new \
+         uploaded ({}), the rest already stored; in {}, {}",
+        store.full(target),
+        packed.stats,
+        human::bytes(packed.tar_bytes),
+        human::count(index.chunks.len() as u64),
+        human::bytes(entry_bytes),
+        human::count(stored.uploaded),
+        human::bytes(stored.uploaded_bytes),
+        human::seconds(elapsed),
+        human::rate(packed.tar_bytes, elapsed)
+    );
+    if packed.stats.skipped > 0 {
+        warn!(
+            "rebuild: left out {} sockets, FIFOs or device files",
+            human::count(packed.stats.skipped)
+        );
+    }
+    if let Some(cache) = &task.cache {
+        cache.clone().trim_and_log().await;
+    }
+    let mut report = Summary::new(Mode::Rebuild, Outcome::Stored).key(key);
+    report.object = Some(store.full(target));
+    report.files = packed.stats.files;
+    report.bytes = packed.tar_bytes;
+    report.stored_bytes = entry_bytes;
+    report.uploaded_bytes = Some(stored.uploaded_bytes);
+    report.objects_written = Some(stored.uploaded + 1);
+    report.seconds = elapsed.as_secs_f64();
+    Ok(report)
+}

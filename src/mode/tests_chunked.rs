@@ -1,0 +1,243 @@
+//! The fast tier for chunked entries: rebuilds upload only new chunks,
+//! restores check every chunk and leave the workspace as it was when one
+//! is missing or wrong, and the runner's chunk cache serves repeat restores.
+
+use std::fs;
+use std::path::Path;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use super::tests::{memory, rebuild_job, restore_job, run, snapshot, workspace};
+use crate::chunked::cache::ChunkCache;
+use crate::chunked::{self, Index};
+use crate::job::{Chunking, Job, Stored, Task};
+use crate::storage::{Store, damage, entry};
+use crate::summary::{Outcome, Summary};
+
+/// Bytes that do not compress or repeat, seeded.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A module cache of `modules` modules, each a few files of noise.
+fn modules(workspace: &Path, range: std::ops::Range<u64>) {
+    for n in range {
+        let dir = workspace.join(format!("pkg.mod/example.com/m{n}@v1.0.0"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("go.mod"), format!("module example.com/m{n}\n")).unwrap();
+        fs::write(dir.join("code.go"), noise(300_000, n)).unwrap();
+        let zip = workspace.join("pkg.mod/cache/download/example.com");
+        fs::create_dir_all(&zip).unwrap();
+        fs::write(zip.join(format!("m{n}.zip")), noise(200_000, n + 1000)).unwrap();
+    }
+}
+
+fn chunked(mut job: Job, cache: Option<&Path>) -> Job {
+    match &mut job.task {
+        Task::Rebuild(task) => {
+            task.chunking = Some(Chunking {
+                params: chunked::Params::DEFAULT,
+                level: 3,
+            });
+            task.stored = Stored::ReplaceIfChanged;
+            task.cache = cache.map(|dir| ChunkCache::new(dir, "octo/hello", 1 << 30));
+        }
+        Task::Restore(task) => {
+            task.cache = cache.map(|dir| ChunkCache::new(dir, "octo/hello", 1 << 30));
+        }
+        Task::Flush(_) => {}
+    }
+    job
+}
+
+async fn rebuild(ws: &Path, key: &str, store: &Store) -> Summary {
+    run(&chunked(rebuild_job(ws, key), None), store)
+        .await
+        .unwrap()
+}
+
+async fn index(store: &Store, key: &str) -> Index {
+    let (bytes, _) = store
+        .read(&entry::path_in(key, entry::Format::Chunked))
+        .await
+        .unwrap()
+        .expect("the index is stored");
+    Index::parse(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_entry_restores_exactly_and_uploads_only_new_chunks() {
+    let store = memory();
+    let ws = workspace();
+    modules(ws.path(), 0..20);
+    let first = rebuild(ws.path(), "k1", &store).await;
+    assert_eq!(first.result, Outcome::Stored);
+    assert_eq!(first.object.as_deref(), Some("octo/hello/k1.chunked"));
+    let whole = first.uploaded_bytes.unwrap();
+    assert!(whole > 9_000_000, "uploaded {whole}");
+    assert_eq!(first.stored_bytes, whole);
+
+    // The same tree under a new key: no chunk is uploaded.
+    let same = rebuild(ws.path(), "k2", &store).await;
+    assert_eq!(same.result, Outcome::Stored);
+    assert_eq!(same.uploaded_bytes, Some(0));
+    assert_eq!(same.objects_written, Some(1), "only the index");
+
+    // One more module (5 % of the bytes, at two places in the stream): the
+    // chunks around the two insertions are new, the rest are found again.
+    modules(ws.path(), 20..21);
+    let grown = rebuild(ws.path(), "k3", &store).await;
+    let uploaded = grown.uploaded_bytes.unwrap();
+    assert!(uploaded >= 500_000, "uploaded {uploaded}");
+    assert!(uploaded < whole / 3, "uploaded {uploaded} of {whole}");
+
+    let target = workspace();
+    let restored = run(
+        &chunked(restore_job(target.path(), "k3", &[]), None),
+        &store,
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+    assert_eq!(
+        restored.chunks,
+        Some(index(&store, "k3").await.chunks.len() as u64)
+    );
+    assert_eq!(
+        snapshot(&ws.path().join("pkg.mod")),
+        snapshot(&target.path().join("pkg.mod"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_tree_under_the_same_key_is_not_stored_again() {
+    let store = memory();
+    let ws = workspace();
+    modules(ws.path(), 0..3);
+    rebuild(ws.path(), "k", &store).await;
+    let again = rebuild(ws.path(), "k", &store).await;
+    assert_eq!(again.result, Outcome::Skipped);
+    assert!(again.reason.unwrap().contains("have not changed"));
+    // A whole archive of the same key goes once the chunked entry replaces it.
+    modules(ws.path(), 3..4);
+    let mut archive = rebuild_job(ws.path(), "k");
+    if let Task::Rebuild(task) = &mut archive.task {
+        task.stored = Stored::Replace;
+    }
+    run(&archive, &store).await.unwrap();
+    modules(ws.path(), 4..5);
+    rebuild(ws.path(), "k", &store).await;
+    let names: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    assert_eq!(names, ["k.chunked"]);
+}
+
+/// Damages one chunk of entry `k` with `how`, restores it over a workspace
+/// holding local files, and checks nothing changed and the damage is
+/// reported; then a rebuild heals it.
+async fn damaged_chunk(
+    how: impl for<'a> Fn(&'a ObjectPath, &'a Store) -> futures::future::BoxFuture<'a, ()>,
+) {
+    let store = memory();
+    let ws = workspace();
+    modules(ws.path(), 0..6);
+    rebuild(ws.path(), "k", &store).await;
+    let index = index(&store, "k").await;
+    let victim = chunked::chunk_path(&index.chunks[index.chunks.len() / 2].id);
+    how(&victim, &store).await;
+
+    let target = workspace();
+    fs::create_dir(target.path().join("pkg.mod")).unwrap();
+    fs::write(target.path().join("pkg.mod/mine"), "local").unwrap();
+    let before = snapshot(target.path());
+    let failed = run(&chunked(restore_job(target.path(), "k", &[]), None), &store).await;
+    let message = format!("{:#}", failed.expect_err("the restore must fail"));
+    assert!(message.contains(&victim.to_string()), "{message}");
+    assert!(
+        message.contains("workspace was left as it was"),
+        "{message}"
+    );
+    assert_eq!(snapshot(target.path()), before, "the workspace changed");
+    assert!(store.head(&damage::path("k")).await.unwrap().is_some());
+
+    // The next rebuild of the key stores it again, chunk included.
+    let healed = rebuild(ws.path(), "k", &store).await;
+    assert_eq!(healed.result, Outcome::Stored);
+    let restored = run(&chunked(restore_job(target.path(), "k", &[]), None), &store)
+        .await
+        .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_chunk_fails_the_restore_whole_and_heals() {
+    damaged_chunk(|path, store| Box::pin(async move { store.delete(path).await.unwrap() })).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_does_not_match_its_hash_fails_the_restore_whole() {
+    damaged_chunk(|path, store| {
+        Box::pin(async move {
+            let other = zstd::bulk::compress(&noise(1000, 7), 3).unwrap();
+            store
+                .inner()
+                .put(path, PutPayload::from(other))
+                .await
+                .unwrap();
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_cache_serves_repeat_restores_and_survives_damage() {
+    let store = memory();
+    let ws = workspace();
+    let cache = workspace();
+    modules(ws.path(), 0..6);
+    rebuild(ws.path(), "k", &store).await;
+    let chunks = index(&store, "k").await.chunks.len() as u64;
+    let restore = |target: &Path| chunked(restore_job(target, "k", &[]), Some(cache.path()));
+
+    let cold = workspace();
+    let first = run(&restore(cold.path()), &store).await.unwrap();
+    assert_eq!((first.chunks, first.chunks_cached), (Some(chunks), Some(0)));
+
+    let warm = workspace();
+    let second = run(&restore(warm.path()), &store).await.unwrap();
+    assert_eq!(second.chunks_cached, Some(chunks));
+    assert_eq!(
+        snapshot(&ws.path().join("pkg.mod")),
+        snapshot(&warm.path().join("pkg.mod"))
+    );
+
+    // A cached chunk that went bad is fetched from storage again.
+    let cached: Vec<_> = walkdir::WalkDir::new(cache.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .collect();
+    assert_eq!(cached.len() as u64, chunks);
+    fs::write(cached[0].path(), b"garbage").unwrap();
+    let third_ws = workspace();
+    let third = run(&restore(third_ws.path()), &store).await.unwrap();
+    assert_eq!(third.chunks_cached, Some(chunks - 1));
+    assert_eq!(
+        snapshot(&ws.path().join("pkg.mod")),
+        snapshot(&third_ws.path().join("pkg.mod"))
+    );
+}
