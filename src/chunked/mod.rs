@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod cutter;
+pub mod gc;
 pub mod index;
 pub mod read;
 pub mod write;

@@ -34,6 +34,9 @@ pub struct Context {
     pub progress: Progress,
     /// Write chunks even where storage has them (to replace a bad copy).
     pub overwrite: bool,
+    /// Chunks a flush condemned: never relied on, written again if needed
+    /// (a fresh write, which the sweep leaves alone).
+    pub condemned: Arc<HashSet<String>>,
 }
 
 /// The stream as stored.
@@ -185,7 +188,7 @@ async fn upload(ctx: &Context, hashed: Hashed) -> anyhow::Result<(ChunkRef, bool
     // Create, never overwrite: a chunk is its content, so one already
     // there (another rebuild stored it a moment ago) is the same, unless
     // this rebuild replaces an entry found damaged.
-    let mode = match ctx.overwrite {
+    let mode = match ctx.overwrite || ctx.condemned.contains(&id) {
         true => PutMode::Overwrite,
         false => PutMode::Create,
     };
@@ -215,23 +218,4 @@ fn compress(chunk: &[u8], level: i32) -> io::Result<Vec<u8>> {
             None => Err(io::Error::other("no compressor")),
         }
     })
-}
-
-/// The chunks the repository's folder holds, with their stored sizes: one
-/// listing, so a rebuild asks about no chunk one by one.
-pub async fn known_chunks(store: &Store) -> anyhow::Result<HashMap<String, u64>> {
-    let prefix = object_store::path::Path::from(super::CHUNKS);
-    let listing: Vec<object_store::ObjectMeta> = store
-        .inner()
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| store.error("listing of", &prefix, e))?;
-    Ok(listing
-        .into_iter()
-        .filter_map(|meta| {
-            let name = meta.location.filename()?;
-            super::is_chunk_id(name).then(|| (name.to_string(), meta.size))
-        })
-        .collect())
 }

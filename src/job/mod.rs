@@ -137,11 +137,31 @@ pub struct Chunking {
     pub params: chunked::Params,
     /// The zstd level of new chunks.
     pub level: i32,
+    /// How long the rebuild may take before it may not publish.
+    pub timing: chunked::gc::Timing,
 }
 
 /// Not settings: knobs for the benchmark's chunk-size table.
 pub const CHUNK_SIZE_VAR: &str = "LARDER_CHUNK_SIZE";
 pub const CHUNK_LEVEL_VAR: &str = "LARDER_CHUNK_LEVEL";
+/// Not a setting: the chunk removal protocol's times in seconds, `D,G`
+/// (tests shorten them to run the protocol in seconds).
+pub const GC_TIMING_VAR: &str = "LARDER_GC_TIMING";
+
+/// The chunk removal protocol's times: the default, or `LARDER_GC_TIMING`
+/// when it holds two numbers of seconds with D + skew < G.
+fn gc_timing(process: &Process) -> chunked::gc::Timing {
+    let given = process.env.get(GC_TIMING_VAR).and_then(|text| {
+        let (d, g) = text.split_once(',')?;
+        let (d, g) = (d.trim().parse().ok()?, g.trim().parse().ok()?);
+        let timing = chunked::gc::Timing {
+            max_rebuild: Duration::from_secs(d),
+            grace: Duration::from_secs(g),
+        };
+        (timing.max_rebuild + chunked::gc::SKEW < timing.grace).then_some(timing)
+    });
+    given.unwrap_or(chunked::gc::Timing::DEFAULT)
+}
 
 /// drone-cache's names for this build's entries: `<namespace>/<key>/<mount>`
 /// (meltwater/drone-cache), or `<key>/<mount>` at the bucket's root (its
@@ -174,6 +194,8 @@ pub struct Flush {
     pub max_age: Option<Duration>,
     pub max_size: Option<u64>,
     pub dry_run: bool,
+    /// The chunk removal protocol's times.
+    pub timing: chunked::gc::Timing,
 }
 
 impl Job {
@@ -204,7 +226,9 @@ impl Job {
         let mounts = mounts(values, mode, &workspace)?;
         let template = key_template(values)?;
         let restore_templates = restore_templates(values)?;
-        let flush = (mode == Mode::Flush).then(|| flush(values)).transpose()?;
+        let flush = (mode == Mode::Flush)
+            .then(|| flush(values, process))
+            .transpose()?;
         let compression = compression(values);
         let (level, level_note) = compression
             .level(*values.compression_level)
@@ -381,11 +405,12 @@ fn mode(values: &Values) -> Result<Mode, SettingError> {
     }
 }
 
-fn flush(values: &Values) -> Result<Flush, SettingError> {
+fn flush(values: &Values, process: &Process) -> Result<Flush, SettingError> {
     let flush = Flush {
         max_age: values.flush_age.given().copied(),
         max_size: values.max_size.given().copied(),
         dry_run: *values.dry_run,
+        timing: gc_timing(process),
     };
     if flush.max_age.is_none() && flush.max_size.is_none() {
         return Err(SettingError::unusable(
@@ -429,7 +454,11 @@ fn chunking(
     if let Some(chosen) = knob(CHUNK_LEVEL_VAR, 1..=19) {
         level = chosen as i32;
     }
-    Some(Chunking { params, level })
+    Some(Chunking {
+        params,
+        level,
+        timing: gc_timing(process),
+    })
 }
 
 /// The runner-local chunk cache, if `chunk_cache` names one.

@@ -2,16 +2,25 @@
 //! then the oldest until the rest fit in `max_size`. Only the remote root's
 //! own objects are looked at, never deeper folders or other repositories.
 //! Stale claims (from killed rebuilds) are removed too.
+//!
+//! Chunked entries count the bytes of their chunks, each chunk once however
+//! many entries name it; deleting an entry frees only the chunks no kept
+//! entry names. Chunks no entry names are then removed by the protocol in
+//! `chunked::gc` (condemned now, deleted by a flush after the grace).
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use tracing::{info, warn};
 
+use crate::chunked::{self, Index, gc};
 use crate::human;
 use crate::job::{Flush, Job, Mode};
+use crate::storage::entry::Format;
 use crate::storage::{Store, entry};
 use crate::summary::{Outcome, Summary};
 
@@ -22,6 +31,54 @@ struct Candidate {
     key: String,
     meta: ObjectMeta,
     age: Duration,
+    /// A chunked entry's index (`None` for an archive, or an index that
+    /// cannot be read, which then counts as its object alone).
+    index: Option<Index>,
+}
+
+impl Candidate {
+    /// What the entry occupies, counting shared chunks in full.
+    fn size(&self) -> u64 {
+        self.index
+            .as_ref()
+            .map_or(self.meta.size, |i| i.stored_bytes() + self.meta.size)
+    }
+}
+
+/// Bytes the kept entries occupy, each chunk counted once.
+#[derive(Default)]
+struct Usage {
+    /// Chunk -> (entries naming it, stored bytes).
+    chunks: HashMap<String, (u32, u64)>,
+    total: u64,
+}
+
+impl Usage {
+    fn add(&mut self, entry: &Candidate) {
+        self.total += entry.meta.size;
+        for chunk in entry.index.iter().flat_map(|i| &i.chunks) {
+            let (count, _) = self
+                .chunks
+                .entry(chunk.id.clone())
+                .or_insert((0, chunk.stored));
+            if *count == 0 {
+                self.total += chunk.stored;
+            }
+            *count += 1;
+        }
+    }
+
+    fn remove(&mut self, entry: &Candidate) {
+        self.total -= entry.meta.size;
+        for chunk in entry.index.iter().flat_map(|i| &i.chunks) {
+            if let Some((count, stored)) = self.chunks.get_mut(&chunk.id) {
+                *count -= 1;
+                if *count == 0 {
+                    self.total -= *stored;
+                }
+            }
+        }
+    }
 }
 
 pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<Summary> {
@@ -48,6 +105,7 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
                 key: key.to_string(),
                 meta,
                 age,
+                index: None,
             });
         } else if name.ends_with(".claim") && age_of(&meta) > STALE_CLAIM {
             stale_claims.push(meta);
@@ -55,6 +113,7 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
             reports.push((key.to_string(), meta));
         }
     }
+    read_indexes(store, &mut entries).await?;
     entries.sort_by_key(|c| c.meta.last_modified);
 
     let (mut doomed, mut kept): (Vec<(Candidate, String)>, Vec<Candidate>) =
@@ -68,11 +127,12 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
             _ => kept.push(candidate),
         }
     }
+    let mut usage = Usage::default();
+    kept.iter().for_each(|c| usage.add(c));
     if let Some(max_size) = options.max_size {
-        let mut total: u64 = kept.iter().map(|c| c.meta.size).sum();
-        while total > max_size && !kept.is_empty() {
+        while usage.total > max_size && !kept.is_empty() {
             let oldest = kept.remove(0);
-            total -= oldest.meta.size;
+            usage.remove(&oldest);
             let why = format!("the rest must fit in max_size {}", human::bytes(max_size));
             doomed.push((oldest, why));
         }
@@ -97,7 +157,7 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
         info!(
             "flush: {verb} '{}' ({}, {} old, {why})",
             candidate.key,
-            human::bytes(candidate.meta.size),
+            human::bytes(candidate.size()),
             age(candidate.age)
         );
     }
@@ -126,12 +186,23 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
         info!(
             "flush: kept '{}' ({}, {} old)",
             candidate.key,
-            human::bytes(candidate.meta.size),
+            human::bytes(candidate.size()),
             age(candidate.age)
         );
     }
-    let deleted_bytes: u64 = doomed.iter().map(|(c, _)| c.meta.size).sum();
-    let kept_bytes: u64 = kept.iter().map(|c| c.meta.size).sum();
+    let chunks_failed = match collect_chunks(store, options).await {
+        Ok(()) => false,
+        Err(e) => {
+            warn!("flush: removing unused chunks failed: {e:#}");
+            true
+        }
+    };
+    let mut before = Usage::default();
+    kept.iter()
+        .chain(doomed.iter().map(|(c, _)| c))
+        .for_each(|c| before.add(c));
+    let deleted_bytes = before.total - usage.total;
+    let kept_bytes = usage.total;
     info!(
         "flush: {verb} {} ({}) and kept {} ({}) under '{root}' in {} {}{}",
         plural_entries(doomed.len()),
@@ -152,12 +223,129 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
             doomed.len()
         );
     }
+    if chunks_failed {
+        bail!("flush deleted the entries, but removing unused chunks failed (see above)");
+    }
     let mut report = Summary::new(Mode::Flush, Outcome::Flushed);
     report.deleted = Some(doomed.len() as u64);
     report.kept = Some(kept.len() as u64);
     report.stored_bytes = kept_bytes;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Reads the index of every chunked entry (a few at a time). An index that
+/// cannot be read counts as its object alone; its chunks, named by no
+/// readable index, go the way of unused chunks.
+async fn read_indexes(store: &Store, entries: &mut [Candidate]) -> anyhow::Result<()> {
+    let reads = entries.iter().map(|c| async move {
+        match entry::format_of(&c.meta) {
+            Some(Format::Chunked) => chunked::read::read_index(store, &c.meta).await,
+            _ => Ok(Err(String::new())),
+        }
+    });
+    let indexes: Vec<_> = futures::stream::iter(reads)
+        .buffered(8)
+        .try_collect()
+        .await?;
+    for (candidate, index) in entries.iter_mut().zip(indexes) {
+        match index {
+            Ok(index) => candidate.index = Some(index),
+            Err(why) if !why.is_empty() => {
+                warn!(
+                    "flush: the index of '{}' cannot be read: {why}",
+                    candidate.key
+                )
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every chunk the folder's indexes name now.
+async fn referenced(store: &Store) -> anyhow::Result<HashSet<String>> {
+    let mut entries: Vec<Candidate> = store
+        .list()
+        .await?
+        .into_iter()
+        .filter(|meta| entry::format_of(meta) == Some(Format::Chunked))
+        .map(|meta| Candidate {
+            key: meta.location.to_string(),
+            meta,
+            age: Duration::ZERO,
+            index: None,
+        })
+        .collect();
+    read_indexes(store, &mut entries).await?;
+    Ok(entries
+        .into_iter()
+        .flat_map(|c| c.index.map(|i| i.chunks).unwrap_or_default())
+        .map(|c| c.id)
+        .collect())
+}
+
+/// Sweeps the condemned lists that are due, then condemns the chunks no
+/// index names (see `chunked::gc`).
+async fn collect_chunks(store: &Store, options: &Flush) -> anyhow::Result<()> {
+    let pending = gc::pending(store).await?;
+    let all = gc::chunks(store).await?;
+    if all.is_empty() && pending.is_empty() {
+        return Ok(());
+    }
+    let timing = options.timing;
+    let swept = gc::sweep(
+        store,
+        &pending,
+        timing,
+        || referenced(store),
+        options.dry_run,
+    )
+    .await?;
+    let pending = match swept.chunks > 0 && !options.dry_run {
+        true => gc::pending(store).await?,
+        false => pending,
+    };
+    let (verb, condemn) = match options.dry_run {
+        true => ("would delete", "would condemn"),
+        false => ("deleted", "condemned"),
+    };
+    if swept.chunks > 0 {
+        info!(
+            "flush: {verb} {} unused chunks ({}) condemned at least {} ago",
+            human::count(swept.chunks),
+            human::bytes(swept.bytes),
+            age(timing.grace)
+        );
+    }
+    let all = gc::chunks(store).await?;
+    let marked = gc::mark(
+        store,
+        &all,
+        &referenced(store).await?,
+        &pending,
+        timing,
+        options.dry_run,
+    )
+    .await?;
+    if marked.chunks > 0 {
+        info!(
+            "flush: {condemn} {} chunks ({}) that no entry names; a flush after {} deletes \
+             them unless an entry names them again",
+            human::count(marked.chunks),
+            human::bytes(marked.bytes),
+            age(timing.grace)
+        );
+    }
+    let waiting: usize = pending.iter().map(|l| l.chunks.len()).sum();
+    if waiting > 0 && swept.chunks == 0 {
+        info!(
+            "flush: {} condemned chunks wait for their grace of {} to end",
+            human::count(waiting as u64),
+            age(timing.grace)
+        );
+    }
+    Ok(())
 }
 
 fn plural_entries(n: usize) -> String {

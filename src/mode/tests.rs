@@ -297,6 +297,7 @@ async fn flush_keeps_the_newest_entries_that_fit() {
             max_age: None,
             max_size: Some(size + size / 2),
             dry_run: false,
+            timing: Default::default(),
         }),
         ws.path(),
     );

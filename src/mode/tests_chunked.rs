@@ -2,14 +2,19 @@
 //! restores check every chunk and leave the workspace as it was when one
 //! is missing or wrong, and the runner's chunk cache serves repeat restores.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
+
+use futures::TryStreamExt;
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 
-use super::tests::{memory, rebuild_job, restore_job, run, snapshot, workspace};
+use super::tests::{job, memory, rebuild_job, restore_job, run, snapshot, workspace};
 use crate::chunked::cache::ChunkCache;
+use crate::chunked::gc::{self, Timing};
 use crate::chunked::{self, Index};
 use crate::job::{Chunking, Job, Stored, Task};
 use crate::storage::{Store, damage, entry};
@@ -47,6 +52,7 @@ fn chunked(mut job: Job, cache: Option<&Path>) -> Job {
             task.chunking = Some(Chunking {
                 params: chunked::Params::DEFAULT,
                 level: 3,
+                timing: Default::default(),
             });
             task.stored = Stored::ReplaceIfChanged;
             task.cache = cache.map(|dir| ChunkCache::new(dir, "octo/hello", 1 << 30));
@@ -239,5 +245,174 @@ async fn the_runner_cache_serves_repeat_restores_and_survives_damage() {
     assert_eq!(
         snapshot(&ws.path().join("pkg.mod")),
         snapshot(&third_ws.path().join("pkg.mod"))
+    );
+}
+
+fn flush_job(ws: &Path, max_age: Option<Duration>, max_size: Option<u64>, timing: Timing) -> Job {
+    job(
+        Task::Flush(crate::job::Flush {
+            max_age,
+            max_size,
+            dry_run: false,
+            timing,
+        }),
+        ws,
+    )
+}
+
+/// Chunk names in storage.
+async fn stored_chunks(store: &Store) -> HashSet<String> {
+    gc::chunks(store)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| Some(m.location.filename()?.to_string()))
+        .collect()
+}
+
+async fn gc_objects(store: &Store) -> Vec<String> {
+    let listed: Vec<_> = store
+        .inner()
+        .list(Some(&ObjectPath::from(gc::GC)))
+        .try_collect()
+        .await
+        .unwrap();
+    listed.iter().map(|m| m.location.to_string()).collect()
+}
+
+/// No waiting in tests: chunks are condemned at once and swept by the next flush.
+const AT_ONCE: Timing = Timing {
+    max_rebuild: Duration::ZERO,
+    grace: Duration::ZERO,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_counts_shared_chunks_once_and_removes_unused_ones_after_the_grace() {
+    let store = memory();
+    let ws = workspace();
+    modules(ws.path(), 0..6);
+    rebuild(ws.path(), "k1", &store).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    modules(ws.path(), 6..7);
+    rebuild(ws.path(), "k2", &store).await;
+    let (k1, k2) = (index(&store, "k1").await, index(&store, "k2").await);
+    let union: u64 = {
+        let mut seen = HashSet::new();
+        k1.chunks
+            .iter()
+            .chain(&k2.chunks)
+            .filter(|c| seen.insert(c.id.clone()))
+            .map(|c| c.stored)
+            .sum()
+    };
+    let objects: u64 = store.list().await.unwrap().iter().map(|m| m.size).sum();
+    // Both fit when shared chunks count once (the sum of the two would not).
+    assert!(k1.stored_bytes() + k2.stored_bytes() > union + objects + 1000);
+    let fits = flush_job(ws.path(), None, Some(union + objects), AT_ONCE);
+    let kept = run(&fits, &store).await.unwrap();
+    assert_eq!((kept.deleted, kept.kept), (Some(0), Some(2)));
+    assert_eq!(kept.stored_bytes, union + objects);
+
+    // One byte less: the older entry goes; only the chunks no other entry
+    // names are condemned, and none is deleted yet.
+    let before = stored_chunks(&store).await;
+    let only_k1: HashSet<String> = k1
+        .chunks
+        .iter()
+        .map(|c| c.id.clone())
+        .filter(|id| !k2.chunks.iter().any(|c| &c.id == id))
+        .collect();
+    assert!(!only_k1.is_empty());
+    let tight = flush_job(ws.path(), None, Some(union + objects - 1), AT_ONCE);
+    let report = run(&tight, &store).await.unwrap();
+    assert_eq!((report.deleted, report.kept), (Some(1), Some(1)));
+    assert_eq!(stored_chunks(&store).await, before, "deleted at once");
+    let lists = gc::pending(&store).await.unwrap();
+    assert_eq!(lists.len(), 1);
+    assert_eq!(lists[0].chunks, only_k1);
+
+    // The next flush, after the grace: they go, and k2 still restores.
+    run(&tight, &store).await.unwrap();
+    let after = stored_chunks(&store).await;
+    assert!(after.is_disjoint(&only_k1));
+    assert_eq!(after.len(), before.len() - only_k1.len());
+    assert!(
+        gc_objects(&store).await.is_empty(),
+        "{:?}",
+        gc_objects(&store).await
+    );
+    let target = workspace();
+    let restored = run(
+        &chunked(restore_job(target.path(), "k2", &[]), None),
+        &store,
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_never_relies_on_condemned_chunks() {
+    let store = memory();
+    let ws = workspace();
+    modules(ws.path(), 0..4);
+    let first = rebuild(ws.path(), "k1", &store).await;
+    // Every entry goes; all chunks are condemned.
+    let everything = flush_job(ws.path(), Some(Duration::ZERO), None, AT_ONCE);
+    run(&everything, &store).await.unwrap();
+    let condemned = gc::pending(&store).await.unwrap();
+    assert_eq!(condemned[0].chunks, stored_chunks(&store).await);
+
+    // The same tree again: the chunks are in storage, but condemned, so
+    // they are written again rather than relied on.
+    let again = rebuild(ws.path(), "k2", &store).await;
+    assert_eq!(again.result, Outcome::Stored);
+    assert_eq!(again.uploaded_bytes, first.uploaded_bytes);
+
+    // The sweep keeps them: k2 names them (and they are newer than the list).
+    let keep_entries = flush_job(ws.path(), Some(Duration::from_secs(3600)), None, AT_ONCE);
+    run(&keep_entries, &store).await.unwrap();
+    assert!(gc::pending(&store).await.unwrap().is_empty());
+    let target = workspace();
+    let restored = run(
+        &chunked(restore_job(target.path(), "k2", &[]), None),
+        &store,
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
+    let store = memory();
+    let ws = workspace();
+    modules(ws.path(), 0..3);
+    rebuild(ws.path(), "k1", &store).await;
+    let everything = flush_job(ws.path(), Some(Duration::ZERO), None, AT_ONCE);
+    run(&everything, &store).await.unwrap();
+    // A sweep of that list has started (its marker is there).
+    let list = gc::pending(&store).await.unwrap().remove(0);
+    let id = list.path.filename().unwrap();
+    let id = id
+        .trim_start_matches("condemned-")
+        .trim_end_matches(".json");
+    let marker = ObjectPath::from(format!("{}/sweeping-{id}", gc::GC));
+    store.inner().put(&marker, PutPayload::new()).await.unwrap();
+
+    let refused = rebuild(ws.path(), "k2", &store).await;
+    assert_eq!(refused.result, Outcome::Skipped);
+    assert!(
+        refused
+            .reason
+            .unwrap()
+            .contains("a flush is removing chunks")
+    );
+    assert!(
+        store
+            .head(&entry::path_in("k2", entry::Format::Chunked))
+            .await
+            .unwrap()
+            .is_none()
     );
 }

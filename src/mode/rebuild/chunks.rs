@@ -2,6 +2,8 @@
 //! which only the new ones are compressed and uploaded; the index is
 //! published once every chunk it names is stored.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow};
@@ -14,8 +16,8 @@ use super::skipped;
 use crate::archive::manifest::Manifest;
 use crate::archive::write::{Survey, WriteOptions};
 use crate::archive::{self, Compression};
-use crate::chunked::Index;
 use crate::chunked::write::{self, Context as ChunkContext};
+use crate::chunked::{Index, gc};
 use crate::human;
 use crate::job::{Chunking, Mode, Rebuild};
 use crate::mount::{self, Mount};
@@ -49,9 +51,20 @@ pub(super) async fn upload(
         trusted,
     } = upload;
     let key = &task.key;
-    let known = match trusted {
-        true => write::known_chunks(store).await?,
-        false => Default::default(),
+    let since = chrono::Utc::now();
+    let condemned: HashSet<String> = gc::pending(store)
+        .await?
+        .into_iter()
+        .flat_map(|list| list.chunks)
+        .collect();
+    let known: HashMap<String, u64> = match trusted {
+        true => gc::chunks(store)
+            .await?
+            .into_iter()
+            .filter_map(|m| Some((m.location.filename()?.to_string(), m.size)))
+            .filter(|(id, _)| !condemned.contains(id))
+            .collect(),
+        false => HashMap::new(),
     };
     info!(
         "rebuild: archiving {} into chunks of about {} (zstd level {}) for '{}' in {} {}; \
@@ -85,12 +98,13 @@ pub(super) async fn upload(
     });
     let context = ChunkContext {
         store: store.clone(),
-        known: std::sync::Arc::new(known),
+        known: Arc::new(known),
         params: chunking.params,
         level: chunking.level,
         cache: task.cache.clone(),
         progress: progress.clone(),
         overwrite: !trusted,
+        condemned: Arc::new(condemned),
     };
     let stored = write::store_stream(&context, rx).await;
     // The archiver's own failure explains a stopped stream best.
@@ -114,6 +128,12 @@ pub(super) async fn upload(
         ));
     }
     let index = Index::new(chunking.params, manifest, stored.chunks);
+    let used: HashSet<&str> = index.chunks.iter().map(|c| c.id.as_str()).collect();
+    let pending = gc::pending(store).await?;
+    if let Err(why) = gc::may_publish(&used, &pending, since, chrono::Utc::now(), chunking.timing) {
+        warn!("rebuild: the index of key '{key}' was not published: {why}");
+        return Ok(skipped(key, why));
+    }
     if index.tar_bytes != packed.tar_bytes {
         return Err(anyhow!(
             "the chunks add up to {} bytes and the archive was {}; nothing was published",
