@@ -273,6 +273,7 @@ fn run(job: &Job) -> u8 {
 fn what(job: &Job) -> String {
     let mounts = match &job.task {
         Task::Flush(_) => return "old entries".to_string(),
+        Task::Export(task) => return format!("the entry, into {}", task.output.display()),
         Task::Restore(task) => &task.mounts,
         Task::Rebuild(task) => &task.mounts,
     };

@@ -148,6 +148,13 @@ pub fn job(
                 }
             ));
         }
+        Task::Export(export) => {
+            lines.push(format!("  key: {}", export.key));
+            if !export.prefixes.is_empty() {
+                lines.push(format!("  restore keys: {}", export.prefixes.join(", ")));
+            }
+            lines.push(format!("  export to: {}", export.output.display()));
+        }
         Task::Flush(flush) => {
             let age = flush
                 .max_age

@@ -192,7 +192,9 @@ fn check_pipeline(file: &str, runner: Runner) {
             let mounts = match &job.task {
                 Task::Restore(task) => task.mounts.clone(),
                 Task::Rebuild(task) => task.mounts.clone(),
-                Task::Flush(_) => panic!("{file} step {name}: a flush"),
+                Task::Flush(_) | Task::Export(_) => {
+                    panic!("{file} step {name}: not a restore or rebuild")
+                }
             };
             modes.push(job.mode().to_string());
             keys.push((

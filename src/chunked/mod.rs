@@ -9,6 +9,7 @@
 //! index once every chunk it names is stored. Concatenated, the chunks are
 //! a valid `.tar.zst`.
 
+pub mod buffers;
 pub mod cache;
 pub mod cutter;
 pub mod gc;

@@ -9,10 +9,11 @@ use std::sync::{Arc, OnceLock};
 use anyhow::anyhow;
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::{GetOptions, ObjectMeta, ObjectStoreExt};
+use object_store::{GetOptions, GetResult, GetResultPayload, ObjectMeta, ObjectStoreExt};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::buffers::Buffers;
 use super::cache::ChunkCache;
 use super::index::{Index, MAX_INDEX};
 use super::{ChunkRef, chunk_id, chunk_path};
@@ -25,6 +26,9 @@ use crate::storage::transfer::Download;
 /// a link of 1 Gbit/s with 20 ms round trips holds 2.5 MB in flight, so it
 /// takes some 30 requests at once to fill it.
 const IN_FLIGHT: usize = 32;
+
+/// Chunks received, in order, waiting for the extractor.
+const QUEUED: usize = 8;
 
 /// Why a chunk could not be had.
 enum ChunkError {
@@ -72,10 +76,12 @@ pub fn download(
     let damaged = Arc::new(AtomicBool::new(false));
     let progress = Progress::start(progress::Kind::Restore);
     progress.expect(index.chunks.iter().map(|c| c.stored).sum(), 0);
-    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    // Chunks wait here for the extractor while the next ones download.
+    let (tx, rx) = mpsc::channel(QUEUED);
     let chunks = index.chunks.clone();
     let (report, damage, received) = (Arc::clone(&failure), Arc::clone(&damaged), progress.clone());
     let hits = Arc::clone(&cached);
+    let buffers = Buffers::default();
     tokio::spawn(async move {
         let mut fetches = futures::stream::iter(chunks)
             .map(|chunk| {
@@ -85,6 +91,7 @@ pub fn download(
                     chunk,
                     received.clone(),
                     Arc::clone(&hits),
+                    buffers.clone(),
                 );
                 AbortOnDropHandle::new(tokio::spawn(fetched))
             })
@@ -130,11 +137,12 @@ async fn fetch(
     chunk: ChunkRef,
     progress: Progress,
     hits: Arc<AtomicU64>,
+    buffers: Buffers,
 ) -> Result<Bytes, ChunkError> {
     if let Some(cache) = &cache
         && let Some(stored) = cache.get(&chunk.id).await
     {
-        match decode(stored, &chunk).await {
+        match decode(Bytes::from(stored), &chunk, &buffers).await {
             Ok(data) => {
                 hits.fetch_add(1, Ordering::Relaxed);
                 progress.add(chunk.stored);
@@ -145,8 +153,7 @@ async fn fetch(
     }
     let path = chunk_path(&chunk.id);
     let stored = match store.inner().get(&path).await {
-        Ok(result) => result
-            .bytes()
+        Ok(result) => read_body(result, &buffers)
             .await
             .map_err(|e| ChunkError::Storage(store.error("read of", &path, e)))?,
         Err(object_store::Error::NotFound { .. }) => {
@@ -159,7 +166,7 @@ async fn fetch(
         Err(e) => return Err(ChunkError::Storage(store.error("read of", &path, e))),
     };
     progress.add(stored.len() as u64);
-    let data = decode(stored.to_vec(), &chunk)
+    let data = decode(stored.clone(), &chunk, &buffers)
         .await
         .map_err(|why| ChunkError::Damaged(format!("chunk '{}' {why}", store.full(&path))))?;
     if let Some(cache) = &cache {
@@ -168,13 +175,62 @@ async fn fetch(
     Ok(data)
 }
 
-/// Decompresses a chunk (never past its declared size) and checks it is
-/// what its name says.
-async fn decode(stored: Vec<u8>, chunk: &ChunkRef) -> Result<Bytes, String> {
-    let (size, id) = (chunk.size as usize, chunk.id.clone());
+/// A chunk's stored bytes (one zstd frame), checked against its hash: what
+/// an export writes, frame after frame, as a `.tar.zst`.
+pub async fn stored_chunk(
+    store: &Store,
+    chunk: &ChunkRef,
+    buffers: &Buffers,
+) -> anyhow::Result<Bytes> {
+    let path = chunk_path(&chunk.id);
+    let stored = match store.inner().get(&path).await {
+        Ok(result) => read_body(result, buffers)
+            .await
+            .map_err(|e| store.error("read of", &path, e))?,
+        Err(e) => return Err(store.error("read of", &path, e)),
+    };
+    decode(stored.clone(), chunk, buffers)
+        .await
+        .map_err(|why| anyhow!("chunk '{}' {why}; the entry is damaged", store.full(&path)))?;
+    Ok(stored)
+}
+
+/// A chunk's stored bytes: a local file is read into a reused buffer,
+/// anything else as the body arrives.
+async fn read_body(result: GetResult, buffers: &Buffers) -> object_store::Result<Bytes> {
+    let size = result.meta.size as usize;
+    match result.payload {
+        GetResultPayload::File(mut file, path) => {
+            let buffers = buffers.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buffer = buffers.take(size);
+                file.read_to_end(&mut buffer).map(|_| buffers.share(buffer))
+            })
+            .await;
+            match read {
+                Ok(Ok(bytes)) => Ok(bytes),
+                Ok(Err(e)) => Err(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: format!("cannot read {}: {e}", path.display()).into(),
+                }),
+                Err(e) => Err(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                }),
+            }
+        }
+        _ => result.bytes().await,
+    }
+}
+
+/// Decompresses a chunk (never past its declared size) into a reused
+/// buffer and checks it is what its name says.
+async fn decode(stored: Bytes, chunk: &ChunkRef, buffers: &Buffers) -> Result<Bytes, String> {
+    let (size, id, buffers) = (chunk.size as usize, chunk.id.clone(), buffers.clone());
     tokio::task::spawn_blocking(move || {
-        let data = zstd::bulk::decompress(&stored, size)
-            .map_err(|e| format!("does not decompress ({e})"))?;
+        let mut data = buffers.take(size);
+        decompress(&stored, &mut data).map_err(|e| format!("does not decompress ({e})"))?;
         if data.len() != size {
             return Err(format!(
                 "holds {} bytes, and the index says {size}",
@@ -184,8 +240,28 @@ async fn decode(stored: Vec<u8>, chunk: &ChunkRef) -> Result<Bytes, String> {
         if chunk_id(&data) != id {
             return Err("does not match its hash".to_string());
         }
-        Ok(Bytes::from(data))
+        Ok(buffers.share(data))
     })
     .await
     .map_err(|e| format!("could not be checked: {e}"))?
+}
+
+/// One zstd frame into `out` (whose capacity bounds it); each thread keeps
+/// its decompressor.
+fn decompress(stored: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    use std::cell::RefCell;
+    thread_local! {
+        static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { RefCell::new(None) };
+    }
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(decompressor) => decompressor.decompress_to_buffer(stored, out).map(drop),
+            None => Err(io::Error::other("no decompressor")),
+        }
+    })
 }

@@ -39,6 +39,7 @@ pub enum Mode {
     Restore,
     Rebuild,
     Flush,
+    Export,
 }
 
 impl std::fmt::Display for Mode {
@@ -46,6 +47,7 @@ impl std::fmt::Display for Mode {
         f.write_str(match self {
             Mode::Restore => "restore",
             Mode::Rebuild => "rebuild",
+            Mode::Export => "export",
             Mode::Flush => "flush",
         })
     }
@@ -94,6 +96,17 @@ pub enum Task {
     Restore(Restore),
     Rebuild(Rebuild),
     Flush(Flush),
+    Export(Export),
+}
+
+/// Write an entry to one file (`export`), unpacking nothing.
+#[derive(Clone, Debug)]
+pub struct Export {
+    pub key: String,
+    /// Rendered restore keys, tried in order when `key` has no entry.
+    pub prefixes: Vec<String>,
+    /// The file to write (absolute).
+    pub output: PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -204,6 +217,7 @@ impl Job {
             Task::Restore(_) => Mode::Restore,
             Task::Rebuild(_) => Mode::Rebuild,
             Task::Flush(_) => Mode::Flush,
+            Task::Export(_) => Mode::Export,
         }
     }
 
@@ -213,6 +227,7 @@ impl Job {
             Task::Restore(r) => Some(&r.key),
             Task::Rebuild(r) => Some(&r.key),
             Task::Flush(_) => None,
+            Task::Export(e) => Some(&e.key),
         }
     }
 
@@ -288,6 +303,11 @@ impl Job {
                 cache: chunk_cache(values, &workspace, &remote_root),
             }),
             (Mode::Flush, flush) => Task::Flush(flush.unwrap_or_default()),
+            (Mode::Export, _) => Task::Export(Export {
+                key: key.unwrap_or_default(),
+                prefixes: render_prefixes(&restore_templates, &metadata, &workspace, &mut notes),
+                output: process.cwd.join(values.export.text().unwrap_or_default()),
+            }),
         };
         Ok(Job {
             task,
@@ -380,6 +400,7 @@ fn mode(values: &Values) -> Result<Mode, SettingError> {
         (*values.restore, Mode::Restore),
         (*values.rebuild, Mode::Rebuild),
         (*values.flush, Mode::Flush),
+        (values.export.text().is_some(), Mode::Export),
     ]
     .into_iter()
     .filter(|(set, _)| *set)
@@ -389,7 +410,8 @@ fn mode(values: &Values) -> Result<Mode, SettingError> {
         [mode] => Ok(*mode),
         [] => Err(SettingError::Conflict(
             "none of restore, rebuild and flush is true; set restore: true to fetch the cache, \
-             rebuild: true to store it, or flush: true to clean it up"
+             rebuild: true to store it, or flush: true to clean it up (or export: FILE to \
+             write an entry to a file)"
                 .into(),
         )),
         several => Err(SettingError::Conflict(format!(

@@ -1,7 +1,8 @@
-//! The three things larder does: restore an entry, rebuild one, or flush
-//! old ones. Each takes its part of the job and returns a `Summary` for the
+//! What larder does: restore an entry, rebuild one, flush old ones, or
+//! export one to a file. Each takes its part of the job and returns a `Summary` for the
 //! log and the result file.
 
+pub mod export;
 pub mod flush;
 pub mod rebuild;
 pub mod restore;
@@ -16,6 +17,7 @@ pub async fn run(job: &Job, store: &Store, cancel: &Cancel) -> anyhow::Result<Su
         Task::Restore(task) => restore::restore(job, task, store, cancel).await,
         Task::Rebuild(task) => rebuild::rebuild(job, task, store, cancel).await,
         Task::Flush(task) => flush::flush(job, task, store).await,
+        Task::Export(task) => export::export(task, store, cancel).await,
     }
 }
 

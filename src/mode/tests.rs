@@ -11,7 +11,6 @@ use std::time::Duration;
 use object_store::memory::InMemory;
 use object_store::{ObjectStoreExt, PutPayload};
 
-use super::{flush, rebuild, restore};
 use crate::archive::Compression;
 use crate::cancel::Cancel;
 use crate::job::{self, Job, Stored, Task};
@@ -86,12 +85,7 @@ pub(super) fn restore_job(workspace: &Path, key: &str, prefixes: &[&str]) -> Job
 }
 
 pub(super) async fn run(job: &Job, store: &Store) -> anyhow::Result<crate::summary::Summary> {
-    let cancel = Cancel::new();
-    match &job.task {
-        Task::Restore(task) => restore::restore(job, task, store, &cancel).await,
-        Task::Rebuild(task) => rebuild::rebuild(job, task, store, &cancel).await,
-        Task::Flush(task) => flush::flush(job, task, store).await,
-    }
+    super::run(job, store, &Cancel::new()).await
 }
 
 /// A small Go-module-cache-like tree: files, a read-only directory, a link.

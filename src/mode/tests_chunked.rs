@@ -60,7 +60,7 @@ fn chunked(mut job: Job, cache: Option<&Path>) -> Job {
         Task::Restore(task) => {
             task.cache = cache.map(|dir| ChunkCache::new(dir, "octo/hello", 1 << 30));
         }
-        Task::Flush(_) => {}
+        Task::Flush(_) | Task::Export(_) => {}
     }
     job
 }
@@ -415,4 +415,51 @@ async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_writes_a_chunked_entry_as_one_tar_zst() {
+    let store = memory();
+    let ws = workspace();
+    modules(ws.path(), 0..3);
+    rebuild(ws.path(), "k", &store).await;
+    let out = ws.path().join("k.tar.zst");
+    let export = job(
+        Task::Export(crate::job::Export {
+            key: "k".into(),
+            prefixes: Vec::new(),
+            output: out.clone(),
+        }),
+        ws.path(),
+    );
+    let summary = run(&export, &store).await.unwrap();
+    assert_eq!(summary.result, Outcome::Exact);
+    let file = fs::read(&out).unwrap();
+    assert_eq!(summary.stored_bytes, file.len() as u64);
+    assert_eq!(file.len() as u64, index(&store, "k").await.stored_bytes());
+    // Concatenated frames are one zstd stream holding the whole tar.
+    let tar = zstd::stream::decode_all(file.as_slice()).unwrap();
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.contains(&"pkg.mod/example.com/m2@v1.0.0/code.go".to_string()),
+        "{names:?}"
+    );
+    assert!(!ws.path().join("k.tar.zst.larder-partial").exists());
+
+    // A miss writes nothing.
+    let missing = job(
+        Task::Export(crate::job::Export {
+            key: "other".into(),
+            prefixes: Vec::new(),
+            output: ws.path().join("other.tar.zst"),
+        }),
+        ws.path(),
+    );
+    assert_eq!(run(&missing, &store).await.unwrap().result, Outcome::Miss);
+    assert!(!ws.path().join("other.tar.zst").exists());
 }

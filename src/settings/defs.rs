@@ -140,6 +140,14 @@ settings! {
         aliases: [], flags: [],
         "Delete this repository's old entries: those older than flush_age, then the \
          oldest until the rest fit in max_size. Other repositories' entries are never touched.";
+    "export" => export: Text, Mode,
+        aliases: [], flags: [],
+        "Write the entry for the key (or the newest under restore_keys) to this file as \
+         a standard archive GNU tar extracts, and unpack nothing: a chunked entry becomes \
+         a .tar.zst (its chunks are zstd frames, each checked against its hash), an \
+         archive entry is copied as stored (.tar.gz, .tar.zst or .tar). For people and \
+         scripts that need one file, e.g. larder --export gomod.tar.zst --cache-key ... \
+         (same storage settings as the pipeline's).";
     "mount" => mount: List, Cache,
         aliases: [], flags: [],
         "Directories or files to cache, relative to the workspace (absolute paths \
