@@ -3,13 +3,19 @@
 # corpus (a generated Go module cache), and prints medians and ratios.
 #
 #   scripts/bench.sh [--size-mb 600] [--files 15000] [--runs 5] [--only fs|s3] [--levels]
+#                    [--incremental]
 #
 # Rebuild is compared with `tar -cf - | zstd -3 -T2` and `tar -cf - | pigz -6 -p2`,
 # restore with `zstd -dc | tar -x` and `gzip -dc | tar -x`, on the filesystem
 # backend and on S3 (s3s-fs on 127.0.0.1). Ratios below 1 mean larder is faster.
 # With --levels it instead times larder's rebuild (filesystem backend) at
 # several compression levels and prints time and entry size for each: the
-# measurements behind the default levels. Peak RSS comes from /usr/bin/time. Machines here are noisy: compare ratios.
+# measurements behind the default levels. With --incremental it runs the
+# scenario of chunked entries: store the corpus, the same tree under a new
+# key, then ten keys each with one more module (about 1 % of the bytes, a
+# module tree and its cache/download files, as `go get` adds them), and
+# restores; it reports bytes uploaded, objects written, seconds, storage
+# used and requests, against whole archives (zstd) in the same run. Peak RSS comes from /usr/bin/time. Machines here are noisy: compare ratios.
 # LARDER_BENCH_DIR (default target/bench) holds the corpus, outputs and the
 # S3 server's data; point it at a tmpfs (/dev/shm/...) to measure without the
 # disk, which on some machines dominates and varies from run to run.
@@ -17,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-SIZE_MB=600 FILES=15000 RUNS=5 ONLY=all LEVELS=
+SIZE_MB=600 FILES=15000 RUNS=5 ONLY=all LEVELS='' INCREMENTAL=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mb) SIZE_MB=$2; shift 2 ;;
@@ -25,7 +31,8 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --levels) LEVELS=1 ONLY=fs; shift ;;
-    *) echo "usage: $0 [--size-mb N] [--files N] [--runs N] [--only fs|s3] [--levels]" >&2; exit 2 ;;
+    --incremental) INCREMENTAL=1; shift ;;
+    *) echo "usage: $0 [--size-mb N] [--files N] [--runs N] [--only fs|s3] [--levels] [--incremental]" >&2; exit 2 ;;
   esac
 done
 
@@ -96,6 +103,131 @@ larder_env() { # backend-specific settings for larder, as a pipeline would pass 
       PLUGIN_PATH_STYLE=true PLUGIN_ACCESS_KEY="$LARDER_TEST_S3_ACCESS_KEY" PLUGIN_SECRET_KEY="$LARDER_TEST_S3_SECRET_KEY"
   fi
 }
+
+if [ -n "$INCREMENTAL" ]; then
+  # The corpus with ten modules held back (each about 1 % of the bytes).
+  INC=$WORK/inc-$SIZE_MB-$FILES
+  if [ ! -d "$INC/held" ]; then
+    echo "bench: holding back ten modules of a copy of the corpus" >&2
+    wipe "$INC.tmp"
+    cp -a "$CORPUS/pkg.mod" "$INC.tmp/pkg.mod"
+    python3 - "$INC.tmp" <<'PY'
+import os, shutil, sys
+root = sys.argv[1]
+mod = os.path.join(root, "pkg.mod")
+def size(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+total = size(mod)
+modules = []
+for org in sorted(os.listdir(os.path.join(mod, "github.com"))):
+    for name in sorted(os.listdir(os.path.join(mod, "github.com", org))):
+        tree = os.path.join("github.com", org, name)
+        download = os.path.join("cache/download/github.com", org, name.split("@")[0])
+        modules.append((abs(size(os.path.join(mod, tree)) + size(os.path.join(mod, download)) - total / 100), tree, download))
+modules.sort()
+for n, (_, tree, download) in enumerate(modules[:10], 1):
+    for part in (tree, download):
+        target = os.path.join(root, "held", str(n), part)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.chmod(os.path.dirname(os.path.join(mod, part)), 0o755)
+        shutil.move(os.path.join(mod, part), target)
+    print(f"held back {tree}", file=sys.stderr)
+PY
+    mv "$INC.tmp" "$INC"
+  fi
+  rm -f "$RESULTS"
+  METRICS=$WORK/metrics.tsv
+  rm -f "$METRICS"
+  backends=(fs s3); [ "$ONLY" = fs ] && backends=(fs); [ "$ONLY" = s3 ] && backends=(s3)
+  RESULT=$WORK/result.json
+  # run NAME ENV...: measures larder with the backend's settings and keeps its summary.
+  run() {
+    local name=$1; shift
+    # shellcheck disable=SC2046
+    measure "$name" env $(larder_env "$backend") PLUGIN_REMOTE_ROOT="$root" PLUGIN_RESULT_FILE="$RESULT" "$@" "$LARDER"
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
+for k in ("uploaded_bytes", "objects_written", "stored_bytes", "chunks", "chunks_cached"):
+    if d.get(k) is not None: print(f"{sys.argv[2]}:{k}\t{d[k]}")' "$RESULT" "$name" >>"$METRICS"
+  }
+  used() { # bytes stored under the run's root
+    local dir
+    if [ "$backend" = fs ]; then dir=$OUT/cache/$root; else dir=$LARDER_RUN/s3-data/$LARDER_TEST_S3_BUCKET/$root; fi
+    du -sb "$dir" | cut -f1
+  }
+  for run_no in $(seq 1 "$RUNS"); do
+    for backend in "${backends[@]}"; do
+      echo "bench: incremental, $backend, run $run_no of $RUNS" >&2
+      root=inc-$backend-$run_no
+      ws=$OUT/incws
+      wipe "$ws"
+      cp -a "$INC/pkg.mod" "$ws/pkg.mod"
+      chunked=(PLUGIN_REBUILD=true PLUGIN_ENTRY_FORMAT=chunked DRONE_WORKSPACE="$ws")
+      run "$backend-archive-base" PLUGIN_REBUILD=true PLUGIN_ARCHIVE_FORMAT=zstd PLUGIN_CACHE_KEY=a0 DRONE_WORKSPACE="$ws"
+      echo -e "$backend-archive-entry:bytes\t$(used)" >>"$METRICS"
+      root=inc-$backend-$run_no-c
+      run "$backend-chunked-base" "${chunked[@]}" PLUGIN_CACHE_KEY=k0
+      run "$backend-chunked-same" "${chunked[@]}" PLUGIN_CACHE_KEY=k0b
+      for n in $(seq 1 10); do
+        cp -a "$INC/held/$n/." "$ws/pkg.mod/"
+        run "$backend-chunked-add$n" "${chunked[@]}" PLUGIN_CACHE_KEY="k$n"
+      done
+      echo -e "$backend-chunked-used:bytes\t$(used)" >>"$METRICS"
+      wipe "$OUT/x"
+      run "$backend-chunked-restore" PLUGIN_RESTORE=true PLUGIN_CACHE_KEY=k10 DRONE_WORKSPACE="$OUT/x"
+      root=inc-$backend-$run_no
+      run "$backend-archive-last" PLUGIN_REBUILD=true PLUGIN_ARCHIVE_FORMAT=zstd PLUGIN_CACHE_KEY=a10 DRONE_WORKSPACE="$ws"
+      wipe "$OUT/x"
+      run "$backend-archive-restore" PLUGIN_RESTORE=true PLUGIN_CACHE_KEY=a10 DRONE_WORKSPACE="$OUT/x"
+      root=inc-$backend-$run_no-c
+      wipe "$OUT/chunk-cache"
+      wipe "$OUT/x"
+      run "$backend-cache-cold" PLUGIN_RESTORE=true PLUGIN_CACHE_KEY=k10 PLUGIN_CHUNK_CACHE="$OUT/chunk-cache" DRONE_WORKSPACE="$OUT/x"
+      wipe "$OUT/x"
+      run "$backend-cache-warm" PLUGIN_RESTORE=true PLUGIN_CACHE_KEY=k10 PLUGIN_CHUNK_CACHE="$OUT/chunk-cache" DRONE_WORKSPACE="$OUT/x"
+    done
+  done
+  wipe "$OUT/x"
+  python3 - "$RESULTS" "$METRICS" "$RUNS" <<'PY'
+import statistics, sys
+results, metrics, runs = sys.argv[1:]
+secs, rss, vals = {}, {}, {}
+for line in open(results):
+    name, s, r, *_ = line.split("\t")
+    secs.setdefault(name, []).append(float(s))
+    rss.setdefault(name, []).append(int(r))
+for line in open(metrics):
+    key, v = line.split("\t")
+    vals.setdefault(key, []).append(float(v))
+med = lambda d, k: statistics.median(d[k]) if k in d else float("nan")
+MB = 1e6
+print(f"\nincremental scenario, medians of {runs} runs; 'entry' = one whole zstd archive of the corpus")
+for b in ("fs", "s3"):
+    if f"{b}-chunked-base" not in secs:
+        continue
+    entry = med(vals, f"{b}-archive-entry:bytes")
+    base_up = med(vals, f"{b}-chunked-base:uploaded_bytes")
+    print(f"\n{b}: whole entry {entry / MB:.1f} MB; chunked entry {base_up / MB:.1f} MB ({base_up / entry:.2f}x)\n")
+    print("| step | uploaded MB | % of entry | objects | s | vs archive rebuild |")
+    print("|---|---|---|---|---|---|")
+    arch = med(secs, f"{b}-archive-base")
+    print(f"| archive (zstd), today | {entry / MB:.1f} | 100 % | 1 | {arch:.2f} | 1.00 |")
+    for step in ["base", "same"] + [f"add{n}" for n in range(1, 11)]:
+        k = f"{b}-chunked-{step}"
+        up = med(vals, f"{k}:uploaded_bytes")
+        print(f"| chunked {step} | {up / MB:.2f} | {100 * up / entry:.1f} % | "
+              f"{med(vals, f'{k}:objects_written'):.0f} | {med(secs, k):.2f} | {med(secs, k) / arch:.2f} |")
+    used = med(vals, f"{b}-chunked-used:bytes")
+    print(f"\nstorage after 12 keys (base, same, +10 modules): {used / MB:.1f} MB = {used / entry:.2f}x one whole entry")
+    cr, ar = med(secs, f"{b}-chunked-restore"), med(secs, f"{b}-archive-restore")
+    print(f"restore: chunked {cr:.2f} s (peak RSS {max(rss[f'{b}-chunked-restore']) / 1024:.0f} MiB, "
+          f"{med(vals, f'{b}-chunked-restore:chunks'):.0f} chunk requests) vs archive {ar:.2f} s "
+          f"(peak RSS {max(rss[f'{b}-archive-restore']) / 1024:.0f} MiB): {cr / ar:.2f}x")
+    warm = med(secs, f"{b}-cache-warm")
+    print(f"restore with a warm chunk cache: {warm:.2f} s = {warm / cr:.2f}x the chunked restore from {b} "
+          f"({med(vals, f'{b}-cache-warm:chunks_cached'):.0f} of {med(vals, f'{b}-cache-warm:chunks'):.0f} chunks from the cache)")
+PY
+  exit 0
+fi
 
 if [ -n "$LEVELS" ]; then
   # Level by level: the time of a rebuild and the size of what it stored.

@@ -228,6 +228,9 @@ async fn read_body(result: GetResult, buffers: &Buffers) -> object_store::Result
 /// buffer and checks it is what its name says.
 async fn decode(stored: Bytes, chunk: &ChunkRef, buffers: &Buffers) -> Result<Bytes, String> {
     let (size, id, buffers) = (chunk.size as usize, chunk.id.clone(), buffers.clone());
+    // As many decoding at once as there are cores: more threads only
+    // take turns, and the extractor needs a core too.
+    let _permit = decoders().acquire().await;
     tokio::task::spawn_blocking(move || {
         let mut data = buffers.take(size);
         decompress(&stored, &mut data).map_err(|e| format!("does not decompress ({e})"))?;
@@ -244,6 +247,11 @@ async fn decode(stored: Bytes, chunk: &ChunkRef, buffers: &Buffers) -> Result<By
     })
     .await
     .map_err(|e| format!("could not be checked: {e}"))?
+}
+
+fn decoders() -> &'static tokio::sync::Semaphore {
+    static DECODERS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    DECODERS.get_or_init(|| tokio::sync::Semaphore::new(crate::pool::threads()))
 }
 
 /// One zstd frame into `out` (whose capacity bounds it); each thread keeps
