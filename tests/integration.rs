@@ -77,6 +77,14 @@ macro_rules! read_suite {
                 super::special_files_are_skipped_and_setuid_dropped(&backend());
             }
             #[test]
+            fn chunked_round_trip_and_export() {
+                super::chunked_round_trip_and_export(&backend());
+            }
+            #[test]
+            fn chunked_missing_or_wrong_chunk_changes_nothing() {
+                super::chunked_missing_or_wrong_chunk_changes_nothing(&backend());
+            }
+            #[test]
             fn restore_keys_fall_back_to_the_newest_match() {
                 super::restore_keys_fall_back_to_the_newest_match(&backend());
             }
@@ -129,6 +137,14 @@ macro_rules! write_suite {
             #[test]
             fn pull_request_writes_can_be_allowed() {
                 super::pull_request_writes_can_be_allowed(&backend());
+            }
+            #[test]
+            fn chunked_rebuilds_upload_only_new_chunks_and_heal() {
+                super::chunked_rebuilds_upload_only_new_chunks_and_heal(&backend());
+            }
+            #[test]
+            fn flush_removes_unused_chunks_after_the_grace() {
+                super::flush_removes_unused_chunks_after_the_grace(&backend());
             }
         }
     };
@@ -942,4 +958,209 @@ fn pull_request_writes_can_be_allowed(backend: &Backend) {
         .rebuild()
         .assert_code(0)
         .assert_log("rebuild: stored key");
+}
+
+/// The chunks stored under `root`.
+fn chunks_of(backend: &Backend, root: &str) -> Vec<String> {
+    backend.list(&format!("{root}/chunks"))
+}
+
+fn chunked<'a>(step: Step<'a>) -> Step<'a> {
+    step.set("PLUGIN_ENTRY_FORMAT", "chunked")
+}
+
+fn chunked_round_trip_and_export(backend: &Backend) {
+    let root = unique_root("chunked");
+    let ws = workspace();
+    tree::rich(ws.path());
+    let before = snapshot(&ws.path().join("pkg.mod"));
+    chunked(Step::new(ws.path(), backend, &root))
+        .store_entry()
+        .assert_log("rebuild: stored key")
+        .assert_log("chunks");
+    let objects = backend.list(&root);
+    assert!(objects.contains(&entry(&root, "chunked")), "{objects:?}");
+    let chunks = chunks_of(backend, &root);
+    assert!(chunks.len() >= 2, "{chunks:?}");
+    assert_eq!(objects.len(), chunks.len() + 1, "{objects:?}");
+
+    let fresh = workspace();
+    Step::new(fresh.path(), backend, &root)
+        .restore()
+        .assert_code(0)
+        .assert_log("restore: hit")
+        .assert_log("chunked");
+    assert_same(&before, &snapshot(&fresh.path().join("pkg.mod")));
+
+    // export: one .tar.zst that GNU tar and the zstd tool read.
+    let out = fresh.path().join("entry.tar.zst");
+    Step::new(fresh.path(), backend, &root)
+        .unset("PLUGIN_MOUNT")
+        .export(&out)
+        .assert_code(0)
+        .assert_log("export: wrote key 'gomod-main'");
+    let test = std::process::Command::new("zstd")
+        .arg("-tq")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(test.success(), "zstd -t rejects the export");
+    let unpacked = workspace();
+    let tar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&out)
+        .arg("-C")
+        .arg(unpacked.path())
+        .output()
+        .unwrap();
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    assert_eq!(
+        fs::read(
+            unpacked
+                .path()
+                .join("pkg.mod/example.com/lib@v1.0.0/big.bin")
+        )
+        .unwrap(),
+        fs::read(ws.path().join("pkg.mod/example.com/lib@v1.0.0/big.bin")).unwrap()
+    );
+}
+
+fn chunked_missing_or_wrong_chunk_changes_nothing(backend: &Backend) {
+    // The GCS emulator takes writes only through its JSON API (the test's
+    // own `put`), so a chunk cannot be deleted there; a wrong one can.
+    let damages: &[&str] = match backend.writable() {
+        true => &["missing", "wrong"],
+        false => &["wrong"],
+    };
+    for &damage in damages {
+        let root = unique_root(&format!("chunk-{damage}"));
+        let ws = workspace();
+        tree::rich(ws.path());
+        chunked(Step::new(ws.path(), backend, &root)).store_entry();
+        let chunks = chunks_of(backend, &root);
+        let victim = &chunks[chunks.len() / 2];
+        match damage {
+            "missing" => backend.delete(victim),
+            _ => backend.put(victim, zstd::bulk::compress(b"other bytes", 3).unwrap()),
+        }
+        fs::write(ws.path().join("pkg.mod/mine"), "local work").unwrap();
+        let before = snapshot(ws.path());
+        Step::new(ws.path(), backend, &root)
+            .restore()
+            .assert_code(1)
+            .assert_log(victim)
+            .assert_log("workspace was left as it was");
+        assert_same(&before, &snapshot(ws.path()));
+        if backend.writable() {
+            assert!(
+                backend
+                    .meta(&format!("{root}/gomod-main.damaged"))
+                    .is_some(),
+                "{damage}"
+            );
+        }
+    }
+}
+
+fn chunked_rebuilds_upload_only_new_chunks_and_heal(backend: &Backend) {
+    let root = unique_root("chunk-dedup");
+    let ws = workspace();
+    tree::rich(ws.path());
+    chunked(Step::new(ws.path(), backend, &root))
+        .rebuild()
+        .assert_code(0);
+    let stored = chunks_of(backend, &root);
+    // The same tree under another key: only the index is written.
+    chunked(Step::new(ws.path(), backend, &root))
+        .set("PLUGIN_CACHE_KEY", "second")
+        .rebuild()
+        .assert_code(0)
+        .assert_log(": 0 new uploaded (0 B)");
+    assert_eq!(chunks_of(backend, &root), stored);
+    // A chunk goes missing: the restore reports the entry damaged, and the
+    // next rebuild writes every chunk again.
+    backend.delete(&stored[0]);
+    let fresh = workspace();
+    Step::new(fresh.path(), backend, &root)
+        .set("PLUGIN_CACHE_KEY", "second")
+        .restore()
+        .assert_code(1);
+    chunked(Step::new(ws.path(), backend, &root))
+        .set("PLUGIN_CACHE_KEY", "second")
+        .rebuild()
+        .assert_code(0)
+        .assert_log("found that entry damaged")
+        .assert_log("the damaged entry of key 'second' was replaced");
+    assert_eq!(chunks_of(backend, &root), stored);
+    let again = workspace();
+    Step::new(again.path(), backend, &root)
+        .set("PLUGIN_CACHE_KEY", "second")
+        .restore()
+        .assert_code(0);
+    assert_same(
+        &snapshot(&ws.path().join("pkg.mod")),
+        &snapshot(&again.path().join("pkg.mod")),
+    );
+}
+
+fn flush_removes_unused_chunks_after_the_grace(backend: &Backend) {
+    let root = unique_root("chunk-flush");
+    let ws = workspace();
+    tree::rich(ws.path());
+    chunked(Step::new(ws.path(), backend, &root))
+        .set("PLUGIN_CACHE_KEY", "old")
+        .rebuild()
+        .assert_code(0);
+    let old = chunks_of(backend, &root);
+    std::thread::sleep(Duration::from_secs(2));
+    fs::write(ws.path().join("pkg.mod/more.bin"), tree::noise(9, 700_000)).unwrap();
+    chunked(Step::new(ws.path(), backend, &root))
+        .set("PLUGIN_CACHE_KEY", "new")
+        .rebuild()
+        .assert_code(0);
+    let both = chunks_of(backend, &root);
+    assert!(both.len() > old.len());
+    // An age between the two entries' (servers keep their own clocks).
+    let now = chrono::Utc::now();
+    let age_of = |key: &str| {
+        let meta = backend.meta(&format!("{root}/{key}.chunked")).unwrap();
+        (now - meta.last_modified).num_milliseconds()
+    };
+    let between = format!("{}ms", (age_of("old") + age_of("new")) / 2);
+    // The protocol's times shortened to nothing, so two flushes run it.
+    let flush = |age: &str| {
+        Step::new(ws.path(), backend, &root)
+            .unset("PLUGIN_MOUNT")
+            .set("PLUGIN_FLUSH_AGE", age)
+            .set("LARDER_GC_TIMING", "0,0")
+            .run("flush")
+    };
+    flush(&between)
+        .assert_code(0)
+        .assert_log("flush: deleted 'old'")
+        .assert_log("flush: kept 'new'")
+        .assert_log("that no entry names");
+    assert_eq!(
+        chunks_of(backend, &root),
+        both,
+        "a chunk went before the grace"
+    );
+    assert_eq!(backend.list(&format!("{root}/gc")).len(), 1);
+    flush("1h").assert_code(0).assert_log("unused chunks");
+    let left = chunks_of(backend, &root);
+    assert!(left.len() < both.len(), "no chunk was removed");
+    assert!(backend.list(&format!("{root}/gc")).is_empty());
+    let fresh = workspace();
+    Step::new(fresh.path(), backend, &root)
+        .set("PLUGIN_CACHE_KEY", "new")
+        .restore()
+        .assert_code(0);
+    assert_same(
+        &snapshot(&ws.path().join("pkg.mod")),
+        &snapshot(&fresh.path().join("pkg.mod")),
+    );
 }

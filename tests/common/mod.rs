@@ -316,6 +316,12 @@ impl Backend {
         }
     }
 
+    /// Deletes an object (as a person with access to the storage would).
+    pub fn delete(&self, object: &str) {
+        block_on(self.store.delete(&ObjectPath::from(object)))
+            .unwrap_or_else(|e| panic!("delete {object}: {e}"));
+    }
+
     /// Every object under `prefix`, sorted.
     pub fn list(&self, prefix: &str) -> Vec<String> {
         use futures::TryStreamExt;
@@ -450,9 +456,18 @@ impl<'a> Step<'a> {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_BACKTRACE", "0")
             .current_dir(&self.workspace)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env(format!("PLUGIN_{}", mode.to_ascii_uppercase()), "true");
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if mode != "export" {
+            cmd.env(format!("PLUGIN_{}", mode.to_ascii_uppercase()), "true");
+        }
         cmd
+    }
+
+    /// `export: <file>`: writes the key's entry to `file`.
+    pub fn export(&self, file: &Path) -> Run {
+        let mut cmd = self.command("export");
+        cmd.env("PLUGIN_EXPORT", file);
+        to_run(cmd.output().expect("run larder"))
     }
 
     pub fn run(&self, mode: &str) -> Run {
