@@ -143,6 +143,10 @@ macro_rules! write_suite {
                 super::chunked_rebuilds_upload_only_new_chunks_and_heal(&backend());
             }
             #[test]
+            fn the_chunk_cache_serves_the_next_restore() {
+                super::the_chunk_cache_serves_the_next_restore(&backend());
+            }
+            #[test]
             fn flush_removes_unused_chunks_after_the_grace() {
                 super::flush_removes_unused_chunks_after_the_grace(&backend());
             }
@@ -1162,5 +1166,33 @@ fn flush_removes_unused_chunks_after_the_grace(backend: &Backend) {
     assert_same(
         &snapshot(&ws.path().join("pkg.mod")),
         &snapshot(&fresh.path().join("pkg.mod")),
+    );
+}
+
+fn the_chunk_cache_serves_the_next_restore(backend: &Backend) {
+    let root = unique_root("chunk-cache");
+    let ws = workspace();
+    tree::rich(ws.path());
+    chunked(Step::new(ws.path(), backend, &root))
+        .rebuild()
+        .assert_code(0);
+    let chunks = chunks_of(backend, &root).len();
+    let cache = workspace();
+    let restore = |target: &Path| {
+        Step::new(target, backend, &root)
+            .set("PLUGIN_CHUNK_CACHE", cache.path().to_str().unwrap())
+            .restore()
+    };
+    let first = workspace();
+    restore(first.path()).assert_code(0).assert_log(&format!(
+        "restore: 0 of {chunks} chunks came from the chunk cache"
+    ));
+    let second = workspace();
+    restore(second.path()).assert_code(0).assert_log(&format!(
+        "restore: {chunks} of {chunks} chunks came from the chunk cache"
+    ));
+    assert_same(
+        &snapshot(&ws.path().join("pkg.mod")),
+        &snapshot(&second.path().join("pkg.mod")),
     );
 }
