@@ -14,6 +14,7 @@ pub mod archive;
 pub mod cancel;
 pub mod chunked;
 pub(crate) mod describe;
+pub mod golang;
 pub(crate) mod human;
 pub mod job;
 pub mod key;

@@ -125,6 +125,8 @@ pub struct Restore {
     pub owners: bool,
     /// The runner-local chunk cache (`chunk_cache`).
     pub cache: Option<ChunkCache>,
+    /// Mark a restored Go build cache's entries unused (`trim_go_build_cache`).
+    pub go_build_cache: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -142,6 +144,8 @@ pub struct Rebuild {
     pub chunking: Option<Chunking>,
     /// The runner-local chunk cache (`chunk_cache`).
     pub cache: Option<ChunkCache>,
+    /// Remove what the build did not use from a Go build cache (`trim_go_build_cache`).
+    pub go_build_cache: bool,
 }
 
 /// How a rebuild cuts and compresses a chunked entry.
@@ -287,6 +291,7 @@ impl Job {
                 max_bytes: *values.max_restore_size,
                 owners: process.root,
                 cache: chunk_cache(values, &workspace, &remote_root),
+                go_build_cache: *values.trim_go_build_cache,
             }),
             (Mode::Rebuild, _) => Task::Rebuild(Rebuild {
                 key: key.unwrap_or_default(),
@@ -302,6 +307,7 @@ impl Job {
                 holder: holder(&metadata, process),
                 chunking: chunking(values, compression, process, &mut notes),
                 cache: chunk_cache(values, &workspace, &remote_root),
+                go_build_cache: *values.trim_go_build_cache,
             }),
             (Mode::Flush, flush) => Task::Flush(flush.unwrap_or_default()),
             (Mode::Export, _) => Task::Export(Export {

@@ -16,18 +16,21 @@ use sha2::{Digest, Sha256};
 pub enum Function {
     Checksum,
     HashFiles,
+    GoVersion,
     Epoch,
     Arch,
     Os,
 }
 
 impl Function {
-    pub const NAMES: [&'static str; 5] = ["checksum", "hashFiles", "epoch", "arch", "os"];
+    pub const NAMES: [&'static str; 6] =
+        ["checksum", "hashFiles", "goVersion", "epoch", "arch", "os"];
 
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "checksum" => Function::Checksum,
             "hashFiles" => Function::HashFiles,
+            "goVersion" => Function::GoVersion,
             "epoch" => Function::Epoch,
             "arch" => Function::Arch,
             "os" => Function::Os,
@@ -39,6 +42,7 @@ impl Function {
         match self {
             Function::Checksum => "checksum",
             Function::HashFiles => "hashFiles",
+            Function::GoVersion => "goVersion",
             Function::Epoch => "epoch",
             Function::Arch => "arch",
             Function::Os => "os",
@@ -47,7 +51,7 @@ impl Function {
 
     pub fn check_arity(self, count: usize) -> Result<(), String> {
         let ok = match self {
-            Function::Checksum => count == 1,
+            Function::Checksum | Function::GoVersion => count == 1,
             Function::HashFiles => count >= 1,
             Function::Epoch | Function::Arch | Function::Os => count == 0,
         };
@@ -61,6 +65,9 @@ impl Function {
             Function::HashFiles => "hashFiles takes one or more glob patterns: \
                                     {{ hashFiles \"**/go.sum\" }}"
                 .to_string(),
+            Function::GoVersion => format!(
+                "goVersion takes one go.mod file, got {count} arguments: {{{{ goVersion \"go.mod\" }}}}"
+            ),
             other => format!("{} takes no arguments, got {count}", other.name()),
         })
     }
@@ -70,6 +77,7 @@ impl Function {
         match self {
             Function::Checksum => checksum(workspace, &args[0]),
             Function::HashFiles => hash_files(workspace, args),
+            Function::GoVersion => go_version(workspace, &args[0]),
             Function::Epoch => Ok(SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -91,6 +99,31 @@ pub fn go_arch() -> &'static str {
         "loongarch64" => "loong64",
         other => other,
     }
+}
+
+/// The Go toolchain a module asks for: its `toolchain` line (`go1.22.3`)
+/// if it has one other than `default`, else its `go` line (`go1.21`). A
+/// build cache keyed by it is not restored for another toolchain.
+fn go_version(workspace: &Path, file: &str) -> Result<String, String> {
+    let path = workspace.join(file);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("goVersion \"{file}\": cannot read {}: {e}", path.display()))?;
+    let directive = |name: &str| {
+        text.lines()
+            .map(|line| line.split("//").next().unwrap_or("").trim())
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(char::is_whitespace))
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && *v != "default")
+    };
+    if let Some(toolchain) = directive("toolchain") {
+        return Ok(toolchain.to_string());
+    }
+    directive("go").map(|v| format!("go{v}")).ok_or_else(|| {
+        format!(
+            "goVersion \"{file}\": {} has no go or toolchain line",
+            path.display()
+        )
+    })
 }
 
 fn checksum(workspace: &Path, file: &str) -> Result<String, String> {
@@ -173,6 +206,35 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_version_reads_the_toolchain_or_the_go_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let version = |text: &str| {
+            std::fs::write(dir.path().join("go.mod"), text).unwrap();
+            Function::GoVersion.call(dir.path(), &["go.mod".into()])
+        };
+        assert_eq!(version("module x\n\ngo 1.21\n").unwrap(), "go1.21");
+        assert_eq!(
+            version("module x\ngo 1.21.0 // comment\ntoolchain go1.22.3\n").unwrap(),
+            "go1.22.3"
+        );
+        assert_eq!(
+            version("module x\ngo 1.22\ntoolchain default\n").unwrap(),
+            "go1.22"
+        );
+        assert!(
+            version("module x\n")
+                .unwrap_err()
+                .contains("no go or toolchain line")
+        );
+        assert!(
+            Function::GoVersion
+                .check_arity(0)
+                .unwrap_err()
+                .contains("goVersion")
+        );
+    }
 
     #[test]
     fn checksum_is_md5_hex_and_missing_file_is_an_error() {

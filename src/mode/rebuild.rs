@@ -15,6 +15,7 @@ use crate::archive::manifest::Manifest;
 use crate::archive::write::{Survey, WriteOptions};
 use crate::cancel::Cancel;
 use crate::chunked;
+use crate::golang;
 use crate::human;
 use crate::job::{Job, Mode, Rebuild, Stored};
 use crate::mount::{self, Mount};
@@ -41,6 +42,9 @@ pub async fn rebuild(
     let (mounts, notes) = mount::for_rebuild(&task.mounts, &job.workspace);
     for note in notes {
         warn!("rebuild: {note}");
+    }
+    if task.go_build_cache {
+        trim_go_build_caches(&mounts);
     }
     if mounts.is_empty() {
         let reason = "none of the mounts exist, so there is nothing to cache";
@@ -107,6 +111,32 @@ pub async fn rebuild(
         info!("rebuild: the damaged entry of key '{key}' was replaced");
     }
     Ok(report)
+}
+
+/// Removes what this build did not use from the Go build caches larder
+/// restored (see `golang`), before anything measures the mounts.
+fn trim_go_build_caches(mounts: &[Mount]) {
+    for mount in mounts.iter().filter(|m| golang::is_build_cache(&m.path)) {
+        match golang::trim_unused(&mount.path) {
+            Ok(Some(trimmed)) => info!(
+                "rebuild: {} is a Go build cache: removed the {} entries ({}) this build did \
+                 not use, kept the {} it used",
+                mount.name,
+                human::count(trimmed.removed),
+                human::bytes(trimmed.removed_bytes),
+                human::count(trimmed.used)
+            ),
+            Ok(None) => info!(
+                "rebuild: {} is a Go build cache, stored whole: larder did not restore it in \
+                 this build, or the build used none of its entries",
+                mount.name
+            ),
+            Err(e) => warn!(
+                "rebuild: cannot trim the Go build cache {} ({e}); it is stored whole",
+                mount.name
+            ),
+        }
+    }
 }
 
 /// Measures the mounts (on a blocking thread: it walks the trees).

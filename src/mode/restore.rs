@@ -15,6 +15,7 @@ use crate::archive::extract::{self, Extracted, Failed, extract};
 use crate::archive::manifest::{Manifest, Totals};
 use crate::cancel::Cancel;
 use crate::chunked::{self, Index};
+use crate::golang;
 use crate::human;
 use crate::job::Mode;
 use crate::job::{Job, Restore};
@@ -213,6 +214,7 @@ async fn unpack(
     let specs = specs.to_vec();
     let workspace = job.workspace.clone();
     let max_bytes = task.max_bytes;
+    let go_build_cache = task.go_build_cache;
     // drone-cache's entries name files by absolute path in the workspace.
     let from_drone_cache = found.restore_key.as_deref() == Some(DRONE_CACHE);
     let options = extract::Options {
@@ -245,7 +247,14 @@ async fn unpack(
             .filter(|s| !s.has_tree())
             .map(|s| s.mount.name.clone())
             .collect();
+        let restored: Vec<Mount> = staging
+            .mounts
+            .iter()
+            .filter(|s| s.has_tree())
+            .map(|s| s.mount.clone())
+            .collect();
         let placed = staging.commit().map_err(|e| local(e.into()))?;
+        go_caches(&restored, go_build_cache);
         for name in missing {
             warn!("restore: the entry holds nothing for mount {name}; it was left as it was");
         }
@@ -272,6 +281,28 @@ async fn unpack(
         report_damage(job, store, found, &error).await;
     }
     Err(error)
+}
+
+/// Prepares restored Go build caches for trimming (see `golang`), with
+/// `trim_go_build_cache`. A failure costs only the trim.
+fn go_caches(mounts: &[Mount], build_cache: bool) {
+    for mount in mounts {
+        if build_cache && golang::is_build_cache(&mount.path) {
+            match golang::stamp_restored(&mount.path, std::time::SystemTime::now()) {
+                Ok(stamped) => info!(
+                    "restore: {} is a Go build cache: its {} entries count as unused until \
+                     the build uses them; the rebuild keeps only those (trim_go_build_cache)",
+                    mount.name,
+                    human::count(stamped.entries)
+                ),
+                Err(e) => warn!(
+                    "restore: cannot prepare the Go build cache {} for trimming ({e}); the \
+                     rebuild keeps it whole",
+                    mount.name
+                ),
+            }
+        }
+    }
 }
 
 /// Tells the next rebuild of the entry's key to replace it, unless this

@@ -63,6 +63,7 @@ pub(super) fn rebuild_job(workspace: &Path, key: &str) -> Job {
             holder: "a test".into(),
             chunking: None,
             cache: None,
+            go_build_cache: true,
         }),
         workspace,
     )
@@ -79,6 +80,7 @@ pub(super) fn restore_job(workspace: &Path, key: &str, prefixes: &[&str]) -> Job
             max_bytes: 1 << 30,
             owners: false,
             cache: None,
+            go_build_cache: true,
         }),
         workspace,
     )

@@ -221,6 +221,12 @@ settings! {
     "chunk_cache_size" => chunk_cache_size: Size = "10GB", Archive,
         aliases: [], flags: [],
         "The most chunk_cache may hold; the least recently used chunks are removed beyond it.";
+    "trim_go_build_cache" => trim_go_build_cache: Bool = "true", Cache,
+        aliases: [], flags: [],
+        "For a mount that holds a Go build cache (GOCACHE; Go's README in it says so): \
+         after a restore, mark its entries unused (and keep Go's own trim from running \
+         mid-build); before the rebuild, remove the entries the build did not use, so the \
+         entry holds what this build used and does not grow from run to run.";
     "compression_level" => compression_level: Int = "-1", Archive,
         aliases: [], flags: ["compression.level"],
         "Compression level: gzip 1-9, zstd 1-19. -1 picks the format's default, chosen \
