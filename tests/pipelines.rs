@@ -108,6 +108,11 @@ fn check_pipeline(file: &str, runner: Runner) {
         "example.com/m v1.0.0 h1:x=\n",
     )
     .unwrap();
+    std::fs::write(
+        workspace.path().join("go.mod"),
+        "module example.com/m\n\ngo 1.22\n",
+    )
+    .unwrap();
     let mut modes = Vec::new();
     let mut keys = Vec::new();
     for doc in pipelines {
@@ -295,6 +300,11 @@ fn woodpecker_pipeline_is_valid() {
 #[test]
 fn plugin_page_example_is_valid() {
     check_pipeline("docs.md#example", Runner::Woodpecker);
+}
+
+#[test]
+fn go_page_example_is_valid() {
+    check_pipeline("docs/go.md#example", Runner::Drone);
 }
 
 #[test]
