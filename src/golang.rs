@@ -12,7 +12,10 @@
 //!   the same build need), and the restore time is noted;
 //! - before the rebuild, entries whose time is still before the restore
 //!   were not used by this build, and are removed, so the entry holds what
-//!   the build used. If the build used none, nothing is removed.
+//!   the build used. If the build used none, nothing is removed. The kept
+//!   entries get one fixed time (the next restore sets its own anyway), so
+//!   a build that used the same entries stores the same tree: its rebuild
+//!   finds the entry unchanged, and a chunked entry finds its chunks again.
 //!
 //! (The module cache needs nothing of larder; docs/go.md says how to keep
 //! `go build ./...` out of one in the workspace.)
@@ -28,6 +31,9 @@ const BUILD_CACHE_README: &str =
 
 /// Where larder notes when it restored a build cache (Unix seconds).
 const RESTORED: &str = "larder-restored.txt";
+
+/// The time kept entries are stored with: 2020-01-01T00:00:00Z.
+const STORED_TIME: Duration = Duration::from_secs(1_577_836_800);
 
 /// How far back restored entries are set: more than Go's one hour, so any
 /// entry the build uses is stamped again.
@@ -103,6 +109,11 @@ pub fn trim_unused(dir: &Path) -> io::Result<Option<Trimmed>> {
         trimmed.removed += 1;
         trimmed.removed_bytes += bytes;
     }
+    let stored = UNIX_EPOCH + STORED_TIME;
+    for entry in entries(dir)? {
+        set_time(&entry, stored)?;
+    }
+    set_time(&dir.join("trim.txt"), stored)?;
     Ok(Some(trimmed))
 }
 
@@ -203,6 +214,11 @@ mod tests {
         assert!(!d.join("ff/ff33-a").exists() && !d.join("ff/ff44-d").exists());
         assert!(d.join("fuzz/x").is_dir() && d.join("README").exists());
         assert!(!d.join(RESTORED).exists());
+        // Kept entries are stored with one fixed time.
+        for kept in ["0a/0a11-a", "ff/ff55-a", "trim.txt"] {
+            let time = fs::metadata(d.join(kept)).unwrap().modified().unwrap();
+            assert_eq!(time, UNIX_EPOCH + STORED_TIME, "{kept}");
+        }
     }
 
     #[test]

@@ -130,6 +130,24 @@ fn a_restored_build_cache_compiles_nothing_that_did_not_change() {
         cold.len()
     );
 
+    // Stored trimmed; the same build once more uses the same entries, so
+    // its tree is the same and nothing is uploaded under the key.
+    step(&ws, &backend, &root, "gobuild-1")
+        .rebuild()
+        .assert_code(0)
+        .assert_log("this build did not use");
+    fresh(&ws);
+    write_project(&ws, 1);
+    step(&ws, &backend, &root, "gobuild-1")
+        .restore()
+        .assert_code(0);
+    build(&ws);
+    step(&ws, &backend, &root, "gobuild-1")
+        .rebuild()
+        .assert_code(0)
+        .assert_log("removed the 0 entries")
+        .assert_log("have not changed");
+
     // A change compiles only what depends on it.
     fresh(&ws);
     write_project(&ws, 2);
