@@ -29,3 +29,5 @@ pub mod settings;
 pub mod staging;
 pub mod storage;
 pub(crate) mod summary;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -40,16 +40,8 @@ fn write_project(ws: &Path, version: u32) {
 }
 
 fn go(ws: &Path, args: &[&str]) -> Output {
-    let output = Command::new("go")
+    let output = common::golang::go_command(ws, "off")
         .args(args)
-        .current_dir(ws)
-        .env("GOCACHE", ws.join(".gocache"))
-        .env("GOMODCACHE", ws.join("pkg.mod"))
-        .env("GOPATH", ws.join(".gopath"))
-        .env("HOME", ws)
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOTOOLCHAIN", "local")
         .output()
         .expect("the Go toolchain runs (scripts/ci-services.sh install installs golang-go)");
     assert!(
@@ -308,16 +300,8 @@ fn only_cache_download_is_enough_to_build_offline() {
     let first = tempfile::tempdir().unwrap();
     common::golang::write_app(first.path());
     let with = |ws: &Path, proxy: &str, args: &[&str]| {
-        let output = Command::new("go")
+        let output = common::golang::go_command(ws, proxy)
             .args(args)
-            .current_dir(ws)
-            .env("GOMODCACHE", ws.join("pkg.mod"))
-            .env("GOCACHE", ws.join(".gocache"))
-            .env("HOME", ws)
-            .env("GOPROXY", proxy)
-            .env("GOSUMDB", "off")
-            .env("GOFLAGS", "-mod=mod")
-            .env("GOTOOLCHAIN", "local")
             .output()
             .unwrap();
         assert!(

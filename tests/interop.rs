@@ -135,18 +135,7 @@ fn larder_restores_what_gnu_tar_wrote() {
 }
 
 fn go(ws: &Path, proxy: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new("go");
-    cmd.args(args)
-        .current_dir(ws)
-        .env("GOMODCACHE", ws.join("pkg.mod"))
-        .env("GOCACHE", ws.join(".gocache"))
-        .env("GOPATH", ws.join(".gopath"))
-        .env("HOME", ws)
-        .env("GOPROXY", proxy)
-        .env("GOSUMDB", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOTOOLCHAIN", "local");
-    sh(&mut cmd)
+    sh(golang::go_command(ws, proxy).args(args))
 }
 
 /// The issue's own pipeline: GOMODCACHE in the workspace, cached by larder,

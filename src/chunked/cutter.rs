@@ -75,19 +75,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-
-    /// Pseudo-random bytes that compress poorly, like most cached files.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::testing::noise;
 
     fn chunks(params: Params, data: &[u8], piece: usize) -> Vec<Bytes> {
         let mut out = Vec::new();

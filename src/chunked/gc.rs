@@ -82,13 +82,7 @@ struct List {
 
 /// The condemned lists pending in the repository's folder.
 pub async fn pending(store: &Store) -> anyhow::Result<Vec<Condemned>> {
-    let prefix = Path::from(GC);
-    let listing: Vec<ObjectMeta> = store
-        .inner()
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| store.error("listing of", &prefix, e))?;
+    let listing = list(store, GC).await?;
     let sweeping: HashSet<String> = listing
         .iter()
         .filter_map(|m| {
@@ -165,17 +159,22 @@ pub fn may_publish(
 
 /// Every chunk in the folder, with its metadata.
 pub async fn chunks(store: &Store) -> anyhow::Result<Vec<ObjectMeta>> {
-    let prefix = Path::from(CHUNKS);
-    let listing: Vec<ObjectMeta> = store
+    Ok(list(store, CHUNKS)
+        .await?
+        .into_iter()
+        .filter(|m| m.location.filename().is_some_and(is_chunk_id))
+        .collect())
+}
+
+/// Every object below `folder` of the repository's folder.
+async fn list(store: &Store, folder: &str) -> anyhow::Result<Vec<ObjectMeta>> {
+    let prefix = Path::from(folder);
+    store
         .inner()
         .list(Some(&prefix))
         .try_collect()
         .await
-        .map_err(|e| store.error("listing of", &prefix, e))?;
-    Ok(listing
-        .into_iter()
-        .filter(|m| m.location.filename().is_some_and(is_chunk_id))
-        .collect())
+        .map_err(|e| store.error("listing of", &prefix, e))
 }
 
 /// What a mark or a sweep came to.

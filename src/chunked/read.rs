@@ -20,7 +20,7 @@ use super::{ChunkRef, chunk_id, chunk_path};
 use crate::cancel::Cancel;
 use crate::progress::{self, Progress};
 use crate::storage::Store;
-use crate::storage::transfer::Download;
+use crate::storage::transfer::{self, Download};
 
 /// Chunk downloads in flight. A 256 KiB chunk is about 80 KB stored, and
 /// a link of 1 Gbit/s with 20 ms round trips holds 2.5 MB in flight, so it
@@ -83,7 +83,7 @@ pub fn download(
     let hits = Arc::clone(&cached);
     let buffers = Buffers::default();
     tokio::spawn(async move {
-        let mut fetches = futures::stream::iter(chunks)
+        let fetches = futures::stream::iter(chunks)
             .map(|chunk| {
                 let fetched = fetch(
                     store.clone(),
@@ -95,36 +95,20 @@ pub fn download(
                 );
                 AbortOnDropHandle::new(tokio::spawn(fetched))
             })
-            .buffered(IN_FLIGHT);
-        loop {
-            let joined = tokio::select! {
-                joined = fetches.next() => joined,
-                () = cancel.cancelled() => {
-                    let stop = io::Error::new(io::ErrorKind::Interrupted, "interrupted by a signal");
-                    let _ = tx.send(Err(stop)).await;
-                    return;
-                }
-            };
-            let Some(joined) = joined else { return };
-            let result = joined.unwrap_or_else(|e| {
-                Err(ChunkError::Storage(anyhow!("a download task failed: {e}")))
-            });
-            let item = result.map(|bytes| vec![bytes]).map_err(|e| {
-                let message = match e {
+            .buffered(IN_FLIGHT)
+            .map(|joined| {
+                let fetched = joined.unwrap_or_else(|e| {
+                    Err(ChunkError::Storage(anyhow!("a download task failed: {e}")))
+                });
+                fetched.map(|bytes| vec![bytes]).map_err(|e| match e {
                     ChunkError::Damaged(message) => {
                         damage.store(true, Ordering::SeqCst);
                         message
                     }
                     ChunkError::Storage(e) => format!("{e:#}"),
-                };
-                let _ = report.set(message.clone());
-                io::Error::other(message)
+                })
             });
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                return;
-            }
-        }
+        transfer::forward(fetches, tx, cancel, report).await;
     });
     (Download::streamed(rx, failure, damaged, progress), cached)
 }

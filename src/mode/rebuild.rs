@@ -320,25 +320,8 @@ async fn upload(
         store.backend,
         store.location
     );
-    let (tx, rx) = mpsc::channel(8);
     let progress = options.progress.clone();
-    let (compression, level) = (task.compression, task.level);
-    let owned_mounts = mounts.to_vec();
-    let producer = tokio::task::spawn_blocking(move || {
-        let (packed, writer) = archive::pack(
-            &owned_mounts,
-            &survey,
-            &options,
-            compression,
-            level,
-            ChunkWriter::new(tx),
-        )
-        .context("cannot archive the mounts")?;
-        writer
-            .finish()
-            .context("cannot hand the archive to the upload")?;
-        Ok(packed)
-    });
+    let (producer, rx) = archiver(mounts, survey, options, (task.compression, task.level));
     let (packed, pending) = transfer::upload(store, target, rx, producer, &progress).await?;
     let ours = match claim {
         Some(claim) => claim.still_ours().await,
@@ -388,6 +371,37 @@ async fn upload(
     report.stored_bytes = sent;
     report.seconds = elapsed.as_secs_f64();
     Ok(report)
+}
+
+/// Archives the mounts on a blocking thread, handing the (compressed)
+/// stream on in pieces of 1 MiB.
+fn archiver(
+    mounts: &[Mount],
+    survey: Survey,
+    options: WriteOptions,
+    (compression, level): (archive::Compression, i32),
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<archive::Packed>>,
+    mpsc::Receiver<bytes::Bytes>,
+) {
+    let (tx, rx) = mpsc::channel(8);
+    let mounts = mounts.to_vec();
+    let producer = tokio::task::spawn_blocking(move || {
+        let (packed, writer) = archive::pack(
+            &mounts,
+            &survey,
+            &options,
+            compression,
+            level,
+            ChunkWriter::new(tx),
+        )
+        .context("cannot archive the mounts")?;
+        writer
+            .finish()
+            .context("cannot hand the archive on for storing")?;
+        Ok(packed)
+    });
+    (producer, rx)
 }
 
 /// An entry stored earlier in another format would linger beside the one

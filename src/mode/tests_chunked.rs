@@ -19,19 +19,7 @@ use crate::chunked::{self, Index};
 use crate::job::{Chunking, Job, Stored, Task};
 use crate::storage::{Store, damage, entry};
 use crate::summary::{Outcome, Summary};
-
-/// Bytes that do not compress or repeat, seeded.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use crate::testing::noise;
 
 /// A module cache of `modules` modules, each a few files of noise.
 fn modules(workspace: &Path, range: std::ops::Range<u64>) {

@@ -5,6 +5,23 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+/// `go` for a workspace with its caches inside it (`pkg.mod`, `.gocache`),
+/// modules from `proxy` (`off` for none), no checksum database and no
+/// toolchain switching: a build with no network.
+pub fn go_command(ws: &Path, proxy: &str) -> Command {
+    let mut cmd = Command::new("go");
+    cmd.current_dir(ws)
+        .env("GOMODCACHE", ws.join("pkg.mod"))
+        .env("GOCACHE", ws.join(".gocache"))
+        .env("GOPATH", ws.join(".gopath"))
+        .env("HOME", ws)
+        .env("GOPROXY", proxy)
+        .env("GOSUMDB", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local");
+    cmd
+}
+
 /// Writes a module proxy (GOPROXY file layout) holding example.com/greet.
 pub fn module_proxy(dir: &Path) {
     let v = dir.join("example.com/greet/@v");

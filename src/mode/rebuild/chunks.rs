@@ -6,22 +6,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use object_store::PutMode;
 use object_store::path::Path;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::skipped;
+use crate::archive::Compression;
 use crate::archive::manifest::Manifest;
 use crate::archive::write::{Survey, WriteOptions};
-use crate::archive::{self, Compression};
 use crate::chunked::write::{self, Context as ChunkContext};
 use crate::chunked::{Index, gc};
 use crate::human;
 use crate::job::{Chunking, Mode, Rebuild};
 use crate::mount::{self, Mount};
-use crate::pipe::ChunkWriter;
 use crate::storage::Store;
 use crate::storage::claim::Claim;
 use crate::summary::{Outcome, Summary};
@@ -79,23 +77,7 @@ pub(super) async fn upload(
     );
     let manifest = Manifest::for_mounts(mounts, &survey.totals, &survey.tree);
     let progress = options.progress.clone();
-    let (tx, rx) = mpsc::channel(8);
-    let owned_mounts = mounts.to_vec();
-    let producer = tokio::task::spawn_blocking(move || {
-        let (packed, writer) = archive::pack(
-            &owned_mounts,
-            &survey,
-            &options,
-            Compression::None,
-            0,
-            ChunkWriter::new(tx),
-        )
-        .context("cannot archive the mounts")?;
-        writer
-            .finish()
-            .context("cannot hand the archive to the chunker")?;
-        anyhow::Ok(packed)
-    });
+    let (producer, rx) = super::archiver(mounts, survey, options, (Compression::None, 0));
     let context = ChunkContext {
         store: store.clone(),
         known: Arc::new(known),
