@@ -136,6 +136,7 @@ PY
     mv "$INC.tmp" "$INC"
   fi
   rm -f "$RESULTS"
+  wipe "$OUT/cache"
   METRICS=$WORK/metrics.tsv
   rm -f "$METRICS"
   backends=(fs s3); [ "$ONLY" = fs ] && backends=(fs); [ "$ONLY" = s3 ] && backends=(s3)
@@ -157,14 +158,16 @@ for k in ("uploaded_bytes", "objects_written", "stored_bytes", "chunks", "chunks
   for run_no in $(seq 1 "$RUNS"); do
     for backend in "${backends[@]}"; do
       echo "bench: incremental, $backend, run $run_no of $RUNS" >&2
-      root=inc-$backend-$run_no
+      # A folder of its own for each run: nothing stored before counts.
+      stamp=$(date +%s%N)
+      root=inc-$backend-$run_no-$stamp
       ws=$OUT/incws
       wipe "$ws"
       cp -a "$INC/pkg.mod" "$ws/pkg.mod"
       chunked=(PLUGIN_REBUILD=true PLUGIN_ENTRY_FORMAT=chunked DRONE_WORKSPACE="$ws")
       run "$backend-archive-base" PLUGIN_REBUILD=true PLUGIN_ARCHIVE_FORMAT=zstd PLUGIN_CACHE_KEY=a0 DRONE_WORKSPACE="$ws"
       echo -e "$backend-archive-entry:bytes\t$(used)" >>"$METRICS"
-      root=inc-$backend-$run_no-c
+      root=inc-$backend-$run_no-$stamp-c
       run "$backend-chunked-base" "${chunked[@]}" PLUGIN_CACHE_KEY=k0
       run "$backend-chunked-same" "${chunked[@]}" PLUGIN_CACHE_KEY=k0b
       for n in $(seq 1 10); do
@@ -174,11 +177,11 @@ for k in ("uploaded_bytes", "objects_written", "stored_bytes", "chunks", "chunks
       echo -e "$backend-chunked-used:bytes\t$(used)" >>"$METRICS"
       wipe "$OUT/x"
       run "$backend-chunked-restore" PLUGIN_RESTORE=true PLUGIN_CACHE_KEY=k10 DRONE_WORKSPACE="$OUT/x"
-      root=inc-$backend-$run_no
+      root=inc-$backend-$run_no-$stamp
       run "$backend-archive-last" PLUGIN_REBUILD=true PLUGIN_ARCHIVE_FORMAT=zstd PLUGIN_CACHE_KEY=a10 DRONE_WORKSPACE="$ws"
       wipe "$OUT/x"
       run "$backend-archive-restore" PLUGIN_RESTORE=true PLUGIN_CACHE_KEY=a10 DRONE_WORKSPACE="$OUT/x"
-      root=inc-$backend-$run_no-c
+      root=inc-$backend-$run_no-$stamp-c
       wipe "$OUT/chunk-cache"
       wipe "$OUT/x"
       run "$backend-cache-cold" PLUGIN_RESTORE=true PLUGIN_CACHE_KEY=k10 PLUGIN_CHUNK_CACHE="$OUT/chunk-cache" DRONE_WORKSPACE="$OUT/x"
