@@ -130,11 +130,13 @@ async fn store_chunk(
     scheduled: &Mutex<HashSet<String>>,
 ) -> anyhow::Result<(ChunkRef, bool)> {
     let (known, level) = (Arc::clone(&ctx.known), ctx.level);
+    // Whether this is the stream's first copy of the chunk: only that one
+    // is uploaded. (A poisoned lock still holds a valid set.)
     let first = |id: &str| {
         scheduled
             .lock()
-            .map(|mut set| set.insert(id.to_string()))
-            .unwrap_or(false)
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string())
     };
     let size = chunk.len() as u64;
     let id = {
