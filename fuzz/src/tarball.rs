@@ -8,6 +8,7 @@ use larder::archive::Compression;
 use larder::archive::codec::Encoder;
 use larder::archive::digest::{self, Tally};
 use larder::archive::manifest::{self, Manifest};
+use larder::archive::pax::append_global;
 use tar::{Builder, EntryType, Header};
 
 /// One tar member.
@@ -98,35 +99,6 @@ pub fn append<W: Write>(builder: &mut Builder<W>, member: &Member) -> io::Result
         builder.append_pax_extensions(pax)?;
     }
     builder.append(&header, member.data.as_slice())
-}
-
-/// A PAX global header holding one record (the manifest, the digest).
-pub fn append_global<W: Write>(
-    builder: &mut Builder<W>,
-    key: &str,
-    value: &[u8],
-) -> io::Result<()> {
-    let data = pax_record(key, value);
-    let mut header = Header::new_ustar();
-    header.set_entry_type(EntryType::XGlobalHeader);
-    header.set_path("pax_global_header")?;
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder.append(&header, data.as_slice())
-}
-
-/// One `"<len> key=value\n"` record, where len counts the whole record.
-pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let rest = key.len() + value.len() + 3;
-    let mut len = rest + 1;
-    while len != rest + len.to_string().len() {
-        len = rest + len.to_string().len();
-    }
-    let mut record = format!("{len} {key}=").into_bytes();
-    record.extend_from_slice(value);
-    record.push(b'\n');
-    record
 }
 
 /// The digest trailer.
