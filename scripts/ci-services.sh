@@ -127,7 +127,7 @@ build_s3s_fs() {
     "$S3S_VERSION" >"$fetch/Cargo.toml"
   : >"$fetch/src/lib.rs"
   (cd "$fetch" && cargo fetch --quiet)
-  crate=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"s3s-fs-$S3S_VERSION.crate" | head -1)
+  crate=$(find "${CARGO_HOME:-$HOME/.cargo}"/registry/cache -name "s3s-fs-$S3S_VERSION.crate" | head -1)
   [ -f "$crate" ] || die "cargo fetch did not download s3s-fs $S3S_VERSION"
   tar -xzf "$crate" -C "$src" --strip-components=1
   printf '\n[workspace]\n' >>"$src/Cargo.toml"
@@ -353,21 +353,30 @@ CFG
 # --disableProductStyleUrl: the account is the URL's first path segment even
 # when the containers reach Azurite by a host name (azure.larder.test),
 # which Azurite would otherwise read as the account.
-start_azure() {
-  start_bg azurite "$TOOLS/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZURE_PORT" \
-    --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --disableProductStyleUrl --silent
-  wait_http "http://127.0.0.1:$AZURE_PORT/$AZURE_ACCOUNT"
-  AZURE_CONN="DefaultEndpointsProtocol=http;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=http://127.0.0.1:$AZURE_PORT/$AZURE_ACCOUNT;" \
-    "$TOOLS/venv/bin/python" - <<'PY'
+# create_azure_container ENDPOINT [CA]: the ci-cache container in the
+# Azurite at ENDPOINT (with the account key; CA for https), if not there yet.
+create_azure_container() {
+  local scheme=${1%%://*}
+  AZURE_CONN="DefaultEndpointsProtocol=$scheme;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=$1/$AZURE_ACCOUNT;" \
+    AZURE_CA="${2:-}" "$TOOLS/venv/bin/python" - <<'PY'
 import os
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
-service = BlobServiceClient.from_connection_string(os.environ["AZURE_CONN"])
+ca = os.environ["AZURE_CA"]
+service = BlobServiceClient.from_connection_string(
+    os.environ["AZURE_CONN"], **({"connection_verify": ca} if ca else {}))
 try:
     service.create_container("ci-cache")
 except ResourceExistsError:
     pass
 PY
+}
+
+start_azure() {
+  start_bg azurite "$TOOLS/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZURE_PORT" \
+    --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --disableProductStyleUrl --silent
+  wait_http "http://127.0.0.1:$AZURE_PORT/$AZURE_ACCOUNT"
+  create_azure_container "http://127.0.0.1:$AZURE_PORT"
   log "Azure: Azurite on 127.0.0.1:$AZURE_PORT, container ci-cache"
 }
 
@@ -382,18 +391,7 @@ start_azure_tls() {
     [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" "https://localhost:$AZURE_TLS_PORT/$AZURE_ACCOUNT")" != 000 ] && break
     sleep 0.1
   done
-  AZURE_CONN="DefaultEndpointsProtocol=https;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=https://localhost:$AZURE_TLS_PORT/$AZURE_ACCOUNT;" \
-    AZURE_CA="$D/ca.pem" "$TOOLS/venv/bin/python" - <<'PY'
-import os
-from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobServiceClient
-service = BlobServiceClient.from_connection_string(
-    os.environ["AZURE_CONN"], connection_verify=os.environ["AZURE_CA"])
-try:
-    service.create_container("ci-cache")
-except ResourceExistsError:
-    pass
-PY
+  create_azure_container "https://localhost:$AZURE_TLS_PORT" "$D/ca.pem"
   log "Azure over https: Azurite on 127.0.0.1:$AZURE_TLS_PORT, container ci-cache"
 }
 
@@ -522,18 +520,7 @@ PY
       [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" "https://localhost:$ENTRA_PORT/msi/token")" != 000 ] && break
     sleep 0.1
   done
-  AZURE_CONN="DefaultEndpointsProtocol=https;AccountName=$AZURE_ACCOUNT;AccountKey=$AZURE_KEY;BlobEndpoint=https://localhost:$AZURE_OAUTH_PORT/$AZURE_ACCOUNT;" \
-    AZURE_CA="$D/ca.pem" "$TOOLS/venv/bin/python" - <<'PY'
-import os
-from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobServiceClient
-service = BlobServiceClient.from_connection_string(
-    os.environ["AZURE_CONN"], connection_verify=os.environ["AZURE_CA"])
-try:
-    service.create_container("ci-cache")
-except ResourceExistsError:
-    pass
-PY
+  create_azure_container "https://localhost:$AZURE_OAUTH_PORT" "$D/ca.pem"
   # The token the fake issues is accepted, a request without one is not.
   local tok code
   tok=$(curl -sf --cacert "$D/ca.pem" -H 'Metadata: true' \
@@ -601,13 +588,13 @@ start_gcs_tls() {
 }
 
 stop() {
-  local f pid i user
+  local f pid user
   for f in "$RUN"/*.pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f"); rm -f "$f"
     kill "$pid" 2>/dev/null || continue
     # dockerd stops its containers first; give it longer than the servers.
-    for i in $(seq 1 "$([ "$(basename "$f")" = dockerd.pid ] && echo 300 || echo 50)"); do
+    for _ in $(seq 1 "$([ "$(basename "$f")" = dockerd.pid ] && echo 300 || echo 50)"); do
       case "$(ps -o stat= -p "$pid" 2>/dev/null)" in ""|Z*) break;; esac
       sleep 0.1
     done
