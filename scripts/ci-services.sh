@@ -577,8 +577,7 @@ start_gcs_tls() {
     -cert-location "$D/server-ca.pem" -private-key-location "$D/server-ca.key" \
     -public-host "gcs.larder.test:$GCS_TLS_PORT" -external-url "$url"
   local curl_tls=(curl -s --cacert "$D/ca.pem" --resolve "gcs.larder.test:$GCS_TLS_PORT:127.0.0.1")
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     [ "$("${curl_tls[@]}" -o /dev/null -w '%{http_code}' "$url/storage/v1/b")" != 000 ] && break
     sleep 0.1
   done
