@@ -544,8 +544,7 @@ start_dns() {
     --no-poll --user=root --pid-file= --listen-address="$DNS_ADDR" --bind-interfaces --port=53 \
     --address=/dns.larder.test/127.0.0.1 --local=/larder.test/ \
     --log-queries --log-facility="$RUN/dns-queries.log"
-  local i
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     [ -s "$RUN/dns-queries.log" ] && kill -0 "$(cat "$RUN/dnsmasq.pid")" 2>/dev/null && {
       log "DNS: dnsmasq on $DNS_ADDR:53"
       return 0
