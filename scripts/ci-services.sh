@@ -138,8 +138,8 @@ build_s3s_fs() {
 }
 
 wait_http() { # url: any HTTP answer counts as up
-  local url=$1 i
-  for i in $(seq 1 100); do
+  local url=$1
+  for _ in $(seq 1 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null)" != 000 ] && return 0
     sleep 0.1
   done
@@ -265,8 +265,7 @@ LogLevel VERBOSE
 CFG
   /usr/sbin/sshd -t -f "$D/sshd_config"
   start_bg sshd /usr/sbin/sshd -D -e -f "$D/sshd_config"
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     if ssh-keyscan -p "$SFTP_PORT" -t ed25519 127.0.0.1 >"$D/known_hosts" 2>/dev/null && [ -s "$D/known_hosts" ]; then
       log "SFTP: sshd on 127.0.0.1:$SFTP_PORT, users $SFTP_PASSWORD_USER (password) and $SFTP_KEY_USER (key)"
       return 0
@@ -286,8 +285,7 @@ start_docker() {
     return 0
   fi
   start_bg dockerd dockerd --storage-driver=vfs --iptables=false --bridge=none
-  local i
-  for i in $(seq 1 120); do
+  for _ in $(seq 1 120); do
     docker info >/dev/null 2>&1 && { log "Docker: dockerd started"; return 0; }
     sleep 0.5
   done
@@ -337,8 +335,7 @@ cert = $D/server-bundled-ca.pem
 key = $D/server-bundled-ca.key
 CFG
   start_bg stunnel stunnel4 "$D/stunnel.conf"
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     if curl -s -o /dev/null --cacert "$D/ca.pem" "https://localhost:$S3_TLS_PORT/" &&
       curl -s -o /dev/null --cacert "$D/bundled-ca.pem" "https://localhost:$S3_TLS_BUNDLED_PORT/"; then
       log "S3 over https: stunnel on 127.0.0.1:$S3_TLS_PORT (private CA) and :$S3_TLS_BUNDLED_PORT (bundled CA)"
@@ -386,8 +383,7 @@ start_azure_tls() {
   start_bg azurite-tls "$TOOLS/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZURE_TLS_PORT" \
     --cert "$D/server-ca.pem" --key "$D/server-ca.key" \
     --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --disableProductStyleUrl --silent
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" "https://localhost:$AZURE_TLS_PORT/$AZURE_ACCOUNT")" != 000 ] && break
     sleep 0.1
   done
@@ -514,8 +510,7 @@ server.serve_forever()
 PY
   start_bg entra "$TOOLS/venv/bin/python" "$RUN/entra.py" "$ENTRA_PORT" "$D/server-ca.pem" "$D/server-ca.key" \
     "$ENTRA_SECRET" "$RUN/entra-requests.log"
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" "https://localhost:$AZURE_OAUTH_PORT/$AZURE_ACCOUNT")" != 000 ] &&
       [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$D/ca.pem" "https://localhost:$ENTRA_PORT/msi/token")" != 000 ] && break
     sleep 0.1
