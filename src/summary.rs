@@ -53,7 +53,7 @@ pub struct Summary {
     /// Bytes a rebuild of a chunked entry uploaded (its new chunks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uploaded_bytes: Option<u64>,
-    /// Objects written to storage (new chunks and the index).
+    /// Objects written to storage (new packs, their catalogs, the index).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub objects_written: Option<u64>,
     /// Chunks a restore read, and how many of them came from the runner's
@@ -62,6 +62,9 @@ pub struct Summary {
     pub chunks: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunks_cached: Option<u64>,
+    /// Requests a restore of a chunked entry made for its chunks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +92,7 @@ impl Summary {
             objects_written: None,
             chunks: None,
             chunks_cached: None,
+            requests: None,
             deleted: None,
             kept: None,
             reason: None,

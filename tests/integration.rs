@@ -964,13 +964,17 @@ fn pull_request_writes_can_be_allowed(backend: &Backend) {
         .assert_log("rebuild: stored key");
 }
 
-/// The chunks stored under `root`.
-fn chunks_of(backend: &Backend, root: &str) -> Vec<String> {
-    backend.list(&format!("{root}/chunks"))
+/// The packs of chunks stored under `root` (not their catalogs).
+fn packs_of(backend: &Backend, root: &str) -> Vec<String> {
+    let mut packs = backend.list(&format!("{root}/packs"));
+    packs.retain(|name| name.ends_with(".pack"));
+    packs
 }
 
+/// Chunked entries, in packs of 256 KiB: the test trees make several.
 fn chunked<'a>(step: Step<'a>) -> Step<'a> {
     step.set("PLUGIN_ENTRY_FORMAT", "chunked")
+        .set("LARDER_PACK_SIZE", "262144")
 }
 
 fn chunked_round_trip_and_export(backend: &Backend) {
@@ -984,9 +988,10 @@ fn chunked_round_trip_and_export(backend: &Backend) {
         .assert_log("chunks");
     let objects = backend.list(&root);
     assert!(objects.contains(&entry(&root, "chunked")), "{objects:?}");
-    let chunks = chunks_of(backend, &root);
-    assert!(chunks.len() >= 2, "{chunks:?}");
-    assert_eq!(objects.len(), chunks.len() + 1, "{objects:?}");
+    let packs = packs_of(backend, &root);
+    assert!(packs.len() >= 2, "{packs:?}");
+    // The index, and each pack with its catalog.
+    assert_eq!(objects.len(), 2 * packs.len() + 1, "{objects:?}");
 
     let fresh = workspace();
     Step::new(fresh.path(), backend, &root)
@@ -1035,21 +1040,27 @@ fn chunked_round_trip_and_export(backend: &Backend) {
 
 fn chunked_missing_or_wrong_chunk_changes_nothing(backend: &Backend) {
     // The GCS emulator takes writes only through its JSON API (the test's
-    // own `put`), so a chunk cannot be deleted there; a wrong one can.
+    // own `put`), so a pack cannot be deleted there; a wrong one can.
     let damages: &[&str] = match backend.writable() {
-        true => &["missing", "wrong"],
-        false => &["wrong"],
+        true => &["missing", "wrong", "short"],
+        false => &["wrong", "short"],
     };
     for &damage in damages {
         let root = unique_root(&format!("chunk-{damage}"));
         let ws = workspace();
         tree::rich(ws.path());
         chunked(Step::new(ws.path(), backend, &root)).store_entry();
-        let chunks = chunks_of(backend, &root);
-        let victim = &chunks[chunks.len() / 2];
+        let packs = packs_of(backend, &root);
+        let victim = &packs[packs.len() / 2];
+        let mut bytes = backend.get(victim).unwrap();
         match damage {
             "missing" => backend.delete(victim),
-            _ => backend.put(victim, zstd::bulk::compress(b"other bytes", 3).unwrap()),
+            "short" => backend.put(victim, bytes[..bytes.len() / 2].to_vec()),
+            _ => {
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0xff;
+                backend.put(victim, bytes)
+            }
         }
         fs::write(ws.path().join("pkg.mod/mine"), "local work").unwrap();
         let before = snapshot(ws.path());
@@ -1077,16 +1088,16 @@ fn chunked_rebuilds_upload_only_new_chunks_and_heal(backend: &Backend) {
     chunked(Step::new(ws.path(), backend, &root))
         .rebuild()
         .assert_code(0);
-    let stored = chunks_of(backend, &root);
+    let stored = packs_of(backend, &root);
     // The same tree under another key: only the index is written.
     chunked(Step::new(ws.path(), backend, &root))
         .set("PLUGIN_CACHE_KEY", "second")
         .rebuild()
         .assert_code(0)
         .assert_log(": 0 new uploaded (0 B)");
-    assert_eq!(chunks_of(backend, &root), stored);
-    // A chunk goes missing: the restore reports the entry damaged, and the
-    // next rebuild writes every chunk again.
+    assert_eq!(packs_of(backend, &root), stored);
+    // A pack goes missing: the restore reports the entry damaged, and the
+    // next rebuild writes every chunk again, in new packs.
     backend.delete(&stored[0]);
     let fresh = workspace();
     Step::new(fresh.path(), backend, &root)
@@ -1099,7 +1110,8 @@ fn chunked_rebuilds_upload_only_new_chunks_and_heal(backend: &Backend) {
         .assert_code(0)
         .assert_log("found that entry damaged")
         .assert_log("the damaged entry of key 'second' was replaced");
-    assert_eq!(chunks_of(backend, &root), stored);
+    let healed = packs_of(backend, &root);
+    assert_eq!(healed.len(), 2 * stored.len() - 1, "{healed:?}");
     let again = workspace();
     Step::new(again.path(), backend, &root)
         .set("PLUGIN_CACHE_KEY", "second")
@@ -1119,14 +1131,14 @@ fn flush_removes_unused_chunks_after_the_grace(backend: &Backend) {
         .set("PLUGIN_CACHE_KEY", "old")
         .rebuild()
         .assert_code(0);
-    let old = chunks_of(backend, &root);
+    let old = packs_of(backend, &root);
     std::thread::sleep(Duration::from_secs(2));
     fs::write(ws.path().join("pkg.mod/more.bin"), tree::noise(9, 700_000)).unwrap();
     chunked(Step::new(ws.path(), backend, &root))
         .set("PLUGIN_CACHE_KEY", "new")
         .rebuild()
         .assert_code(0);
-    let both = chunks_of(backend, &root);
+    let both = packs_of(backend, &root);
     assert!(both.len() > old.len());
     // An age between the two entries' (servers keep their own clocks).
     let now = chrono::Utc::now();
@@ -1147,16 +1159,20 @@ fn flush_removes_unused_chunks_after_the_grace(backend: &Backend) {
         .assert_code(0)
         .assert_log("flush: deleted 'old'")
         .assert_log("flush: kept 'new'")
-        .assert_log("that no entry names");
+        .assert_log("that no entry uses");
     assert_eq!(
-        chunks_of(backend, &root),
+        packs_of(backend, &root),
         both,
-        "a chunk went before the grace"
+        "a pack went before the grace"
     );
     assert_eq!(backend.list(&format!("{root}/gc")).len(), 1);
-    flush("1h").assert_code(0).assert_log("unused chunks");
-    let left = chunks_of(backend, &root);
-    assert!(left.len() < both.len(), "no chunk was removed");
+    flush("1h")
+        .assert_code(0)
+        .assert_log("unused packs of chunks");
+    let left = packs_of(backend, &root);
+    assert!(left.len() < both.len(), "no pack was removed");
+    let catalogs = backend.list(&format!("{root}/packs")).len() - left.len();
+    assert_eq!(catalogs, left.len(), "a removed pack's catalog was left");
     assert!(backend.list(&format!("{root}/gc")).is_empty());
     let fresh = workspace();
     Step::new(fresh.path(), backend, &root)
@@ -1176,7 +1192,8 @@ fn the_chunk_cache_serves_the_next_restore(backend: &Backend) {
     chunked(Step::new(ws.path(), backend, &root))
         .rebuild()
         .assert_code(0);
-    let chunks = chunks_of(backend, &root).len();
+    let index = backend.get(&entry(&root, "chunked")).unwrap();
+    let chunks = larder::chunked::Index::parse(&index).unwrap().chunks.len();
     let cache = workspace();
     let restore = |target: &Path| {
         Step::new(target, backend, &root)

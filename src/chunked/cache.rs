@@ -46,6 +46,12 @@ impl ChunkCache {
         self.dir.join(&id[..2.min(id.len())]).join(id)
     }
 
+    /// Whether the cache has chunk `id` (a restore then does not ask
+    /// storage for it, unless the copy turns out bad).
+    pub fn contains(&self, id: &str) -> bool {
+        self.path(id).is_file()
+    }
+
     /// The stored (compressed) bytes of chunk `id`, if the cache has them;
     /// marks them used, so a trim keeps them longest.
     pub async fn get(&self, id: &str) -> Option<Vec<u8>> {

@@ -1,25 +1,26 @@
-//! Removing chunks no entry names, safely against rebuilds that are
-//! reusing them at that moment: condemn, wait, re-check, delete.
+//! Removing chunk objects (packs, and version 1's one-chunk objects) that
+//! no entry names, safely against rebuilds that are reusing their chunks at
+//! that moment: condemn, wait, re-check, delete.
 //!
-//! Flush never deletes a chunk the moment it finds it unreferenced: a
-//! rebuild may have found it in storage a second ago and be about to
-//! publish an index naming it. Instead:
+//! Flush never deletes an object the moment it finds it unreferenced: a
+//! rebuild may have found its chunks a second ago and be about to publish
+//! an index naming them. Instead:
 //!
-//! 1. *Mark.* Chunks that no index names and that are older than the
+//! 1. *Mark.* Objects that no index names and that are older than the
 //!    longest a rebuild may take (`max_rebuild`, D) are written to a
-//!    condemned list `gc/condemned-<id>.json`. Younger chunks may belong
-//!    to a rebuild still uploading, and are left alone.
+//!    condemned list `gc/condemned-<id>.json`. Younger ones may belong to
+//!    a rebuild still uploading, and are left alone.
 //! 2. *Sweep*, by a later flush, once the list is older than `grace`
 //!    (G > D): a marker `gc/sweeping-<id>` is written, every index is read
-//!    again, and each condemned chunk that no index names now and that was
-//!    not written again since it was condemned is deleted.
+//!    again, and each condemned object that no index names now and that was
+//!    not written again since it was condemned is deleted (a pack's
+//!    catalog first, so no rebuild learns of a pack being deleted).
 //!
 //! Rebuilds take part: a rebuild reads the pending lists when it starts and
-//! never relies on a condemned chunk being there; it uploads such a chunk
-//! again (a fresh write, which the sweep leaves alone). Before publishing,
-//! it refuses (and says so) if it ran longer than D, or if a list naming
-//! a chunk it uses is being swept or is about to be (within `SKEW` of its
-//! grace). A rebuild that publishes before a sweep reads the indexes is
+//! never relies on a chunk in a condemned pack; it stores such a chunk
+//! again, in a new pack. Before publishing, it refuses (and says so) if it
+//! ran longer than D, or if a list naming an object it uses is being swept
+//! or is about to be (within `SKEW` of its grace). A rebuild that publishes before a sweep reads the indexes is
 //! seen by it; one that would publish later started after the list was
 //! written (G > D), so it read the list and uploaded its chunks afresh.
 //! Restores must finish within G: an entry flush deleted keeps its chunks
@@ -34,7 +35,8 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, PutMode};
 use serde::{Deserialize, Serialize};
 
-use super::{CHUNKS, is_chunk_id};
+use super::pack::{PACKS, catalog_path, parse_name};
+use super::{CHUNKS, chunk_path, is_chunk_id};
 use crate::storage::Store;
 
 /// The folder of the condemned lists and sweep markers.
@@ -70,14 +72,25 @@ pub struct Condemned {
     pub path: Path,
     /// When it was written (storage's clock).
     pub at: DateTime<Utc>,
-    pub chunks: HashSet<String>,
+    /// Object names, relative to the repository's folder.
+    pub objects: HashSet<String>,
     /// Whether a sweep of it has started.
     pub sweeping: bool,
 }
 
 #[derive(Serialize, Deserialize)]
 struct List {
-    chunks: Vec<String>,
+    /// Version 1 lists named chunk ids, under `chunks`.
+    #[serde(alias = "chunks")]
+    objects: Vec<String>,
+}
+
+/// An object's name in a list: version 1 lists hold bare chunk ids.
+fn object_name(name: String) -> String {
+    match is_chunk_id(&name) {
+        true => chunk_path(&name).to_string(),
+        false => name,
+    }
 }
 
 /// The condemned lists pending in the repository's folder.
@@ -117,13 +130,13 @@ pub async fn pending(store: &Store) -> anyhow::Result<Vec<Condemned>> {
             sweeping: sweeping.contains(&id),
             path: meta.location,
             at: meta.last_modified,
-            chunks: list.chunks.into_iter().collect(),
+            objects: list.objects.into_iter().map(object_name).collect(),
         });
     }
     Ok(lists)
 }
 
-/// Whether a rebuild that started at `started` and names the chunks `used`
+/// Whether a rebuild that started at `started` and names the objects `used`
 /// may publish its index now; `Err` says why not.
 pub fn may_publish(
     used: &HashSet<&str>,
@@ -142,13 +155,13 @@ pub fn may_publish(
         ));
     }
     for list in pending {
-        if !list.chunks.iter().any(|c| used.contains(c.as_str())) {
+        if !list.objects.iter().any(|c| used.contains(c.as_str())) {
             continue;
         }
         let due = list.at + timing.grace - SKEW;
         if list.sweeping || now >= due {
             return Err(format!(
-                "a flush is removing chunks this entry names ('{}', condemned at {}); the \
+                "a flush is removing chunks this entry uses ('{}', condemned at {}); the \
                  next rebuild stores the key",
                 list.path, list.at
             ));
@@ -157,13 +170,18 @@ pub fn may_publish(
     Ok(())
 }
 
-/// Every chunk in the folder, with its metadata.
-pub async fn chunks(store: &Store) -> anyhow::Result<Vec<ObjectMeta>> {
-    Ok(list(store, CHUNKS)
+/// Every object holding chunks in the folder (packs, and version 1's
+/// chunks), with its metadata.
+pub async fn objects(store: &Store) -> anyhow::Result<Vec<ObjectMeta>> {
+    let v1 = list(store, CHUNKS)
         .await?
         .into_iter()
-        .filter(|m| m.location.filename().is_some_and(is_chunk_id))
-        .collect())
+        .filter(|m| m.location.filename().is_some_and(is_chunk_id));
+    let packs = list(store, PACKS)
+        .await?
+        .into_iter()
+        .filter(|m| parse_name(&m.location).is_some_and(|(_, catalog)| !catalog));
+    Ok(v1.chain(packs).collect())
 }
 
 /// Every object below `folder` of the repository's folder.
@@ -180,11 +198,11 @@ async fn list(store: &Store, folder: &str) -> anyhow::Result<Vec<ObjectMeta>> {
 /// What a mark or a sweep came to.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Counted {
-    pub chunks: u64,
+    pub objects: u64,
     pub bytes: u64,
 }
 
-/// Phase 1: condemns the chunks no index names (`referenced`) that are
+/// Phase 1: condemns the objects no index names (`referenced`) that are
 /// older than a rebuild may take and not condemned already.
 pub async fn mark(
     store: &Store,
@@ -197,20 +215,18 @@ pub async fn mark(
     let old = Utc::now() - timing.max_rebuild;
     let already: HashSet<&str> = pending
         .iter()
-        .flat_map(|l| l.chunks.iter().map(String::as_str))
+        .flat_map(|l| l.objects.iter().map(String::as_str))
         .collect();
     let mut counted = Counted::default();
     let mut doomed = Vec::new();
     for meta in all {
-        let Some(id) = meta.location.filename() else {
-            continue;
-        };
-        if referenced.contains(id) || already.contains(id) || meta.last_modified > old {
+        let name = meta.location.as_ref();
+        if referenced.contains(name) || already.contains(name) || meta.last_modified > old {
             continue;
         }
-        counted.chunks += 1;
+        counted.objects += 1;
         counted.bytes += meta.size;
-        doomed.push(id.to_string());
+        doomed.push(name.to_string());
     }
     if doomed.is_empty() || dry_run {
         return Ok(counted);
@@ -220,14 +236,14 @@ pub async fn mark(
         Utc::now().format("%Y%m%dT%H%M%SZ"),
         uuid::Uuid::new_v4().simple()
     );
-    let list = serde_json::to_vec(&List { chunks: doomed }).unwrap_or_default();
+    let list = serde_json::to_vec(&List { objects: doomed }).unwrap_or_default();
     store
         .write(&Path::from(name), list, PutMode::Create)
         .await?;
     Ok(counted)
 }
 
-/// Phase 2: for each list older than the grace, deletes its chunks that
+/// Phase 2: for each list older than the grace, deletes its objects that
 /// no index names now (`referenced`, read after the marker was written:
 /// the caller passes a function that reads them) and that nobody wrote
 /// again since.
@@ -259,26 +275,26 @@ where
     }
     // Read after the markers exist: a rebuild that publishes later saw them.
     let referenced = referenced_now().await?;
-    let current: std::collections::HashMap<String, ObjectMeta> = chunks(store)
+    let current: std::collections::HashMap<String, ObjectMeta> = objects(store)
         .await?
         .into_iter()
-        .filter_map(|m| Some((m.location.filename()?.to_string(), m)))
+        .map(|m| (m.location.to_string(), m))
         .collect();
     for list in due {
         let deletable: Vec<&ObjectMeta> = list
-            .chunks
+            .objects
             .iter()
             .filter(|id| !referenced.contains(*id))
             .filter_map(|id| current.get(id))
             .filter(|meta| meta.last_modified < list.at)
             .collect();
-        counted.chunks += deletable.len() as u64;
+        counted.objects += deletable.len() as u64;
         counted.bytes += deletable.iter().map(|m| m.size).sum::<u64>();
         if dry_run {
             continue;
         }
         futures::stream::iter(deletable)
-            .map(|meta| store.delete(&meta.location))
+            .map(|meta| delete(store, &meta.location))
             .buffer_unordered(16)
             .try_collect::<Vec<()>>()
             .await?;
@@ -286,6 +302,15 @@ where
         store.delete(&sweeping_path(list)).await?;
     }
     Ok(counted)
+}
+
+/// Deletes an object; a pack's catalog first, so that no rebuild relies on
+/// the pack meanwhile.
+async fn delete(store: &Store, object: &Path) -> anyhow::Result<()> {
+    if let Some((id, false)) = parse_name(object) {
+        store.delete(&catalog_path(id)).await?;
+    }
+    store.delete(object).await
 }
 
 fn sweeping_path(list: &Condemned) -> Path {
@@ -306,7 +331,7 @@ mod tests {
         Condemned {
             path: Path::from("gc/condemned-x.json"),
             at,
-            chunks: chunks.iter().map(|c| c.to_string()).collect(),
+            objects: chunks.iter().map(|c| c.to_string()).collect(),
             sweeping,
         }
     }

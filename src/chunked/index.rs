@@ -5,12 +5,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Params, is_chunk_id};
+use object_store::path::Path;
+
+use super::{Params, chunk_path, is_chunk_id, pack::is_pack_id, pack::pack_path};
 use crate::archive::manifest::Manifest;
 
 /// What `format` says in every index.
 const FORMAT: &str = "larder-chunked";
-const VERSION: u32 = 1;
+/// Version 2 stores chunks in packs; version 1 (one object per chunk) is
+/// still read.
+const VERSION: u32 = 2;
+const READS: [u32; 2] = [1, 2];
 
 /// The largest chunk an index may name, whatever the chunker's settings:
 /// a restore holds a few chunks in memory at once.
@@ -43,6 +48,31 @@ pub struct ChunkRef {
     pub size: u64,
     /// Stored (compressed) bytes.
     pub stored: u64,
+    /// The pack holding it, at `offset`; `None` in a version 1 index,
+    /// where each chunk is its own object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl ChunkRef {
+    /// The object that holds the chunk: its pack, or (version 1) itself.
+    pub fn object(&self) -> Path {
+        match &self.pack {
+            Some(pack) => pack_path(pack),
+            None => chunk_path(&self.id),
+        }
+    }
+
+    /// Where in `object()` its bytes are.
+    pub fn range(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset + self.stored
+    }
 }
 
 impl Index {
@@ -68,10 +98,10 @@ impl Index {
     pub fn parse(bytes: &[u8]) -> Result<Index, String> {
         let index: Index =
             serde_json::from_slice(bytes).map_err(|e| format!("the index does not parse: {e}"))?;
-        if index.format != FORMAT || index.version != VERSION {
+        if index.format != FORMAT || !READS.contains(&index.version) {
             return Err(format!(
-                "the index is {} version {}, and this larder reads {FORMAT} version {VERSION}; \
-                 a newer larder wrote it",
+                "the index is {} version {}, and this larder reads {FORMAT} versions 1 and \
+                 {VERSION}; a newer larder wrote it",
                 index.format, index.version
             ));
         }
@@ -91,6 +121,11 @@ impl Index {
                     "chunk {n} ({}) declares {} bytes ({} stored), outside 1..={MAX_CHUNK}",
                     chunk.id, chunk.size, chunk.stored
                 ));
+            }
+            if let Some(pack) = &chunk.pack
+                && (!is_pack_id(pack) || chunk.offset.checked_add(chunk.stored).is_none())
+            {
+                return Err(format!("chunk {n} names no valid pack ('{pack}')"));
             }
             total = total.saturating_add(chunk.size);
         }
@@ -123,6 +158,8 @@ mod tests {
             id: super::super::chunk_id(&[b]),
             size,
             stored: size / 2,
+            pack: Some("0".repeat(32)),
+            offset: u64::from(b) * 1000,
         };
         Index::new(
             Params::DEFAULT,
@@ -137,6 +174,25 @@ mod tests {
         assert_eq!(index.tar_bytes, 250);
         assert_eq!(index.stored_bytes(), 75);
         assert_eq!(Index::parse(&index.to_json()).unwrap(), index);
+    }
+
+    #[test]
+    fn a_version_1_index_is_read_with_chunks_as_objects() {
+        let mut v1 = sample();
+        v1.version = 1;
+        for chunk in &mut v1.chunks {
+            (chunk.pack, chunk.offset) = (None, 0);
+        }
+        let json = String::from_utf8(v1.to_json()).unwrap();
+        assert!(!json.contains("pack") && !json.contains("offset"), "{json}");
+        let index = Index::parse(json.as_bytes()).unwrap();
+        assert_eq!(index.chunks[0].pack, None);
+        let id = &index.chunks[0].id;
+        assert_eq!(
+            index.chunks[0].object().to_string(),
+            format!("chunks/{}/{id}", &id[..2])
+        );
+        assert_eq!(index.chunks[0].range(), 0..50);
     }
 
     #[test]
@@ -161,11 +217,18 @@ mod tests {
                 .contains("no valid name")
         );
         let mut newer = sample();
-        newer.version = 2;
+        newer.version = 3;
         assert!(
             Index::parse(&newer.to_json())
                 .unwrap_err()
                 .contains("newer larder")
+        );
+        let mut packed = sample();
+        packed.chunks[2].pack = Some("../x".into());
+        assert!(
+            Index::parse(&packed.to_json())
+                .unwrap_err()
+                .contains("no valid pack")
         );
         assert!(Index::parse(b"{").unwrap_err().contains("does not parse"));
     }

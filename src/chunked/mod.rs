@@ -3,17 +3,19 @@
 //! the BLAKE3 hash of its uncompressed bytes. An entry is then a small index
 //! (`<key>.chunked`) naming its chunks in order, beside the manifest.
 //!
-//! Chunks live in the repository's folder (`chunks/<2 hex>/<64 hex>`) and
-//! are shared by all its entries, never across repositories. A rebuild
-//! uploads only the chunks the folder does not hold yet, and publishes the
-//! index once every chunk it names is stored. Concatenated, the chunks are
-//! a valid `.tar.zst`.
+//! Chunks live in packs in the repository's folder (`packs/<id>.pack`, see
+//! `pack`) and are shared by all its entries, never across repositories. A
+//! rebuild uploads only the chunks the folder does not hold yet, and
+//! publishes the index once every pack it names is stored. Concatenated,
+//! the chunks are a valid `.tar.zst`. Version 1 indexes named one object
+//! per chunk (`chunks/<2 hex>/<64 hex>`); they are still read.
 
 pub mod buffers;
 pub mod cache;
 pub mod cutter;
 pub mod gc;
 pub mod index;
+pub mod pack;
 pub mod read;
 pub mod write;
 
@@ -21,7 +23,7 @@ use object_store::path::Path;
 
 pub use index::{ChunkRef, Index};
 
-/// The folder of the chunks, inside the repository's folder.
+/// The folder of version 1's one-object chunks, inside the repository's folder.
 pub const CHUNKS: &str = "chunks";
 
 /// Chunk sizes (bytes) for FastCDC: the cut points are part of the format,
@@ -62,7 +64,7 @@ impl Params {
 /// wins back what compressing each chunk alone loses (see the README).
 pub const DEFAULT_LEVEL: i32 = 3;
 
-/// Where a chunk is stored: `chunks/ab/ab12...`.
+/// Where version 1 stored a chunk: `chunks/ab/ab12...`.
 pub fn chunk_path(id: &str) -> Path {
     Path::from(format!("{CHUNKS}/{}/{id}", &id[..2.min(id.len())]))
 }

@@ -156,11 +156,14 @@ pub struct Chunking {
     pub level: i32,
     /// How long the rebuild may take before it may not publish.
     pub timing: chunked::gc::Timing,
+    /// Bytes of new chunks gathered into one pack.
+    pub pack_size: usize,
 }
 
 /// Not settings: knobs for the benchmark's chunk-size table.
 pub const CHUNK_SIZE_VAR: &str = "LARDER_CHUNK_SIZE";
 pub const CHUNK_LEVEL_VAR: &str = "LARDER_CHUNK_LEVEL";
+pub const PACK_SIZE_VAR: &str = "LARDER_PACK_SIZE";
 /// Not a setting: the chunk removal protocol's times in seconds, `D,G`
 /// (tests shorten them to run the protocol in seconds).
 pub const GC_TIMING_VAR: &str = "LARDER_GC_TIMING";
@@ -483,10 +486,12 @@ fn chunking(
     if let Some(chosen) = knob(CHUNK_LEVEL_VAR, 1..=19) {
         level = chosen as i32;
     }
+    let pack_size = knob(PACK_SIZE_VAR, 1..=256 << 20).unwrap_or(chunked::pack::PACK_SIZE);
     Some(Chunking {
         params,
         level,
         timing: gc_timing(process),
+        pack_size,
     })
 }
 

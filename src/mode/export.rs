@@ -13,16 +13,12 @@ use tracing::{info, warn};
 
 use crate::archive::Compression;
 use crate::cancel::Cancel;
-use crate::chunked::buffers::Buffers;
 use crate::chunked::{self, Index};
 use crate::human;
 use crate::job::{Export, Mode};
 use crate::storage::entry::{self, Format};
 use crate::storage::{Store, transfer};
 use crate::summary::{Outcome, Summary};
-
-/// Chunks read at once.
-const IN_FLIGHT: usize = 16;
 
 pub async fn export(task: &Export, store: &Store, cancel: &Cancel) -> anyhow::Result<Summary> {
     let started = Instant::now();
@@ -127,17 +123,15 @@ async fn write_chunks(
         std::fs::File::create(partial)
             .with_context(|| format!("cannot create {}", partial.display()))?,
     );
-    let buffers = Buffers::default();
-    let mut frames = futures::stream::iter(&index.chunks)
-        .map(|chunk| chunked::read::stored_chunk(store, chunk, &buffers))
-        .buffered(IN_FLIGHT);
+    let mut runs = std::pin::pin!(chunked::read::frames(store, index));
     let mut bytes = 0u64;
-    while let Some(frame) = frames.next().await {
+    while let Some(frames) = runs.next().await {
         cancel.check()?;
-        let frame = frame?;
-        file.write_all(&frame)
-            .with_context(|| format!("cannot write {}", partial.display()))?;
-        bytes += frame.len() as u64;
+        for frame in frames? {
+            file.write_all(&frame)
+                .with_context(|| format!("cannot write {}", partial.display()))?;
+            bytes += frame.len() as u64;
+        }
     }
     file.into_inner()
         .map_err(|e| e.into_error())

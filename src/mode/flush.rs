@@ -263,7 +263,8 @@ async fn read_indexes(store: &Store, entries: &mut [Candidate]) -> anyhow::Resul
     Ok(())
 }
 
-/// Every chunk the folder's indexes name now.
+/// Every object holding chunks (a pack, or a version 1 chunk) that the
+/// folder's indexes name now.
 async fn referenced(store: &Store) -> anyhow::Result<HashSet<String>> {
     let mut entries: Vec<Candidate> = store
         .list()
@@ -281,15 +282,15 @@ async fn referenced(store: &Store) -> anyhow::Result<HashSet<String>> {
     Ok(entries
         .into_iter()
         .flat_map(|c| c.index.map(|i| i.chunks).unwrap_or_default())
-        .map(|c| c.id)
+        .map(|c| c.object().to_string())
         .collect())
 }
 
-/// Sweeps the condemned lists that are due, then condemns the chunks no
+/// Sweeps the condemned lists that are due, then condemns the packs no
 /// index names (see `chunked::gc`).
 async fn collect_chunks(store: &Store, options: &Flush) -> anyhow::Result<()> {
     let pending = gc::pending(store).await?;
-    let all = gc::chunks(store).await?;
+    let all = gc::objects(store).await?;
     if all.is_empty() && pending.is_empty() {
         return Ok(());
     }
@@ -302,7 +303,7 @@ async fn collect_chunks(store: &Store, options: &Flush) -> anyhow::Result<()> {
         options.dry_run,
     )
     .await?;
-    let pending = match swept.chunks > 0 && !options.dry_run {
+    let pending = match swept.objects > 0 && !options.dry_run {
         true => gc::pending(store).await?,
         false => pending,
     };
@@ -310,15 +311,15 @@ async fn collect_chunks(store: &Store, options: &Flush) -> anyhow::Result<()> {
         true => ("would delete", "would condemn"),
         false => ("deleted", "condemned"),
     };
-    if swept.chunks > 0 {
+    if swept.objects > 0 {
         info!(
-            "flush: {verb} {} unused chunks ({}) condemned at least {} ago",
-            human::count(swept.chunks),
+            "flush: {verb} {} unused packs of chunks ({}) condemned at least {} ago",
+            human::count(swept.objects),
             human::bytes(swept.bytes),
             age(timing.grace)
         );
     }
-    let all = gc::chunks(store).await?;
+    let all = gc::objects(store).await?;
     let marked = gc::mark(
         store,
         &all,
@@ -328,19 +329,19 @@ async fn collect_chunks(store: &Store, options: &Flush) -> anyhow::Result<()> {
         options.dry_run,
     )
     .await?;
-    if marked.chunks > 0 {
+    if marked.objects > 0 {
         info!(
-            "flush: {condemn} {} chunks ({}) that no entry names; a flush after {} deletes \
-             them unless an entry names them again",
-            human::count(marked.chunks),
+            "flush: {condemn} {} packs of chunks ({}) that no entry uses; a flush after {} \
+             deletes them unless an entry uses them again",
+            human::count(marked.objects),
             human::bytes(marked.bytes),
             age(timing.grace)
         );
     }
-    let waiting: usize = pending.iter().map(|l| l.chunks.len()).sum();
-    if waiting > 0 && swept.chunks == 0 {
+    let waiting: usize = pending.iter().map(|l| l.objects.len()).sum();
+    if waiting > 0 && swept.objects == 0 {
         info!(
-            "flush: {} condemned chunks wait for their grace of {} to end",
+            "flush: {} condemned packs wait for their grace of {} to end",
             human::count(waiting as u64),
             age(timing.grace)
         );

@@ -2,8 +2,6 @@
 //! under each restore key in turn), stream it down, unpack it beside the
 //! mounts and swap it in only once the whole archive checked out.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail};
@@ -14,6 +12,7 @@ use tracing::{info, warn};
 use crate::archive::extract::{self, Extracted, Failed, extract};
 use crate::archive::manifest::{Manifest, Totals};
 use crate::cancel::Cancel;
+use crate::chunked::read::Counters;
 use crate::chunked::{self, Index};
 use crate::golang;
 use crate::human;
@@ -89,7 +88,7 @@ pub async fn restore(
             store.full(&found.entry.location),
         ),
     }
-    let (extracted, placed, cached) = unpack(
+    let (extracted, placed, counters) = unpack(
         job,
         task,
         store,
@@ -137,9 +136,16 @@ pub async fn restore(
     report.stored_bytes = size;
     report.seconds = elapsed.as_secs_f64();
     if let Some(index) = &index {
-        let cached = cached.load(std::sync::atomic::Ordering::Relaxed);
+        let cached = counters.cached.load(std::sync::atomic::Ordering::Relaxed);
+        let requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
         report.chunks = Some(index.chunks.len() as u64);
         report.chunks_cached = task.cache.as_ref().map(|_| cached);
+        report.requests = Some(requests);
+        info!(
+            "restore: read {} chunks with {} from storage",
+            human::count(index.chunks.len() as u64),
+            human::plural(requests, "request")
+        );
         if let Some(cache) = &task.cache {
             info!(
                 "restore: {} of {} chunks came from the chunk cache",
@@ -199,14 +205,14 @@ async fn unpack(
     index: Option<&Index>,
     specs: &[MountSpec],
     cancel: &Cancel,
-) -> anyhow::Result<(Extracted, Placed, Arc<AtomicU64>)> {
-    let (download, cached) = match index {
+) -> anyhow::Result<(Extracted, Placed, Counters)> {
+    let (download, counters) = match index {
         Some(index) => {
             chunked::read::download(store.clone(), index, task.cache.clone(), cancel.clone())
         }
         None => (
             transfer::download(store.clone(), found.entry.clone(), cancel.clone()).await?,
-            Arc::default(),
+            Counters::default(),
         ),
     };
     let failure = download.failure_handle();
@@ -263,7 +269,7 @@ async fn unpack(
     .await
     .map_err(|e| anyhow!("unpacking stopped unexpectedly: {e}"))?;
     let failed = match unpacked {
-        Ok((extracted, placed)) => return Ok((extracted, placed, cached)),
+        Ok((extracted, placed)) => return Ok((extracted, placed, counters)),
         Err(failed) => failed,
     };
     if let Some(cause) = failure.get() {

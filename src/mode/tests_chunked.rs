@@ -9,15 +9,21 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
 
 use super::tests::{job, memory, rebuild_job, restore_job, run, snapshot, workspace};
 use crate::chunked::cache::ChunkCache;
 use crate::chunked::gc::{self, Timing};
-use crate::chunked::{self, Index};
+use crate::chunked::{self, ChunkRef, Index, pack};
 use crate::job::{Chunking, Job, Stored, Task};
-use crate::storage::{Store, damage, entry};
+use crate::storage::{Backend, Opened, Scratch, Store, damage, entry};
 use crate::summary::{Outcome, Summary};
 use crate::testing::noise;
 
@@ -34,6 +40,9 @@ fn modules(workspace: &Path, range: std::ops::Range<u64>) {
     }
 }
 
+/// Packs of 512 KiB: a few MB of modules make several.
+const TEST_PACK: usize = 512 << 10;
+
 fn chunked(mut job: Job, cache: Option<&Path>) -> Job {
     match &mut job.task {
         Task::Rebuild(task) => {
@@ -41,6 +50,7 @@ fn chunked(mut job: Job, cache: Option<&Path>) -> Job {
                 params: chunked::Params::DEFAULT,
                 level: 3,
                 timing: Default::default(),
+                pack_size: TEST_PACK,
             });
             task.stored = Stored::ReplaceIfChanged;
             task.cache = cache.map(|dir| ChunkCache::new(dir, "octo/hello", 1 << 30));
@@ -102,9 +112,16 @@ async fn a_chunked_entry_restores_exactly_and_uploads_only_new_chunks() {
     .await
     .unwrap();
     assert_eq!(restored.result, Outcome::Exact);
-    assert_eq!(
-        restored.chunks,
-        Some(index(&store, "k3").await.chunks.len() as u64)
+    let k3 = index(&store, "k3").await;
+    assert_eq!(restored.chunks, Some(k3.chunks.len() as u64));
+    // Chunks side by side in a pack come with one request.
+    let packs: HashSet<_> = k3.chunks.iter().map(|c| c.pack.clone()).collect();
+    let requests = restored.requests.unwrap();
+    assert!(requests >= packs.len() as u64, "{requests} requests");
+    assert!(
+        requests < k3.chunks.len() as u64,
+        "{requests} requests for {} chunks",
+        k3.chunks.len()
     );
     assert_eq!(
         snapshot(&ws.path().join("pkg.mod")),
@@ -144,15 +161,16 @@ async fn an_unchanged_tree_under_the_same_key_is_not_stored_again() {
 /// holding local files, and checks nothing changed and the damage is
 /// reported; then a rebuild heals it.
 async fn damaged_chunk(
-    how: impl for<'a> Fn(&'a ObjectPath, &'a Store) -> futures::future::BoxFuture<'a, ()>,
+    how: impl for<'a> Fn(&'a ChunkRef, &'a Store) -> futures::future::BoxFuture<'a, ()>,
 ) {
     let store = memory();
     let ws = workspace();
     modules(ws.path(), 0..6);
     rebuild(ws.path(), "k", &store).await;
     let index = index(&store, "k").await;
-    let victim = chunked::chunk_path(&index.chunks[index.chunks.len() / 2].id);
-    how(&victim, &store).await;
+    let chunk = &index.chunks[index.chunks.len() / 2];
+    let victim = chunk.object();
+    how(chunk, &store).await;
 
     let target = workspace();
     fs::create_dir(target.path().join("pkg.mod")).unwrap();
@@ -179,17 +197,31 @@ async fn damaged_chunk(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_chunk_fails_the_restore_whole_and_heals() {
-    damaged_chunk(|path, store| Box::pin(async move { store.delete(path).await.unwrap() })).await;
+    damaged_chunk(|chunk, store| {
+        Box::pin(async move { store.delete(&chunk.object()).await.unwrap() })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_that_does_not_match_its_hash_fails_the_restore_whole() {
-    damaged_chunk(|path, store| {
+    damaged_chunk(|chunk, store| {
         Box::pin(async move {
-            let other = zstd::bulk::compress(&noise(1000, 7), 3).unwrap();
+            // Other bytes of the same size, as a valid frame of the same
+            // length: zeros, padded with a skippable frame.
+            let path = chunk.object();
+            let (pack, _) = store.read(&path).await.unwrap().unwrap();
+            let mut pack = pack.to_vec();
+            let range = chunk.offset as usize..(chunk.offset + chunk.stored) as usize;
+            let mut other = zstd::bulk::compress(&vec![0; chunk.size as usize], 3).unwrap();
+            let pad = range.len() - other.len() - 8;
+            other.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+            other.extend_from_slice(&(pad as u32).to_le_bytes());
+            other.resize(range.len(), 0);
+            pack[range].copy_from_slice(&other);
             store
                 .inner()
-                .put(path, PutPayload::from(other))
+                .put(&path, PutPayload::from(pack))
                 .await
                 .unwrap();
         })
@@ -214,6 +246,7 @@ async fn the_runner_cache_serves_repeat_restores_and_survives_damage() {
     let warm = workspace();
     let second = run(&restore(warm.path()), &store).await.unwrap();
     assert_eq!(second.chunks_cached, Some(chunks));
+    assert_eq!(second.requests, Some(0));
     assert_eq!(
         snapshot(&ws.path().join("pkg.mod")),
         snapshot(&warm.path().join("pkg.mod"))
@@ -248,13 +281,22 @@ fn flush_job(ws: &Path, max_age: Option<Duration>, max_size: Option<u64>, timing
     )
 }
 
-/// Chunk names in storage.
-async fn stored_chunks(store: &Store) -> HashSet<String> {
-    gc::chunks(store)
+/// The objects holding chunks in storage (packs), by name.
+async fn stored_objects(store: &Store) -> HashSet<String> {
+    gc::objects(store)
         .await
         .unwrap()
         .into_iter()
-        .filter_map(|m| Some(m.location.filename()?.to_string()))
+        .map(|m| m.location.to_string())
+        .collect()
+}
+
+/// The objects an index names.
+fn objects_of(index: &Index) -> HashSet<String> {
+    index
+        .chunks
+        .iter()
+        .map(|c| c.object().to_string())
         .collect()
 }
 
@@ -281,6 +323,17 @@ async fn flush_counts_shared_chunks_once_and_removes_unused_ones_after_the_grace
     modules(ws.path(), 0..6);
     rebuild(ws.path(), "k1", &store).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
+    // k2 keeps one module of k1's and adds one: k1's first packs hold
+    // only modules k2 no longer has.
+    for n in 0..3 {
+        let module = ws.path().join(format!("pkg.mod/example.com/m{n}@v1.0.0"));
+        fs::remove_dir_all(module).unwrap();
+        fs::remove_file(
+            ws.path()
+                .join(format!("pkg.mod/cache/download/example.com/m{n}.zip")),
+        )
+        .unwrap();
+    }
     modules(ws.path(), 6..7);
     rebuild(ws.path(), "k2", &store).await;
     let (k1, k2) = (index(&store, "k1").await, index(&store, "k2").await);
@@ -301,27 +354,30 @@ async fn flush_counts_shared_chunks_once_and_removes_unused_ones_after_the_grace
     assert_eq!((kept.deleted, kept.kept), (Some(0), Some(2)));
     assert_eq!(kept.stored_bytes, union + objects);
 
-    // One byte less: the older entry goes; only the chunks no other entry
-    // names are condemned, and none is deleted yet.
-    let before = stored_chunks(&store).await;
-    let only_k1: HashSet<String> = k1
-        .chunks
-        .iter()
-        .map(|c| c.id.clone())
-        .filter(|id| !k2.chunks.iter().any(|c| &c.id == id))
-        .collect();
+    // One byte less: the older entry goes; only the packs no other entry
+    // uses are condemned, and none is deleted yet.
+    let before = stored_objects(&store).await;
+    let only_k1: HashSet<String> = &objects_of(&k1) - &objects_of(&k2);
     assert!(!only_k1.is_empty());
     let tight = flush_job(ws.path(), None, Some(union + objects - 1), AT_ONCE);
     let report = run(&tight, &store).await.unwrap();
     assert_eq!((report.deleted, report.kept), (Some(1), Some(1)));
-    assert_eq!(stored_chunks(&store).await, before, "deleted at once");
+    assert_eq!(stored_objects(&store).await, before, "deleted at once");
     let lists = gc::pending(&store).await.unwrap();
     assert_eq!(lists.len(), 1);
-    assert_eq!(lists[0].chunks, only_k1);
+    assert_eq!(lists[0].objects, only_k1);
 
-    // The next flush, after the grace: they go, and k2 still restores.
+    // The next flush, after the grace: they go, catalogs too, and k2 still
+    // restores.
     run(&tight, &store).await.unwrap();
-    let after = stored_chunks(&store).await;
+    let after = stored_objects(&store).await;
+    let catalogs = pack::known(&store, &HashSet::new()).await.unwrap();
+    assert!(
+        catalogs
+            .values()
+            .all(|c| !only_k1.contains(c.object().as_ref())),
+        "a deleted pack's catalog is left"
+    );
     assert!(after.is_disjoint(&only_k1));
     assert_eq!(after.len(), before.len() - only_k1.len());
     assert!(
@@ -349,7 +405,7 @@ async fn a_rebuild_never_relies_on_condemned_chunks() {
     let everything = flush_job(ws.path(), Some(Duration::ZERO), None, AT_ONCE);
     run(&everything, &store).await.unwrap();
     let condemned = gc::pending(&store).await.unwrap();
-    assert_eq!(condemned[0].chunks, stored_chunks(&store).await);
+    assert_eq!(condemned[0].objects, stored_objects(&store).await);
 
     // The same tree again: the chunks are in storage, but condemned, so
     // they are written again rather than relied on.
@@ -371,24 +427,136 @@ async fn a_rebuild_never_relies_on_condemned_chunks() {
     assert_eq!(restored.result, Outcome::Exact);
 }
 
+/// A store that holds the first upload of a pack until the test lets it
+/// go: a rebuild is then paused after it learned which chunks storage
+/// holds and before it publishes, where a flush can race it.
+#[derive(Debug)]
+struct Gate {
+    inner: Arc<dyn ObjectStore>,
+    reached: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gate({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Gate {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let pack = location.as_ref().ends_with(".pack");
+        if pack && self.closed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The race the removal protocol is for: a rebuild reuses k1's packs, and
+/// while it uploads its one new pack, a flush deletes k1, condemns its
+/// packs and starts sweeping them. The rebuild must not publish an index
+/// naming them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
-    let store = memory();
+    let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let opened = |store| Opened {
+        store,
+        location: "memory".into(),
+        scratch: Scratch::None,
+    };
+    let plain = Store::new(
+        Backend::Memory,
+        opened(Arc::clone(&raw)),
+        super::tests::ROOT,
+    );
+    let gate = Arc::new(Gate {
+        inner: raw,
+        reached: Arc::default(),
+        release: Arc::default(),
+        closed: true.into(),
+    });
     let ws = workspace();
     modules(ws.path(), 0..3);
-    rebuild(ws.path(), "k1", &store).await;
-    let everything = flush_job(ws.path(), Some(Duration::ZERO), None, AT_ONCE);
-    run(&everything, &store).await.unwrap();
-    // A sweep of that list has started (its marker is there).
-    let list = gc::pending(&store).await.unwrap().remove(0);
-    let id = list.path.filename().unwrap();
-    let id = id
-        .trim_start_matches("condemned-")
-        .trim_end_matches(".json");
-    let marker = ObjectPath::from(format!("{}/sweeping-{id}", gc::GC));
-    store.inner().put(&marker, PutPayload::new()).await.unwrap();
-
-    let refused = rebuild(ws.path(), "k2", &store).await;
+    rebuild(ws.path(), "k1", &plain).await;
+    let gated = Store::new(Backend::Memory, opened(gate.clone()), super::tests::ROOT);
+    modules(ws.path(), 3..4);
+    let racing = rebuild(ws.path(), "k2", &gated);
+    let flush = async {
+        gate.reached.notified().await;
+        let everything = flush_job(ws.path(), Some(Duration::ZERO), None, AT_ONCE);
+        run(&everything, &plain).await.unwrap();
+        let list = gc::pending(&plain).await.unwrap().remove(0);
+        assert!(!list.objects.is_empty());
+        // A sweep of that list has started (its marker is there).
+        let id = list.path.filename().unwrap();
+        let id = id
+            .trim_start_matches("condemned-")
+            .trim_end_matches(".json");
+        let marker = ObjectPath::from(format!("{}/sweeping-{id}", gc::GC));
+        plain.inner().put(&marker, PutPayload::new()).await.unwrap();
+        gate.release.notify_one();
+    };
+    let (refused, ()) = tokio::join!(racing, flush);
+    assert!(
+        refused
+            .uploaded_bytes
+            .is_none_or(|b| b < refused.stored_bytes / 2)
+    );
     assert_eq!(refused.result, Outcome::Skipped);
     assert!(
         refused
@@ -397,12 +565,62 @@ async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
             .contains("a flush is removing chunks")
     );
     assert!(
-        store
+        plain
             .head(&entry::path_in("k2", entry::Format::Chunked))
             .await
             .unwrap()
             .is_none()
     );
+}
+
+/// An entry as larder wrote them before packs: one object per chunk,
+/// named in a version 1 index. It restores, and flush removes its chunks
+/// once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_entry_still_restores_and_its_chunks_are_collected() {
+    let store = memory();
+    let ws = workspace();
+    modules(ws.path(), 0..3);
+    rebuild(ws.path(), "k", &store).await;
+    let mut old = index(&store, "k").await;
+    for chunk in &mut old.chunks {
+        let (pack, _) = store.read(&chunk.object()).await.unwrap().unwrap();
+        let frame = pack.slice(chunk.offset as usize..chunk.range().end as usize);
+        store
+            .inner()
+            .put(&chunked::chunk_path(&chunk.id), PutPayload::from(frame))
+            .await
+            .unwrap();
+        (chunk.pack, chunk.offset) = (None, 0);
+    }
+    old.version = 1;
+    let path = entry::path_in("k", entry::Format::Chunked);
+    store
+        .inner()
+        .put(&path, old.to_json().into())
+        .await
+        .unwrap();
+    for pack in stored_objects(&store).await {
+        if pack.starts_with("packs/") {
+            store.delete(&ObjectPath::from(pack)).await.unwrap();
+        }
+    }
+    let target = workspace();
+    let restored = run(&chunked(restore_job(target.path(), "k", &[]), None), &store)
+        .await
+        .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+    assert_eq!(restored.requests, Some(old.chunks.len() as u64));
+    assert_eq!(
+        snapshot(&ws.path().join("pkg.mod")),
+        snapshot(&target.path().join("pkg.mod"))
+    );
+
+    let everything = flush_job(ws.path(), Some(Duration::ZERO), None, AT_ONCE);
+    run(&everything, &store).await.unwrap();
+    assert!(!stored_objects(&store).await.is_empty(), "deleted at once");
+    run(&everything, &store).await.unwrap();
+    assert!(stored_objects(&store).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! Rebuild into a chunked entry: the same tar stream, cut into chunks of
-//! which only the new ones are compressed and uploaded; the index is
-//! published once every chunk it names is stored.
+//! which only the new ones are compressed and uploaded, in packs; the index
+//! is published once every pack it names is stored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use crate::archive::Compression;
 use crate::archive::manifest::Manifest;
 use crate::archive::write::{Survey, WriteOptions};
 use crate::chunked::write::{self, Context as ChunkContext};
-use crate::chunked::{Index, gc};
+use crate::chunked::{Index, gc, pack};
 use crate::human;
 use crate::job::{Chunking, Mode, Rebuild};
 use crate::mount::{self, Mount};
@@ -53,16 +53,11 @@ pub(super) async fn upload(
     let condemned: HashSet<String> = gc::pending(store)
         .await?
         .into_iter()
-        .flat_map(|list| list.chunks)
+        .flat_map(|list| list.objects)
         .collect();
-    let known: HashMap<String, u64> = match trusted {
-        true => gc::chunks(store)
-            .await?
-            .into_iter()
-            .filter_map(|m| Some((m.location.filename()?.to_string(), m.size)))
-            .filter(|(id, _)| !condemned.contains(id))
-            .collect(),
-        false => HashMap::new(),
+    let known = match trusted {
+        true => pack::known(store, &condemned).await?,
+        false => Default::default(),
     };
     info!(
         "rebuild: archiving {} into chunks of about {} (zstd level {}) for '{}' in {} {}; \
@@ -83,10 +78,9 @@ pub(super) async fn upload(
         known: Arc::new(known),
         params: chunking.params,
         level: chunking.level,
+        pack_size: chunking.pack_size,
         cache: task.cache.clone(),
         progress: progress.clone(),
-        overwrite: !trusted,
-        condemned: Arc::new(condemned),
     };
     let stored = write::store_stream(&context, rx).await;
     // The archiver's own failure explains a stopped stream best.
@@ -110,7 +104,12 @@ pub(super) async fn upload(
         ));
     }
     let index = Index::new(chunking.params, manifest, stored.chunks);
-    let used: HashSet<&str> = index.chunks.iter().map(|c| c.id.as_str()).collect();
+    let objects: HashSet<String> = index
+        .chunks
+        .iter()
+        .map(|c| c.object().to_string())
+        .collect();
+    let used: HashSet<&str> = objects.iter().map(String::as_str).collect();
     let pending = gc::pending(store).await?;
     if let Err(why) = gc::may_publish(&used, &pending, since, chrono::Utc::now(), chunking.timing) {
         warn!("rebuild: the index of key '{key}' was not published: {why}");
@@ -156,7 +155,7 @@ pub(super) async fn upload(
     report.bytes = packed.tar_bytes;
     report.stored_bytes = entry_bytes;
     report.uploaded_bytes = Some(stored.uploaded_bytes);
-    report.objects_written = Some(stored.uploaded + 1);
+    report.objects_written = Some(stored.objects + 1);
     report.seconds = elapsed.as_secs_f64();
     Ok(report)
 }
