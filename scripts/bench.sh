@@ -147,7 +147,7 @@ PY
     # shellcheck disable=SC2046
     measure "$name" env $(larder_env "$backend") PLUGIN_REMOTE_ROOT="$root" PLUGIN_RESULT_FILE="$RESULT" "$@" "$LARDER"
     python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))
-for k in ("uploaded_bytes", "objects_written", "stored_bytes", "chunks", "chunks_cached"):
+for k in ("uploaded_bytes", "objects_written", "stored_bytes", "chunks", "chunks_cached", "requests"):
     if d.get(k) is not None: print(f"{sys.argv[2]}:{k}\t{d[k]}")' "$RESULT" "$name" >>"$METRICS"
   }
   used() { # bytes stored under the run's root
@@ -223,7 +223,7 @@ for b in ("fs", "s3"):
     print(f"\nstorage after 12 keys (base, same, +10 modules): {used / MB:.1f} MB = {used / entry:.2f}x one whole entry")
     cr, ar = med(secs, f"{b}-chunked-restore"), med(secs, f"{b}-archive-restore")
     print(f"restore: chunked {cr:.2f} s (peak RSS {max(rss[f'{b}-chunked-restore']) / 1024:.0f} MiB, "
-          f"{med(vals, f'{b}-chunked-restore:chunks'):.0f} chunk requests) vs archive {ar:.2f} s "
+          f"{med(vals, f'{b}-chunked-restore:chunks'):.0f} chunks in {med(vals, f'{b}-chunked-restore:requests'):.0f} requests) vs archive {ar:.2f} s "
           f"(peak RSS {max(rss[f'{b}-archive-restore']) / 1024:.0f} MiB): {cr / ar:.2f}x")
     warm = med(secs, f"{b}-cache-warm")
     print(f"restore with a warm chunk cache: {warm:.2f} s = {warm / cr:.2f}x the chunked restore from {b} "
