@@ -8,16 +8,33 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 /// A bounded stack of spare buffers.
-#[derive(Clone, Default)]
-pub struct Buffers(Arc<Mutex<Vec<Vec<u8>>>>);
+#[derive(Clone)]
+pub struct Buffers {
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Spare buffers kept at most.
+    kept: usize,
+}
 
-/// Spare buffers kept: about the chunks in flight.
-const KEPT: usize = 48;
+impl Default for Buffers {
+    /// For decompressed chunks: about the chunks waiting for the extractor.
+    fn default() -> Buffers {
+        Buffers::keeping(48)
+    }
+}
 
 impl Buffers {
+    /// A pool that keeps at most `kept` spare buffers: pools of buffers of
+    /// different sizes are kept apart, or each spare grows to the largest.
+    pub fn keeping(kept: usize) -> Buffers {
+        Buffers {
+            spare: Arc::default(),
+            kept,
+        }
+    }
+
     /// An empty buffer with room for `size` bytes.
     pub fn take(&self, size: usize) -> Vec<u8> {
-        let spare = self.0.lock().ok().and_then(|mut spare| spare.pop());
+        let spare = self.spare.lock().ok().and_then(|mut spare| spare.pop());
         let mut buffer = spare.unwrap_or_default();
         buffer.clear();
         buffer.reserve(size);
@@ -46,8 +63,8 @@ impl AsRef<[u8]> for Lent {
 
 impl Drop for Lent {
     fn drop(&mut self) {
-        if let Ok(mut spare) = self.home.0.lock()
-            && spare.len() < KEPT
+        if let Ok(mut spare) = self.home.spare.lock()
+            && spare.len() < self.home.kept
         {
             spare.push(std::mem::take(&mut self.buffer));
         }
@@ -69,7 +86,7 @@ mod tests {
         assert_eq!(&clone[..], b"hu");
         drop(bytes);
         assert!(
-            buffers.0.lock().unwrap().is_empty(),
+            buffers.spare.lock().unwrap().is_empty(),
             "a clone still reads it"
         );
         drop(clone);

@@ -172,6 +172,7 @@ pub fn download(
         progress: progress.clone(),
         counters: counters.clone(),
         buffers: Buffers::default(),
+        bodies: Buffers::keeping(RUNS_IN_FLIGHT),
     };
     tokio::spawn(async move {
         let chunks = fetch(reader, runs).map(move |checked| {
@@ -228,6 +229,7 @@ pub fn frames(
         progress: Progress::default(),
         counters: Counters::default(),
         buffers: Buffers::default(),
+        bodies: Buffers::keeping(RUNS_IN_FLIGHT),
     };
     fetch(reader, plan(&index.chunks, |_| false)).map(|checked| {
         checked
@@ -252,7 +254,10 @@ struct Reader {
     cache: Option<ChunkCache>,
     progress: Progress,
     counters: Counters,
+    /// For decompressed chunks.
     buffers: Buffers,
+    /// For runs read from a file, before they are decompressed.
+    bodies: Buffers,
 }
 
 impl Reader {
@@ -333,7 +338,7 @@ impl Reader {
             ..GetOptions::default()
         };
         let body = match store.inner().get_opts(&path, options).await {
-            Ok(result) => read_body(result, &self.buffers)
+            Ok(result) => read_body(result, &self.bodies)
                 .await
                 .map_err(|e| ChunkError::Storage(store.error("read of", &path, e)))?,
             Err(object_store::Error::NotFound { .. }) => {
