@@ -35,7 +35,7 @@ const RUNS_IN_FLIGHT: usize = 8;
 const CACHED_RUN: usize = 8;
 
 /// Runs received, in order, waiting for the extractor.
-const QUEUED: usize = 2;
+const QUEUED: usize = 1;
 
 /// Why a chunk could not be had.
 enum ChunkError {
