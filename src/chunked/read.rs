@@ -116,12 +116,14 @@ fn plan(chunks: &[ChunkRef], cached: impl Fn(&str) -> bool) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     for chunk in chunks {
         let in_cache = cached(&chunk.id);
+        // The first runs are smaller, so the extractor starts sooner.
+        let limit = transfer::ramp(runs.len() as u32, RUN_BYTES);
         match runs.last_mut() {
             Some(Run::Cached(run)) if in_cache && run.len() < CACHED_RUN => {
                 run.push(chunk.clone());
                 continue;
             }
-            Some(Run::Stored(run)) if !in_cache && adjoins(run, chunk) => {
+            Some(Run::Stored(run)) if !in_cache && adjoins(run, chunk, limit) => {
                 run.push(chunk.clone());
                 continue;
             }
@@ -135,15 +137,15 @@ fn plan(chunks: &[ChunkRef], cached: impl Fn(&str) -> bool) -> Vec<Run> {
     runs
 }
 
-/// Whether `chunk` follows `run` in the same pack, within `RUN_BYTES`.
-fn adjoins(run: &[ChunkRef], chunk: &ChunkRef) -> bool {
+/// Whether `chunk` follows `run` in the same pack, within `limit` bytes.
+fn adjoins(run: &[ChunkRef], chunk: &ChunkRef, limit: u64) -> bool {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return false;
     };
     last.pack.is_some()
         && last.pack == chunk.pack
         && last.range().end == chunk.offset
-        && chunk.range().end - first.offset <= RUN_BYTES
+        && chunk.range().end - first.offset <= limit
 }
 
 /// Starts downloading the chunks of `index`, in order, as a `Download` of
