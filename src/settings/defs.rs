@@ -211,8 +211,9 @@ settings! {
         aliases: [], flags: [],
         "How new entries are stored. archive: one object per entry (.tar.gz, .tar.zst or \
          .tar, as archive_format says). chunked: the tar stream cut into content-defined \
-         chunks, each stored once per repository (zstd), and a small index per entry; a \
-         rebuild uploads only the chunks storage does not hold yet. Restore reads both.";
+         chunks, each stored once per repository (zstd, in packs of about 8 MiB), and a \
+         small index per entry; a rebuild uploads only the chunks storage does not hold yet. \
+         Restore reads both.";
     "chunk_cache" => chunk_cache: Text, Archive,
         aliases: [], flags: [],
         "A directory on a volume the runner keeps between builds (e.g. /var/cache/larder): \
