@@ -168,14 +168,7 @@ pub fn download(
         cache.as_ref().is_some_and(|c| c.contains(id))
     });
     let (report, damage) = (Arc::clone(&failure), Arc::clone(&damaged));
-    let reader = Reader {
-        store,
-        cache,
-        progress: progress.clone(),
-        counters: counters.clone(),
-        buffers: Buffers::default(),
-        bodies: Buffers::keeping(RUNS_IN_FLIGHT),
-    };
+    let reader = Reader::new(store, cache, progress.clone(), counters.clone());
     tokio::spawn(async move {
         let chunks = fetch(reader, runs).map(move |checked| {
             checked
@@ -225,14 +218,12 @@ pub fn frames(
     store: &Store,
     index: &Index,
 ) -> impl futures::Stream<Item = anyhow::Result<Vec<Bytes>>> + use<> {
-    let reader = Reader {
-        store: store.clone(),
-        cache: None,
-        progress: Progress::default(),
-        counters: Counters::default(),
-        buffers: Buffers::default(),
-        bodies: Buffers::keeping(RUNS_IN_FLIGHT),
-    };
+    let reader = Reader::new(
+        store.clone(),
+        None,
+        Progress::default(),
+        Counters::default(),
+    );
     fetch(reader, plan(&index.chunks, |_| false)).map(|checked| {
         checked
             .map(|chunks| chunks.into_iter().map(|c| c.stored).collect())
@@ -263,6 +254,22 @@ struct Reader {
 }
 
 impl Reader {
+    fn new(
+        store: Store,
+        cache: Option<ChunkCache>,
+        progress: Progress,
+        counters: Counters,
+    ) -> Reader {
+        Reader {
+            store,
+            cache,
+            progress,
+            counters,
+            buffers: Buffers::default(),
+            bodies: Buffers::keeping(RUNS_IN_FLIGHT),
+        }
+    }
+
     /// One run's frames: from the runner's cache, or with one request.
     async fn read(self, run: Run) -> Result<Vec<Frame>, ChunkError> {
         let chunks = match run {
