@@ -7,8 +7,11 @@
 
 Put in front of a server on 127.0.0.1 (the S3 server of scripts/ci-services.sh),
 it makes that server look like one 20 ms round trip away behind a 1 Gbit/s
-link, which `tc netem` would do if the kernel had it. Used by
-scripts/bench-link.sh.
+link, which `tc netem` would do if the kernel had it. scripts/bench-link.sh
+uses scripts/linkproxy.rs, the same model and options in Rust: this one
+took 0.4-0.5 CPU seconds per restore of the benchmark corpus from the 2 cores
+it measured on. `--selftest --proxy PROGRAM` checks that one (or any proxy
+with these options) the same way.
 
 The model, per direction (client to server, server to client), shared by all
 connections: the link sends one byte after another at the rate, so a chunk
@@ -492,8 +495,9 @@ def selftest(args):
     rate = args.rate_mbit * 1e6 / 8
     size = int(200e6 * min(1.0, args.rate_mbit / 1000))
     server = TestServer()
+    program = [args.proxy] if args.proxy else [sys.executable, os.path.abspath(__file__)]
     proxy = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--listen", "127.0.0.1:0",
+        program + ["--listen", "127.0.0.1:0",
          "--upstream", f"127.0.0.1:{server.port}", "--delay-ms", str(args.delay_ms),
          "--rate-mbit", str(args.rate_mbit)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -598,6 +602,9 @@ def main():
                         help="rate of each direction in Mbit/s, shared by all connections (default 1000)")
     parser.add_argument("--selftest", action="store_true",
                         help="check latency and rate through a proxy to a server in this process")
+    parser.add_argument("--proxy", metavar="PROGRAM",
+                        help="with --selftest: check this proxy (same options, e.g. "
+                             "target/release/examples/linkproxy) instead of this script's")
     args = parser.parse_args()
     if args.delay_ms < 0 or args.rate_mbit <= 0:
         parser.error("--delay-ms must be 0 or more and --rate-mbit more than 0")
