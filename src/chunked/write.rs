@@ -118,9 +118,6 @@ async fn pack_chunks(
                 compressed,
             } => {
                 ctx.progress.sent(compressed.len() as u64);
-                if let Some(cache) = &ctx.cache {
-                    cache.put(&id, &compressed).await;
-                }
                 let (chunk, sealed) = packer.add(id, size, &compressed);
                 stored.uploaded += 1;
                 stored.uploaded_bytes += chunk.stored;
@@ -223,6 +220,11 @@ async fn hash(
         .await
         .map_err(|e| anyhow!("compressing a chunk stopped unexpectedly: {e}"))?
         .context("cannot compress a chunk")?;
+    // Kept for this runner's next restores here, several at a time, not in
+    // the ordered loop that packs them.
+    if let Some(cache) = &ctx.cache {
+        cache.put(&id, &compressed).await;
+    }
     Ok(Hashed::New {
         id,
         size,

@@ -269,6 +269,33 @@ async fn the_runner_cache_serves_repeat_restores_and_survives_damage() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_leaves_its_new_chunks_in_the_runner_cache() {
+    let store = memory();
+    let ws = workspace();
+    let cache = workspace();
+    modules(ws.path(), 0..4);
+    let job = chunked(rebuild_job(ws.path(), "k"), Some(cache.path()));
+    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
+    let unique: HashSet<String> = index(&store, "k")
+        .await
+        .chunks
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let cached = walkdir::WalkDir::new(cache.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count();
+    assert_eq!(cached, unique.len());
+    // The next restore on this runner reads them all from there.
+    let target = workspace();
+    let restore = chunked(restore_job(target.path(), "k", &[]), Some(cache.path()));
+    let restored = run(&restore, &store).await.unwrap();
+    assert_eq!(restored.requests, Some(0));
+}
+
 fn flush_job(ws: &Path, max_age: Option<Duration>, max_size: Option<u64>, timing: Timing) -> Job {
     job(
         Task::Flush(crate::job::Flush {
