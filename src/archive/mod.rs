@@ -7,6 +7,7 @@ pub(crate) mod files;
 pub mod format;
 pub(crate) mod gzip_blocks;
 pub mod manifest;
+pub(crate) mod order;
 pub mod pax;
 pub mod write;
 

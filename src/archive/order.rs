@@ -1,0 +1,255 @@
+//! Where each file goes in the tar stream: already-compressed files are
+//! spread among the others instead of sitting where the walk finds them.
+//!
+//! Why: a restore is a pipeline (download, decompress, extract) that runs at
+//! the pace of its slowest stage, and the slowest stage depends on the data.
+//! Already-compressed files (a Go module cache's `cache/download/**.zip`, a
+//! cargo registry's `cache/**.crate`) are network-bound: many bytes on the
+//! wire, nearly nothing to decompress. Sources are extractor-bound: few
+//! bytes on the wire, much to decompress and write. A walk sorted by name
+//! puts all of the first kind together (`cache` sorts before `github.com`),
+//! so a restore over a real link first waits for the network with the
+//! extractor idle, then waits for the extractor with the network half idle:
+//! it takes the sum of the two phases, not the larger. Spread out, the two
+//! kinds overlap. A rebuild has the same shape in the other direction.
+//!
+//! Placement must also be *stable*, or chunked entries would lose their
+//! deduplication: a file that moves in the stream changes the chunks around
+//! its old and its new place. So each compressed file is placed by
+//! consistent hashing: it goes right after the first other entry of its
+//! mount whose name hashes at or after its own (wrapping around). Adding a
+//! module adds a few entries, and each takes over only the compressed files
+//! whose hashes fall just before its own (on average compressed files /
+//! other entries of them: about 0.03 for a Go module cache), so nearly
+//! every file keeps its place; a rule like "one zip every N bytes" would
+//! move them all.
+//!
+//! Only regular files with a single link move (hard-link targets must come
+//! before their links), and only those big enough to matter.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Files smaller than this stay where the walk finds them: moving them
+/// gains nothing worth the bookkeeping.
+const MIN_SIZE: u64 = 16 * 1024;
+
+/// Name endings of formats that are compressed already (case-insensitive):
+/// package archives of the common toolchains, compressed tarballs, images.
+const COMPRESSED: &[&str] = &[
+    ".zip", ".crate", ".jar", ".war", ".whl", ".nupkg", ".gem", ".apk", ".aar", ".gz", ".tgz",
+    ".zst", ".xz", ".txz", ".bz2", ".tbz2", ".lz4", ".br", ".7z", ".rar", ".deb", ".rpm", ".png",
+    ".jpg", ".jpeg", ".gif", ".webp", ".woff2",
+];
+
+/// Whether a file name says its content is compressed already.
+pub fn is_compressed_name(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    COMPRESSED.iter().any(|ext| {
+        let ext = ext.as_bytes();
+        name.len() > ext.len() && name[name.len() - ext.len()..].eq_ignore_ascii_case(ext)
+    })
+}
+
+/// Whether the walk leaves this file to be placed by hash.
+fn moves(rel: &Path, meta: &Metadata) -> bool {
+    meta.is_file()
+        && meta.nlink() == 1
+        && meta.len() >= MIN_SIZE
+        && rel.file_name().is_some_and(is_compressed_name)
+}
+
+fn hash(rel: &Path) -> u64 {
+    xxh3_64(rel.as_os_str().as_bytes())
+}
+
+/// Collects one mount's walk (as `survey` sees it) into a `Placement`.
+#[derive(Default)]
+pub struct Planner {
+    /// Hashes of the entries that stay where the walk finds them.
+    anchors: Vec<u64>,
+    /// Files to place, in walk order.
+    moving: Vec<PathBuf>,
+}
+
+impl Planner {
+    /// Notes one walked entry, by its path below the mount.
+    pub fn note(&mut self, rel: &Path, meta: &Metadata) {
+        if moves(rel, meta) {
+            self.moving.push(rel.to_path_buf());
+        } else {
+            self.anchors.push(hash(rel));
+        }
+    }
+
+    pub fn finish(mut self) -> Placement {
+        self.anchors.sort_unstable();
+        self.anchors.dedup();
+        let mut placement = Placement::default();
+        for rel in self.moving {
+            let wanted = hash(&rel);
+            let at = self.anchors.partition_point(|&h| h < wanted);
+            // Past the last anchor the ring wraps to the first; with no
+            // anchor at all the file is written at the end of the mount.
+            match self.anchors.get(at).or(self.anchors.first()) {
+                Some(&anchor) => placement.after.entry(anchor).or_default().push(rel.clone()),
+                None => placement.unanchored.push(rel.clone()),
+            }
+            placement.moving.insert(rel);
+        }
+        placement
+    }
+}
+
+/// Which files of one mount leave their walk position, and after which
+/// entry each is written.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    /// Every file the walk skips.
+    moving: HashSet<PathBuf>,
+    /// Anchor hash -> the files written right after that entry.
+    after: HashMap<u64, Vec<PathBuf>>,
+    /// Files of a mount that has no other entry.
+    unanchored: Vec<PathBuf>,
+}
+
+impl Placement {
+    /// Whether the walk skips `rel` (it is written after its anchor).
+    pub fn moves(&self, rel: &Path) -> bool {
+        !self.moving.is_empty() && self.moving.contains(rel)
+    }
+
+    /// The files to write right after `rel`, each handed out once.
+    pub fn take_after(&mut self, rel: &Path) -> Vec<PathBuf> {
+        if self.after.is_empty() {
+            return Vec::new();
+        }
+        self.after.remove(&hash(rel)).unwrap_or_default()
+    }
+
+    /// Files whose anchor never came (it vanished since the survey, or the
+    /// mount has nothing else), sorted, to be written at the end.
+    pub fn take_rest(&mut self) -> Vec<PathBuf> {
+        let mut rest = std::mem::take(&mut self.unanchored);
+        rest.extend(self.after.drain().flat_map(|(_, files)| files));
+        rest.sort();
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A placement over plain names, without files on disk.
+    fn plan(anchors: &[String], moving: &[String]) -> Placement {
+        let mut planner = Planner::default();
+        for name in anchors {
+            planner.anchors.push(hash(Path::new(name)));
+        }
+        for name in moving {
+            planner.moving.push(PathBuf::from(name));
+        }
+        planner.finish()
+    }
+
+    /// Where each moving file lands: the anchor it follows, in walk order.
+    fn landing(anchors: &[String], moving: &[String]) -> HashMap<PathBuf, String> {
+        let mut placement = plan(anchors, moving);
+        let mut at = HashMap::new();
+        for anchor in anchors {
+            for file in placement.take_after(Path::new(anchor)) {
+                // Still skipped when the walk reaches it after its anchor.
+                assert!(placement.moves(&file));
+                at.insert(file, anchor.clone());
+            }
+        }
+        assert!(placement.take_rest().is_empty());
+        at
+    }
+
+    fn names(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    #[test]
+    fn compressed_names_are_known_by_their_ending() {
+        for name in [
+            "v1.2.3.zip",
+            "serde-1.0.0.crate",
+            "x.tar.gz",
+            "A.JPG",
+            "b.whl",
+        ] {
+            assert!(is_compressed_name(OsStr::new(name)), "{name}");
+        }
+        for name in [
+            "v1.2.3.mod",
+            "zip",
+            ".zip",
+            "main.go",
+            "v1.2.3.ziphash",
+            "gz.txt",
+        ] {
+            assert!(!is_compressed_name(OsStr::new(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_moving_file_is_written_once_and_they_are_spread() {
+        let anchors = names("github.com/m/src", 2000);
+        let moving = names("cache/download/m/@v/v", 100);
+        let at = landing(&anchors, &moving);
+        assert_eq!(at.len(), 100, "each file placed exactly once");
+        let distinct: HashSet<&String> = at.values().collect();
+        assert!(
+            distinct.len() > 80,
+            "spread over {} anchors",
+            distinct.len()
+        );
+        // Spread over the whole walk, not bunched at one end.
+        let position: HashMap<&String, usize> =
+            anchors.iter().enumerate().map(|(i, a)| (a, i)).collect();
+        let first_half = at.values().filter(|a| position[a] < 1000).count();
+        assert!(
+            (30..=70).contains(&first_half),
+            "{first_half} of 100 in the first half"
+        );
+    }
+
+    #[test]
+    fn adding_entries_moves_few_files() {
+        let anchors = names("github.com/m/src", 2000);
+        let moving = names("cache/download/m/@v/v", 100);
+        let before = landing(&anchors, &moving);
+        // One more module: 30 entries and its zip.
+        let mut more_anchors = anchors.clone();
+        more_anchors.extend(names("github.com/new/src", 30));
+        let mut more_moving = moving.clone();
+        more_moving.push("cache/download/new/@v/v1.zip".into());
+        let after = landing(&more_anchors, &more_moving);
+        let moved = moving
+            .iter()
+            .filter(|m| before[Path::new(m)] != after[Path::new(m)])
+            .count();
+        // Expected 100 * 30 / 2030 = 1.5; a byte-proportional rule moves most.
+        assert!(moved <= 6, "{moved} of 100 files changed place");
+    }
+
+    #[test]
+    fn files_whose_anchor_never_comes_are_left_for_the_end() {
+        let mut placement = plan(&names("a", 3), &names("z.zip", 5));
+        let rest = placement.take_rest();
+        assert_eq!(rest.len(), 5);
+        assert!(placement.take_after(Path::new("a0")).is_empty());
+        let mut alone = plan(&[], &names("z.zip", 2));
+        assert!(alone.moves(Path::new("z.zip0")));
+        assert_eq!(alone.take_rest().len(), 2);
+    }
+}
