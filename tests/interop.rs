@@ -55,9 +55,12 @@ fn gnu_tar_extracts_our_entries_exactly() {
         let file = stored_file(&backend, &root, ext);
         // The compressor's own tool accepts the stream.
         sh(Command::new(check[0]).arg(check[1]).arg(&file));
-        // GNU tar extracts it (detecting the compression itself) without a warning.
+        // GNU tar extracts it (detecting the compression itself) without a
+        // warning, exactly when it sets directory times at the end (see
+        // compressed_files_spread_through_the_stream_extract_exactly).
         let out = workspace();
         sh(Command::new("tar")
+            .arg("--delay-directory-restore")
             .arg("-xf")
             .arg(&file)
             .arg("-C")
@@ -191,4 +194,113 @@ fn go_builds_offline_from_a_restored_module_cache() {
         .assert_code(0)
         .assert_log("pkg.mod (replaced)");
     go(second.path(), "off", &["build", "-o", "app", "."]);
+}
+
+/// Already-compressed files are spread among the others (by hash, see
+/// src/archive/order.rs), so some come before their own directory's entry,
+/// but never inside a read-only directory's run of entries: GNU tar extracts
+/// the stream even as an unprivileged user (and exactly with
+/// `--delay-directory-restore`), and larder restores it exactly.
+#[test]
+fn compressed_files_spread_through_the_stream_extract_exactly() {
+    let backend = Backend::filesystem();
+    let root = unique_root("spread");
+    let ws = workspace();
+    let m = ws.path().join("pkg.mod");
+    let mut read_only = vec!["ro".to_string()];
+    for i in 0..40 {
+        let dir = m.join(format!("a{i:02}"));
+        tree::write(&dir.join("src.go"), b"package a\n");
+        if i % 4 == 0 {
+            // A Go-style read-only module directory with more than one entry.
+            tree::write(&dir.join("z.go"), b"package a\n");
+            read_only.push(format!("a{i:02}"));
+        }
+    }
+    for i in 0..12u64 {
+        let zip = m.join(format!("cache/download/m{i}/@v/v1.0.0.zip"));
+        tree::write(&zip, &tree::noise(i, 40_000));
+    }
+    tree::write(&m.join("ro/kept.zip"), &tree::noise(99, 40_000));
+    tree::write(&m.join("ro/more.go"), b"package ro\n");
+    for dir in &read_only {
+        tree::chmod(&m.join(dir), 0o555);
+    }
+    let before = snapshot(&m);
+    Step::new(ws.path(), &backend, &root)
+        .set("PLUGIN_ARCHIVE_FORMAT", "zstd")
+        .rebuild()
+        .assert_code(0);
+    let file = stored_file(&backend, &root, "tar.zst");
+    let listing = sh(Command::new("tar").arg("-tf").arg(&file));
+    let names: Vec<&str> = listing.lines().collect();
+    let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
+    let zips: Vec<usize> = (0..names.len())
+        .filter(|&i| names[i].starts_with("pkg.mod/cache/") && names[i].ends_with(".zip"))
+        .collect();
+    assert_eq!(zips.len(), 12, "{listing}");
+    assert!(
+        zips[0] < at("pkg.mod/cache/"),
+        "no zip before its directories:\n{listing}"
+    );
+    let sources_between = (zips[0]..zips[11])
+        .filter(|&i| names[i].ends_with(".go"))
+        .count();
+    assert!(
+        sources_between >= 10,
+        "zips not spread among the sources:\n{listing}"
+    );
+    // A read-only directory's entries come together, and a file in one
+    // stays where the walk puts it.
+    for dir in &read_only {
+        let prefix = format!("pkg.mod/{dir}/");
+        let inside: Vec<usize> = (0..names.len())
+            .filter(|&i| names[i].starts_with(&prefix))
+            .collect();
+        assert_eq!(inside.len(), 3, "{listing}");
+        assert_eq!(inside[2] - inside[0], 2, "{dir} interrupted:\n{listing}");
+    }
+    assert_eq!(at("pkg.mod/ro/kept.zip"), at("pkg.mod/ro/") + 1);
+
+    // GNU tar, as an unprivileged user: it finishes each directory (time,
+    // mode) when the stream leaves it, so only directory times can differ.
+    let gnu = workspace();
+    let copy = gnu.path().join("entry.tar.zst");
+    fs::copy(&file, &copy).unwrap();
+    tree::give_to_nobody(gnu.path());
+    let mut tar = Command::new(if common::is_root() { "setpriv" } else { "tar" });
+    if common::is_root() {
+        tar.args(["--reuid=65534", "--regid=65534", "--clear-groups", "tar"]);
+    }
+    sh(tar.arg("-xf").arg(&copy).arg("-C").arg(gnu.path()));
+    let dir_times_cleared = |s: &tree::Snapshot| -> tree::Snapshot {
+        s.iter()
+            .map(|(p, n)| {
+                let mut n = n.clone();
+                if n.kind == 'd' {
+                    n.mtime = (0, 0);
+                }
+                n.uid = 0;
+                n.gid = 0;
+                (p.clone(), n)
+            })
+            .collect()
+    };
+    let extracted = snapshot(&gnu.path().join("pkg.mod"));
+    assert_same(&dir_times_cleared(&before), &dir_times_cleared(&extracted));
+    // With --delay-directory-restore, exactly.
+    let delayed = workspace();
+    sh(Command::new("tar")
+        .arg("--delay-directory-restore")
+        .arg("-xf")
+        .arg(&file)
+        .arg("-C")
+        .arg(delayed.path()));
+    assert_same(&before, &snapshot(&delayed.path().join("pkg.mod")));
+    let fresh = workspace();
+    Step::new(fresh.path(), &backend, &root)
+        .restore()
+        .assert_code(0)
+        .assert_log("restore: hit");
+    assert_same(&before, &snapshot(&fresh.path().join("pkg.mod")));
 }

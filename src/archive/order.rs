@@ -16,8 +16,9 @@
 //! Placement must also be *stable*, or chunked entries would lose their
 //! deduplication: a file that moves in the stream changes the chunks around
 //! its old and its new place. So each compressed file is placed by
-//! consistent hashing: it goes right after the first other entry of its
-//! mount whose name hashes at or after its own (wrapping around). Adding a
+//! consistent hashing: it goes right after the first entry of its mount
+//! whose name hashes at or after its own (wrapping around), among the
+//! entries a file may follow (see `Planner`). Adding a
 //! module adds a few entries, and each takes over only the compressed files
 //! whose hashes fall just before its own (on average compressed files /
 //! other entries of them: about 0.03 for a Go module cache), so nearly
@@ -25,7 +26,8 @@
 //! move them all.
 //!
 //! Only regular files with a single link move (hard-link targets must come
-//! before their links), and only those big enough to matter.
+//! before their links), only those big enough to matter, and only out of
+//! writable directories.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -57,12 +59,28 @@ pub fn is_compressed_name(name: &OsStr) -> bool {
     })
 }
 
-/// Whether the walk leaves this file to be placed by hash.
-fn moves(rel: &Path, meta: &Metadata) -> bool {
-    meta.is_file()
-        && meta.nlink() == 1
-        && meta.len() >= MIN_SIZE
-        && rel.file_name().is_some_and(is_compressed_name)
+/// What the planner needs of one walked entry.
+#[derive(Clone, Copy, Debug)]
+pub struct Walked {
+    /// Components below the mount (the mount itself is 0).
+    pub depth: usize,
+    /// For a directory: whether its owner may write into it.
+    pub dir_writable: Option<bool>,
+    /// A compressed file the writer may place by hash.
+    pub compressed: bool,
+}
+
+impl Walked {
+    pub fn of(rel: &Path, meta: &Metadata) -> Walked {
+        Walked {
+            depth: rel.components().count(),
+            dir_writable: meta.is_dir().then_some(meta.mode() & 0o200 != 0),
+            compressed: meta.is_file()
+                && meta.nlink() == 1
+                && meta.len() >= MIN_SIZE
+                && rel.file_name().is_some_and(is_compressed_name),
+        }
+    }
 }
 
 fn hash(rel: &Path) -> u64 {
@@ -70,25 +88,60 @@ fn hash(rel: &Path) -> u64 {
 }
 
 /// Collects one mount's walk (as `survey` sees it) into a `Placement`.
+///
+/// Extractors that set a directory's time and mode as soon as the stream
+/// leaves it (GNU tar without `--delay-directory-restore`) are why not
+/// every entry can be an anchor: a file written between two entries of a
+/// directory it is not in makes GNU tar finish that directory early, and
+/// the directory's next entry then changes its time, or, if the directory
+/// is read-only and tar is not root, cannot be written. So a file is only
+/// placed where every directory still open is writable (between two Go
+/// modules, not inside one: Go makes module trees read-only), and a file
+/// in a read-only directory stays where it is. Directory times may then
+/// differ under GNU tar without that flag; the contents never do.
 #[derive(Default)]
 pub struct Planner {
-    /// Hashes of the entries that stay where the walk finds them.
+    /// Hashes of the entries a file may follow.
     anchors: Vec<u64>,
     /// Files to place, in walk order.
     moving: Vec<PathBuf>,
+    /// Whether each directory on the walk's current path is writable,
+    /// by depth.
+    open: Vec<bool>,
+    /// The last entry that stays, until the next tells whether the gap
+    /// after it is safe.
+    last: Option<u64>,
 }
 
 impl Planner {
     /// Notes one walked entry, by its path below the mount.
     pub fn note(&mut self, rel: &Path, meta: &Metadata) {
-        if moves(rel, meta) {
+        self.add(rel, Walked::of(rel, meta));
+    }
+
+    fn add(&mut self, rel: &Path, entry: Walked) {
+        // The directories still open once the walk reaches `rel`.
+        self.open.truncate(entry.depth);
+        let open_writable = self.open.iter().all(|&w| w);
+        let parent_writable = self.open.last().copied().unwrap_or(true);
+        if entry.compressed && parent_writable {
             self.moving.push(rel.to_path_buf());
-        } else {
-            self.anchors.push(hash(rel));
+            return;
+        }
+        if let Some(last) = self.last.take()
+            && open_writable
+        {
+            self.anchors.push(last);
+        }
+        self.last = Some(hash(rel));
+        if let Some(writable) = entry.dir_writable {
+            self.open.push(writable);
         }
     }
 
     pub fn finish(mut self) -> Placement {
+        // After the mount's last entry nothing is left to interrupt.
+        self.anchors.extend(self.last.take());
         self.anchors.sort_unstable();
         self.anchors.dedup();
         let mut placement = Placement::default();
@@ -240,6 +293,59 @@ mod tests {
             .count();
         // Expected 100 * 30 / 2030 = 1.5; a byte-proportional rule moves most.
         assert!(moved <= 6, "{moved} of 100 files changed place");
+    }
+
+    fn dir(depth: usize, writable: bool) -> Walked {
+        Walked {
+            depth,
+            dir_writable: Some(writable),
+            compressed: false,
+        }
+    }
+
+    fn file(depth: usize, compressed: bool) -> Walked {
+        Walked {
+            depth,
+            dir_writable: None,
+            compressed,
+        }
+    }
+
+    #[test]
+    fn files_go_only_where_every_open_directory_is_writable() {
+        let mut planner = Planner::default();
+        let walk = [
+            ("", dir(0, true)),
+            ("a", dir(1, true)),
+            ("a/m@v1", dir(2, false)),
+            ("a/m@v1/x.go", file(3, false)),
+            ("a/m@v1/y.go", file(3, false)),
+            ("a/n", dir(2, true)),
+            ("a/n/t.zip", file(3, true)),
+            ("ro", dir(1, false)),
+            ("ro/kept.zip", file(2, true)),
+            ("z.go", file(1, false)),
+        ];
+        for (name, entry) in walk {
+            planner.add(Path::new(name), entry);
+        }
+        let anchors: HashSet<u64> = planner.anchors.iter().copied().collect();
+        let may_follow = |name: &str| anchors.contains(&hash(Path::new(name)));
+        // Inside the read-only module: its directory and first file are
+        // followed by more of it, so nothing may come between.
+        assert!(!may_follow("a/m@v1"));
+        assert!(!may_follow("a/m@v1/x.go"));
+        // After the module ends, only writable directories are open.
+        assert!(may_follow("a/m@v1/y.go"));
+        assert!(may_follow("") && may_follow("a") && may_follow("a/n"));
+        // A file in a read-only directory stays in place, as an entry.
+        assert_eq!(planner.moving, vec![PathBuf::from("a/n/t.zip")]);
+        assert!(!may_follow("ro"));
+        // Its last entry may be followed: the directory has ended.
+        assert!(may_follow("ro/kept.zip"));
+        let placement = planner.finish();
+        assert!(placement.moves(Path::new("a/n/t.zip")));
+        assert!(!placement.moves(Path::new("ro/kept.zip")));
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub async fn export(task: &Export, store: &Store, cancel: &Cancel) -> anyhow::Re
     let elapsed = started.elapsed();
     info!(
         "export: wrote key '{key}' ('{}') to {}: {} {compression} in {}; extract it with \
-         tar -xf {}",
+         tar --delay-directory-restore -xf {} (GNU tar; the option keeps directory times)",
         store.full(&meta.location),
         task.output.display(),
         human::bytes(bytes),
