@@ -208,9 +208,11 @@ fn compressed_files_spread_through_the_stream_extract_exactly() {
     let ws = workspace();
     let m = ws.path().join("pkg.mod");
     let mut read_only = vec!["ro".to_string()];
+    // Sources of 64 KiB or more: files are placed in proportion to bytes.
+    let source = "package a\n".repeat(7000);
     for i in 0..40 {
         let dir = m.join(format!("a{i:02}"));
-        tree::write(&dir.join("src.go"), b"package a\n");
+        tree::write(&dir.join("src.go"), source.as_bytes());
         if i % 4 == 0 {
             // A Go-style read-only module directory with more than one entry.
             tree::write(&dir.join("z.go"), b"package a\n");

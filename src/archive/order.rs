@@ -36,7 +36,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// Files smaller than this stay where the walk finds them: moving them
 /// gains nothing worth the bookkeeping.
@@ -68,6 +68,8 @@ pub struct Walked {
     pub dir_writable: Option<bool>,
     /// A compressed file the writer may place by hash.
     pub compressed: bool,
+    /// File bytes (0 for directories and links).
+    pub bytes: u64,
 }
 
 impl Walked {
@@ -79,12 +81,25 @@ impl Walked {
                 && meta.nlink() == 1
                 && meta.len() >= MIN_SIZE
                 && rel.file_name().is_some_and(is_compressed_name),
+            bytes: if meta.is_file() { meta.len() } else { 0 },
         }
     }
 }
 
 fn hash(rel: &Path) -> u64 {
     xxh3_64(rel.as_os_str().as_bytes())
+}
+
+/// Bytes of the stream an anchor stands for per point on the ring: files
+/// land in proportion to the bytes before each anchor, not to the number
+/// of entries (a module cache's thousands of tiny `.info` and `.mod`
+/// files would otherwise keep most zips among themselves).
+const BYTES_PER_POINT: u64 = 64 * 1024;
+
+/// The ring points of an anchor that follows `bytes` of files: one per
+/// `BYTES_PER_POINT`, each at its own hash.
+fn points(anchor: u64, bytes: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..bytes / BYTES_PER_POINT).map(move |i| (xxh3_64_with_seed(&anchor.to_le_bytes(), i), anchor))
 }
 
 /// Collects one mount's walk (as `survey` sees it) into a `Placement`.
@@ -101,8 +116,8 @@ fn hash(rel: &Path) -> u64 {
 /// differ under GNU tar without that flag; the contents never do.
 #[derive(Default)]
 pub struct Planner {
-    /// Hashes of the entries a file may follow.
-    anchors: Vec<u64>,
+    /// Ring points (point, anchor hash) of the entries a file may follow.
+    ring: Vec<(u64, u64)>,
     /// Files to place, in walk order.
     moving: Vec<PathBuf>,
     /// Whether each directory on the walk's current path is writable,
@@ -111,6 +126,8 @@ pub struct Planner {
     /// The last entry that stays, until the next tells whether the gap
     /// after it is safe.
     last: Option<u64>,
+    /// File bytes since the last anchor, up to and including `last`.
+    segment: u64,
 }
 
 impl Planner {
@@ -131,9 +148,11 @@ impl Planner {
         if let Some(last) = self.last.take()
             && open_writable
         {
-            self.anchors.push(last);
+            self.ring.extend(points(last, self.segment));
+            self.segment = 0;
         }
         self.last = Some(hash(rel));
+        self.segment += entry.bytes;
         if let Some(writable) = entry.dir_writable {
             self.open.push(writable);
         }
@@ -141,17 +160,19 @@ impl Planner {
 
     pub fn finish(mut self) -> Placement {
         // After the mount's last entry nothing is left to interrupt.
-        self.anchors.extend(self.last.take());
-        self.anchors.sort_unstable();
-        self.anchors.dedup();
+        if let Some(last) = self.last.take() {
+            self.ring.extend(points(last, self.segment));
+        }
+        self.ring.sort_unstable();
         let mut placement = Placement::default();
         for rel in self.moving {
             let wanted = hash(&rel);
-            let at = self.anchors.partition_point(|&h| h < wanted);
-            // Past the last anchor the ring wraps to the first; with no
-            // anchor at all the file is written at the end of the mount.
-            match self.anchors.get(at).or(self.anchors.first()) {
-                Some(&anchor) => placement.after.entry(anchor).or_default().push(rel.clone()),
+            let at = self.ring.partition_point(|&(point, _)| point < wanted);
+            // Past the last point the ring wraps to the first; with no
+            // point at all (a mount of small files) the file is written at
+            // the end of the mount.
+            match self.ring.get(at).or(self.ring.first()) {
+                Some(&(_, anchor)) => placement.after.entry(anchor).or_default().push(rel.clone()),
                 None => placement.unanchored.push(rel.clone()),
             }
             placement.moving.insert(rel);
@@ -204,7 +225,9 @@ mod tests {
     fn plan(anchors: &[String], moving: &[String]) -> Placement {
         let mut planner = Planner::default();
         for name in anchors {
-            planner.anchors.push(hash(Path::new(name)));
+            planner
+                .ring
+                .extend(points(hash(Path::new(name)), BYTES_PER_POINT));
         }
         for name in moving {
             planner.moving.push(PathBuf::from(name));
@@ -300,6 +323,7 @@ mod tests {
             depth,
             dir_writable: Some(writable),
             compressed: false,
+            bytes: 0,
         }
     }
 
@@ -308,6 +332,7 @@ mod tests {
             depth,
             dir_writable: None,
             compressed,
+            bytes: BYTES_PER_POINT,
         }
     }
 
@@ -329,7 +354,7 @@ mod tests {
         for (name, entry) in walk {
             planner.add(Path::new(name), entry);
         }
-        let anchors: HashSet<u64> = planner.anchors.iter().copied().collect();
+        let anchors: HashSet<u64> = planner.ring.iter().map(|&(_, a)| a).collect();
         let may_follow = |name: &str| anchors.contains(&hash(Path::new(name)));
         // Inside the read-only module: its directory and first file are
         // followed by more of it, so nothing may come between.
@@ -337,7 +362,8 @@ mod tests {
         assert!(!may_follow("a/m@v1/x.go"));
         // After the module ends, only writable directories are open.
         assert!(may_follow("a/m@v1/y.go"));
-        assert!(may_follow("") && may_follow("a") && may_follow("a/n"));
+        // Directories after an anchor stand for no file bytes: no points.
+        assert!(!may_follow("") && !may_follow("a") && !may_follow("a/n"));
         // A file in a read-only directory stays in place, as an entry.
         assert_eq!(planner.moving, vec![PathBuf::from("a/n/t.zip")]);
         assert!(!may_follow("ro"));
@@ -346,6 +372,47 @@ mod tests {
         let placement = planner.finish();
         assert!(placement.moves(Path::new("a/n/t.zip")));
         assert!(!placement.moves(Path::new("ro/kept.zip")));
+    }
+
+    #[test]
+    fn files_land_in_proportion_to_bytes_not_entries() {
+        let mut planner = Planner::default();
+        planner.add(Path::new(""), dir(0, true));
+        // A module cache: thousands of tiny files beside the zips...
+        for i in 0..3000 {
+            let tiny = Walked {
+                bytes: 100,
+                ..file(2, false)
+            };
+            planner.add(Path::new(&format!("cache/v{i}.info")), tiny);
+        }
+        for i in 0..100 {
+            let zip = Walked {
+                bytes: 100_000,
+                ..file(2, true)
+            };
+            planner.add(Path::new(&format!("cache/v{i}.zip")), zip);
+        }
+        // ...and fewer, larger sources.
+        for i in 0..300 {
+            let source = Walked {
+                bytes: 1 << 20,
+                ..file(2, false)
+            };
+            planner.add(Path::new(&format!("src/m{i}.go")), source);
+        }
+        let mut placement = planner.finish();
+        let among_sources: usize = (0..300)
+            .map(|i| {
+                placement
+                    .take_after(Path::new(&format!("src/m{i}.go")))
+                    .len()
+            })
+            .sum();
+        assert!(
+            among_sources >= 95,
+            "{among_sources} of 100 among the sources"
+        );
     }
 
     #[test]
