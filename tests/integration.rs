@@ -1134,6 +1134,12 @@ fn flush_removes_unused_chunks_after_the_grace(backend: &Backend) {
     let old = packs_of(backend, &root);
     std::thread::sleep(Duration::from_secs(2));
     fs::write(ws.path().join("pkg.mod/more.bin"), tree::noise(9, 700_000)).unwrap();
+    // The 1.5 MB file fills packs of its own: those are the ones 'new'
+    // does not use, wherever the archive order puts the rest.
+    let module = ws.path().join("pkg.mod/example.com/lib@v1.0.0");
+    tree::chmod(&module, 0o755);
+    fs::remove_file(module.join("big.bin")).unwrap();
+    tree::chmod(&module, 0o555);
     chunked(Step::new(ws.path(), backend, &root))
         .set("PLUGIN_CACHE_KEY", "new")
         .rebuild()

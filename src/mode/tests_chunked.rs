@@ -33,7 +33,9 @@ fn modules(workspace: &Path, range: std::ops::Range<u64>) {
         let dir = workspace.join(format!("pkg.mod/example.com/m{n}@v1.0.0"));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("go.mod"), format!("module example.com/m{n}\n")).unwrap();
-        fs::write(dir.join("code.go"), noise(300_000, n)).unwrap();
+        // Sources of whole packs: zips are spread among the modules (see
+        // archive::order), so smaller ones would share every pack.
+        fs::write(dir.join("code.go"), noise(1_000_000, n)).unwrap();
         let zip = workspace.join("pkg.mod/cache/download/example.com");
         fs::create_dir_all(&zip).unwrap();
         fs::write(zip.join(format!("m{n}.zip")), noise(200_000, n + 1000)).unwrap();
