@@ -16,14 +16,15 @@
 //! Placement must also be *stable*, or chunked entries would lose their
 //! deduplication: a file that moves in the stream changes the chunks around
 //! its old and its new place. So each compressed file is placed by
-//! consistent hashing: it goes right after the first entry of its mount
-//! whose name hashes at or after its own (wrapping around), among the
-//! entries a file may follow (see `Planner`). Adding a
-//! module adds a few entries, and each takes over only the compressed files
-//! whose hashes fall just before its own (on average compressed files /
-//! other entries of them: about 0.03 for a Go module cache), so nearly
-//! every file keeps its place; a rule like "one zip every N bytes" would
-//! move them all.
+//! consistent hashing: it goes right after the entry that owns the first
+//! point on a hash ring at or after the file's own hash (wrapping around).
+//! The entries a file may follow (see `Planner`) own one point per 64 KiB
+//! of file bytes since the previous such entry, so files land in proportion
+//! to bytes. Adding a module adds one such entry, whose points take over
+//! only the files whose hashes fall just before them (on average the
+//! number of compressed files times the module's share of the bytes: about
+//! one for a Go module cache), so nearly every file keeps its place; a rule
+//! like "one zip every N bytes" would move them all.
 //!
 //! Only regular files with a single link move (hard-link targets must come
 //! before their links), only those big enough to matter, and only out of
