@@ -21,7 +21,7 @@ use super::{ChunkRef, chunk_id};
 use crate::cancel::Cancel;
 use crate::progress::{self, Progress};
 use crate::storage::Store;
-use crate::storage::transfer::{self, Download};
+use crate::storage::transfer::{self, Download, Turn};
 
 /// The most one request reads: a run of chunks that lie side by side in a
 /// pack (runs end at pack boundaries: 197 MB of chunks take ~130 requests).
@@ -88,17 +88,31 @@ struct Fetched {
 /// The index of the chunked entry `meta`: `Ok(Err(why))` when the object
 /// is there but is no index this larder can read (a damaged entry).
 pub async fn read_index(store: &Store, meta: &ObjectMeta) -> anyhow::Result<Result<Index, String>> {
+    read_index_after(store, meta, Bytes::new()).await
+}
+
+/// Like `read_index`, where the lookup read the index's first bytes,
+/// `head`, already: only the rest, if any, is read.
+pub async fn read_index_after(
+    store: &Store,
+    meta: &ObjectMeta,
+    head: Bytes,
+) -> anyhow::Result<Result<Index, String>> {
     if meta.size > MAX_INDEX {
         return Ok(Err(format!(
             "the index is {} bytes, more than any index larder writes",
             meta.size
         )));
     }
+    if head.len() as u64 == meta.size {
+        return Ok(Index::parse(&head));
+    }
     let options = GetOptions {
         if_match: meta.e_tag.clone(),
+        range: (!head.is_empty()).then(|| (head.len() as u64..meta.size).into()),
         ..GetOptions::default()
     };
-    let bytes = store
+    let rest = store
         .inner()
         .get_opts(&meta.location, options)
         .await
@@ -106,7 +120,10 @@ pub async fn read_index(store: &Store, meta: &ObjectMeta) -> anyhow::Result<Resu
         .bytes()
         .await
         .map_err(|e| store.error("read of", &meta.location, e))?;
-    Ok(Index::parse(&bytes))
+    if head.is_empty() {
+        return Ok(Index::parse(&rest));
+    }
+    Ok(Index::parse(&[head, rest].concat()))
 }
 
 /// Groups the chunks into runs: chunks side by side in one object, up to
@@ -189,10 +206,10 @@ fn fetch(
     runs: Vec<Run>,
 ) -> impl futures::Stream<Item = Result<Vec<Fetched>, ChunkError>> + Unpin {
     let checker = reader.clone();
-    futures::stream::iter(runs)
-        .map(move |run| {
+    let checked = futures::stream::iter(runs)
+        .then(move |run| {
             let reader = reader.clone();
-            AbortOnDropHandle::new(tokio::spawn(async move { reader.read(run).await }))
+            transfer::in_turn(move |turn| reader.read(run, turn))
         })
         .buffered(RUNS_IN_FLIGHT)
         .map(move |read| {
@@ -202,7 +219,8 @@ fn fetch(
             ))
         })
         .buffered(crate::pool::threads())
-        .map(joined)
+        .map(joined);
+    Box::pin(checked)
 }
 
 /// A task's result, its failure to finish counted as the storage's.
@@ -270,12 +288,14 @@ impl Reader {
         }
     }
 
-    /// One run's frames: from the runner's cache, or with one request.
-    async fn read(self, run: Run) -> Result<Vec<Frame>, ChunkError> {
+    /// One run's frames: from the runner's cache, or with one request
+    /// (which tells `turn` when it has set out).
+    async fn read(self, run: Run, turn: Turn) -> Result<Vec<Frame>, ChunkError> {
         let chunks = match run {
-            Run::Stored(chunks) => return self.read_stored(&chunks).await,
+            Run::Stored(chunks) => return self.read_stored(&chunks, Some(turn)).await,
             Run::Cached(chunks) => chunks,
         };
+        drop(turn);
         let mut frames = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let cached = match &self.cache {
@@ -289,7 +309,7 @@ impl Reader {
                     cached: true,
                 }),
                 // Trimmed meanwhile.
-                None => frames.extend(self.read_stored(std::slice::from_ref(&chunk)).await?),
+                None => frames.extend(self.read_stored(std::slice::from_ref(&chunk), None).await?),
             }
         }
         Ok(frames)
@@ -320,7 +340,7 @@ impl Reader {
                 }
                 (Err(_), true, Some(cache)) => {
                     cache.remove(&chunk.id).await;
-                    let again = self.read_stored(std::slice::from_ref(&chunk)).await?;
+                    let again = self.read_stored(std::slice::from_ref(&chunk), None).await?;
                     fetched.extend(Box::pin(self.clone().check(again)).await?);
                 }
                 (Err(why), _, _) => {
@@ -334,8 +354,13 @@ impl Reader {
         Ok(fetched)
     }
 
-    /// Reads chunks that lie side by side in one object with one request.
-    async fn read_stored(&self, chunks: &[ChunkRef]) -> Result<Vec<Frame>, ChunkError> {
+    /// Reads chunks that lie side by side in one object with one request,
+    /// telling `turn`, if given, when it has set out.
+    async fn read_stored(
+        &self,
+        chunks: &[ChunkRef],
+        turn: Option<Turn>,
+    ) -> Result<Vec<Frame>, ChunkError> {
         let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else {
             return Ok(Vec::new());
         };
@@ -346,7 +371,12 @@ impl Reader {
             range: Some(range.clone().into()),
             ..GetOptions::default()
         };
-        let body = match store.inner().get_opts(&path, options).await {
+        let request = store.inner().get_opts(&path, options);
+        let result = match turn {
+            Some(turn) => transfer::set_out(request, turn).await,
+            None => request.await,
+        };
+        let body = match result {
             Ok(result) => read_body(result, &self.bodies)
                 .await
                 .map_err(|e| ChunkError::Storage(store.error("read of", &path, e)))?,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, anyhow};
+use bytes::Bytes;
 use futures::StreamExt;
 use tracing::{info, warn};
 
@@ -147,7 +148,8 @@ async fn copy_archive(
     partial: &Path,
     cancel: &Cancel,
 ) -> anyhow::Result<u64> {
-    let download = transfer::download(store.clone(), meta.clone(), cancel.clone()).await?;
+    let download =
+        transfer::download(store.clone(), meta.clone(), Bytes::new(), cancel.clone()).await?;
     let failure = download.failure_handle();
     let partial = partial.to_path_buf();
     let copied = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {

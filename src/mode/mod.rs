@@ -25,3 +25,5 @@ pub async fn run(job: &Job, store: &Store, cancel: &Cancel) -> anyhow::Result<Su
 mod tests;
 #[cfg(test)]
 mod tests_chunked;
+#[cfg(test)]
+mod tests_requests;

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, bail};
+use bytes::Bytes;
 use object_store::ObjectMeta;
 use object_store::path::Path as ObjectPath;
 use tracing::{info, warn};
@@ -27,6 +28,8 @@ use crate::summary::{Outcome, Summary};
 /// Which entry a lookup found.
 struct Found {
     entry: ObjectMeta,
+    /// The entry's first bytes, read with the lookup (possibly none).
+    head: Bytes,
     key: String,
     /// The restore key (prefix) that found it; `None` for the exact key.
     restore_key: Option<String>,
@@ -161,7 +164,7 @@ pub async fn restore(
 /// The index of the chunked entry `found`; one that cannot be read as an
 /// index makes the entry damaged, reported for the next rebuild.
 async fn index_of(job: &Job, store: &Store, found: &Found) -> anyhow::Result<Index> {
-    match chunked::read::read_index(store, &found.entry).await? {
+    match chunked::read::read_index_after(store, &found.entry, found.head.clone()).await? {
         Ok(index) => Ok(index),
         Err(why) => {
             let object = store.full(&found.entry.location);
@@ -176,9 +179,10 @@ async fn index_of(job: &Job, store: &Store, found: &Found) -> anyhow::Result<Ind
 
 /// The exact key first; then each restore key as a prefix, newest first.
 async fn lookup(task: &Restore, store: &Store) -> anyhow::Result<Option<Found>> {
-    if let Some(entry) = entry::find(store, &task.key).await? {
+    if let Some(opened) = entry::open(store, &task.key).await? {
         return Ok(Some(Found {
-            entry,
+            entry: opened.meta,
+            head: opened.head,
             key: task.key.clone(),
             restore_key: None,
         }));
@@ -187,6 +191,7 @@ async fn lookup(task: &Restore, store: &Store) -> anyhow::Result<Option<Found>> 
         if let Some((key, entry)) = entry::newest_with_prefix(store, prefix).await? {
             return Ok(Some(Found {
                 entry,
+                head: Bytes::new(),
                 key,
                 restore_key: Some(prefix.clone()),
             }));
@@ -211,7 +216,13 @@ async fn unpack(
             chunked::read::download(store.clone(), index, task.cache.clone(), cancel.clone())
         }
         None => (
-            transfer::download(store.clone(), found.entry.clone(), cancel.clone()).await?,
+            transfer::download(
+                store.clone(),
+                found.entry.clone(),
+                found.head.clone(),
+                cancel.clone(),
+            )
+            .await?,
             Counters::default(),
         ),
     };
@@ -443,6 +454,7 @@ async fn migrate(
         );
         let found = Found {
             entry,
+            head: Bytes::new(),
             key: legacy.key.clone(),
             restore_key: Some(DRONE_CACHE.into()),
         };

@@ -1,0 +1,228 @@
+//! The requests a restore makes: the lookup reads the entry's first bytes
+//! (an archive's first range, a chunked entry's index) instead of asking
+//! for its metadata and then reading, and no byte is read twice. Each
+//! round trip saved is one a restore over a real link does not wait for.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use futures::stream::BoxStream;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+use super::tests::{restore_job, run, tree, workspace};
+use crate::job::{Chunking, Task};
+use crate::storage::{Backend, Opened, Scratch, Store, entry};
+use crate::summary::Outcome;
+
+/// One read: the object, the bytes asked for (`None`: all), and whether
+/// it asked only for the metadata (a HEAD).
+#[derive(Clone, Debug, PartialEq)]
+struct Read {
+    path: String,
+    range: Option<Range<u64>>,
+    head: bool,
+}
+
+/// A store that writes down every read it is asked for.
+#[derive(Debug)]
+struct Recorder {
+    inner: Arc<dyn ObjectStore>,
+    reads: Mutex<Vec<Read>>,
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<Read> {
+        std::mem::take(&mut self.reads.lock().unwrap())
+    }
+}
+
+impl std::fmt::Display for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recorder({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Recorder {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let range = match &options.range {
+            Some(object_store::GetRange::Bounded(r)) => Some(r.clone()),
+            Some(other) => panic!("a restore asked for {other:?}"),
+            None => None,
+        };
+        self.reads.lock().unwrap().push(Read {
+            path: location.to_string(),
+            range,
+            head: options.head,
+        });
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// An in-memory store that records reads, labelled as a remote backend
+/// (the filesystem backend reads its files in place instead).
+fn recording() -> (Store, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder {
+        inner: Arc::new(object_store::memory::InMemory::new()),
+        reads: Mutex::default(),
+    });
+    let opened = Opened {
+        store: recorder.clone(),
+        location: "memory".into(),
+        scratch: Scratch::None,
+    };
+    (
+        Store::new(Backend::Memory, opened, super::tests::ROOT),
+        recorder,
+    )
+}
+
+/// Stores the test tree under `key`, as a chunked entry if `chunked`, and
+/// returns the entry's object (relative to the repository's folder).
+async fn stored(store: &Store, key: &str, chunked: bool) -> String {
+    let ws = workspace();
+    tree(ws.path(), 3);
+    // Incompressible, so the entry spans several download ranges.
+    let noise = crate::testing::noise(1 << 20, 3);
+    std::fs::write(ws.path().join("pkg.mod/cache/download/noise.bin"), noise).unwrap();
+    let mut job = super::tests::rebuild_job(ws.path(), key);
+    if let Task::Rebuild(task) = &mut job.task
+        && chunked
+    {
+        task.chunking = Some(Chunking {
+            params: crate::chunked::Params::DEFAULT,
+            level: 3,
+            timing: Default::default(),
+            pack_size: 512 << 10,
+        });
+    }
+    assert_eq!(run(&job, store).await.unwrap().result, Outcome::Stored);
+    let format = match chunked {
+        true => entry::Format::Chunked,
+        false => entry::Format::Archive(crate::archive::Compression::Zstd),
+    };
+    entry::path_in(key, format).to_string()
+}
+
+fn full(object: &str) -> String {
+    format!("{}/{object}", super::tests::ROOT)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_reads_an_archives_first_range_and_no_byte_is_read_twice() {
+    let (store, recorder) = recording();
+    let object = stored(&store, "k", false).await;
+    let size = store
+        .head(&ObjectPath::from(object.as_str()))
+        .await
+        .unwrap()
+        .unwrap()
+        .size;
+    assert!(size > 512 << 10, "the entry spans several ranges ({size})");
+    recorder.take();
+
+    let target = workspace();
+    let restored = run(&restore_job(target.path(), "k", &[]), &store)
+        .await
+        .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+    let reads = recorder.take();
+    assert!(
+        reads.iter().all(|r| !r.head),
+        "the lookup asked for metadata alone: {reads:?}"
+    );
+    // Every format's object was looked for with a read of its start.
+    for format in entry::Format::ALL {
+        let path = full(entry::path_in("k", format).as_ref());
+        let first = reads.iter().find(|r| r.path == path).unwrap();
+        assert_eq!(first.range.as_ref().map(|r| r.start), Some(0), "{first:?}");
+    }
+    // The archive's ranges: the lookup's first, then the rest, each byte once.
+    let mut ranges: Vec<Range<u64>> = reads
+        .iter()
+        .filter(|r| r.path == full(&object))
+        .map(|r| r.range.clone().expect("ranged reads"))
+        .collect();
+    assert_eq!(ranges[0], 0..256 << 10);
+    ranges.sort_by_key(|r| r.start);
+    assert!(
+        ranges.windows(2).all(|w| w[0].end == w[1].start),
+        "{ranges:?}"
+    );
+    assert_eq!(ranges.last().unwrap().end, size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_reads_a_chunked_entrys_index_with_one_request() {
+    let (store, recorder) = recording();
+    let object = stored(&store, "k", true).await;
+    recorder.take();
+
+    let target = workspace();
+    let restored = run(&restore_job(target.path(), "k", &[]), &store)
+        .await
+        .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+    let reads = recorder.take();
+    assert!(reads.iter().all(|r| !r.head), "{reads:?}");
+    let index: Vec<&Read> = reads.iter().filter(|r| r.path == full(&object)).collect();
+    assert_eq!(index.len(), 1, "the index is read once: {index:?}");
+    assert_eq!(index[0].range.as_ref().map(|r| r.start), Some(0));
+    // And the chunks were read (the restore did not stop at the index).
+    assert!(reads.iter().any(|r| r.path.ends_with(".pack")), "{reads:?}");
+}
