@@ -373,9 +373,10 @@ pub struct Turn(tokio::sync::oneshot::Sender<()>);
 /// request has set out (see `Turn`). Requests spawned with this one after
 /// the other take the pool's warm connections in order, so the first
 /// ranges, which the reader needs first, never wait for a new connection's
-/// handshake. Spawned all at once, tokio ran the newest first, and the
-/// warm connections went to the later ranges: over a 20 ms round trip the
-/// first bytes came a round trip late.
+/// handshake. Spawned all at once, they ran in tokio's order, not theirs
+/// (often the newest first): in a traced restore the lookup's connections
+/// went to ranges 2-5 and the first range waited for a new connection,
+/// a round trip late over a 20 ms link.
 pub async fn in_turn<F>(start: impl FnOnce(Turn) -> F) -> AbortOnDropHandle<F::Output>
 where
     F: std::future::Future + Send + 'static,
