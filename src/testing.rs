@@ -1,5 +1,14 @@
 //! Helpers the unit tests share.
 
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
 /// Bytes that do not compress or repeat (xorshift), the same for a seed.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -11,4 +20,89 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// What a test sees, or holds up, of the requests a `Tapped` store gets.
+#[async_trait::async_trait]
+pub trait Tap: std::fmt::Debug + Send + Sync + 'static {
+    /// Before a (single-request) put of `location` goes through; it may
+    /// hold the put up.
+    async fn put(&self, _location: &ObjectPath) {}
+    /// Before a read (or HEAD: `options.head`) of `location`.
+    fn get(&self, _location: &ObjectPath, _options: &GetOptions) {}
+}
+
+/// A store that passes every request on to `inner`, showing puts and
+/// reads to `tap` first: a real store with a test's eyes on it, for the
+/// requests a mode makes and the races between modes.
+#[derive(Debug)]
+pub struct Tapped<T> {
+    pub inner: Arc<dyn ObjectStore>,
+    pub tap: T,
+}
+
+impl<T> std::fmt::Display for Tapped<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tapped({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: Tap> ObjectStore for Tapped<T> {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.tap.put(location).await;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.tap.get(location, &options);
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
 }

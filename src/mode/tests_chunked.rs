@@ -11,12 +11,8 @@ use futures::TryStreamExt;
 
 use std::sync::Arc;
 
-use futures::stream::BoxStream;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::tests::{job, memory, rebuild_job, restore_job, run, snapshot, workspace};
 use crate::chunked::cache::ChunkCache;
@@ -25,7 +21,7 @@ use crate::chunked::{self, ChunkRef, Index, pack};
 use crate::job::{Chunking, Job, Stored, Task};
 use crate::storage::{Backend, Opened, Scratch, Store, damage, entry};
 use crate::summary::{Outcome, Summary};
-use crate::testing::noise;
+use crate::testing::{Tap, Tapped, noise};
 
 /// A module cache of `modules` modules, each a few files of noise.
 fn modules(workspace: &Path, range: std::ops::Range<u64>) {
@@ -456,83 +452,24 @@ async fn a_rebuild_never_relies_on_condemned_chunks() {
     assert_eq!(restored.result, Outcome::Exact);
 }
 
-/// A store that holds the first upload of a pack until the test lets it
-/// go: a rebuild is then paused after it learned which chunks storage
-/// holds and before it publishes, where a flush can race it.
+/// Holds the first upload of a pack until the test lets it go: a rebuild
+/// is then paused after it learned which chunks storage holds and before
+/// it publishes, where a flush can race it.
 #[derive(Debug)]
 struct Gate {
-    inner: Arc<dyn ObjectStore>,
     reached: Arc<tokio::sync::Notify>,
     release: Arc<tokio::sync::Notify>,
     closed: std::sync::atomic::AtomicBool,
 }
 
-impl std::fmt::Display for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gate({})", self.inner)
-    }
-}
-
 #[async_trait::async_trait]
-impl ObjectStore for Gate {
-    async fn put_opts(
-        &self,
-        location: &ObjectPath,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
+impl Tap for Gate {
+    async fn put(&self, location: &ObjectPath) {
         let pack = location.as_ref().ends_with(".pack");
         if pack && self.closed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.reached.notify_one();
             self.release.notified().await;
         }
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &ObjectPath,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &ObjectPath,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
-    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(
-        &self,
-        prefix: Option<&ObjectPath>,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&ObjectPath>,
-    ) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &ObjectPath,
-        to: &ObjectPath,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 
@@ -553,11 +490,13 @@ async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
         opened(Arc::clone(&raw)),
         super::tests::ROOT,
     );
-    let gate = Arc::new(Gate {
+    let gate = Arc::new(Tapped {
         inner: raw,
-        reached: Arc::default(),
-        release: Arc::default(),
-        closed: true.into(),
+        tap: Gate {
+            reached: Arc::default(),
+            release: Arc::default(),
+            closed: true.into(),
+        },
     });
     let ws = workspace();
     modules(ws.path(), 0..3);
@@ -566,7 +505,7 @@ async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
     modules(ws.path(), 3..4);
     let racing = rebuild(ws.path(), "k2", &gated);
     let flush = async {
-        gate.reached.notified().await;
+        gate.tap.reached.notified().await;
         let everything = flush_job(ws.path(), Some(Duration::ZERO), None, AT_ONCE);
         run(&everything, &plain).await.unwrap();
         let list = gc::pending(&plain).await.unwrap().remove(0);
@@ -578,7 +517,7 @@ async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
             .trim_end_matches(".json");
         let marker = ObjectPath::from(format!("{}/sweeping-{id}", gc::GC));
         plain.inner().put(&marker, PutPayload::new()).await.unwrap();
-        gate.release.notify_one();
+        gate.tap.release.notify_one();
     };
     let (refused, ()) = tokio::join!(racing, flush);
     assert!(

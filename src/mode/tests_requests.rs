@@ -6,17 +6,14 @@
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use futures::stream::BoxStream;
+use object_store::GetOptions;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
 
 use super::tests::{restore_job, run, tree, workspace};
 use crate::job::{Chunking, Task};
 use crate::storage::{Backend, Opened, Scratch, Store, entry};
 use crate::summary::Outcome;
+use crate::testing::{Tap, Tapped};
 
 /// One read: the object, the bytes asked for (`None`: all), and whether
 /// it asked only for the metadata (a HEAD).
@@ -27,10 +24,9 @@ struct Read {
     head: bool,
 }
 
-/// A store that writes down every read it is asked for.
-#[derive(Debug)]
+/// Writes down every read a store is asked for.
+#[derive(Debug, Default)]
 struct Recorder {
-    inner: Arc<dyn ObjectStore>,
     reads: Mutex<Vec<Read>>,
 }
 
@@ -40,36 +36,8 @@ impl Recorder {
     }
 }
 
-impl std::fmt::Display for Recorder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Recorder({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Recorder {
-    async fn put_opts(
-        &self,
-        location: &ObjectPath,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &ObjectPath,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &ObjectPath,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
+impl Tap for Recorder {
+    fn get(&self, location: &ObjectPath, options: &GetOptions) {
         let range = match &options.range {
             Some(object_store::GetRange::Bounded(r)) => Some(r.clone()),
             Some(other) => panic!("a restore asked for {other:?}"),
@@ -80,46 +48,15 @@ impl ObjectStore for Recorder {
             range,
             head: options.head,
         });
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
-    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(
-        &self,
-        prefix: Option<&ObjectPath>,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&ObjectPath>,
-    ) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &ObjectPath,
-        to: &ObjectPath,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
     }
 }
 
 /// An in-memory store that records reads, labelled as a remote backend
 /// (the filesystem backend reads its files in place instead).
-fn recording() -> (Store, Arc<Recorder>) {
-    let recorder = Arc::new(Recorder {
+fn recording() -> (Store, Arc<Tapped<Recorder>>) {
+    let recorder = Arc::new(Tapped {
         inner: Arc::new(object_store::memory::InMemory::new()),
-        reads: Mutex::default(),
+        tap: Recorder::default(),
     });
     let opened = Opened {
         store: recorder.clone(),
@@ -159,6 +96,23 @@ async fn stored(store: &Store, key: &str, chunked: bool) -> String {
     entry::path_in(key, format).to_string()
 }
 
+/// The reads a restore of key `k` makes; it must hit, and ask for no
+/// metadata alone (no HEAD).
+async fn restore_reads(store: &Store, recorder: &Tapped<Recorder>) -> Vec<Read> {
+    recorder.tap.take();
+    let target = workspace();
+    let restored = run(&restore_job(target.path(), "k", &[]), store)
+        .await
+        .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+    let reads = recorder.tap.take();
+    assert!(
+        reads.iter().all(|r| !r.head),
+        "the lookup asked for metadata alone: {reads:?}"
+    );
+    reads
+}
+
 fn full(object: &str) -> String {
     format!("{}/{object}", super::tests::ROOT)
 }
@@ -174,18 +128,7 @@ async fn the_lookup_reads_an_archives_first_range_and_no_byte_is_read_twice() {
         .unwrap()
         .size;
     assert!(size > 512 << 10, "the entry spans several ranges ({size})");
-    recorder.take();
-
-    let target = workspace();
-    let restored = run(&restore_job(target.path(), "k", &[]), &store)
-        .await
-        .unwrap();
-    assert_eq!(restored.result, Outcome::Exact);
-    let reads = recorder.take();
-    assert!(
-        reads.iter().all(|r| !r.head),
-        "the lookup asked for metadata alone: {reads:?}"
-    );
+    let reads = restore_reads(&store, &recorder).await;
     // Every format's object was looked for with a read of its start.
     for format in entry::Format::ALL {
         let path = full(entry::path_in("k", format).as_ref());
@@ -211,15 +154,7 @@ async fn the_lookup_reads_an_archives_first_range_and_no_byte_is_read_twice() {
 async fn the_lookup_reads_a_chunked_entrys_index_with_one_request() {
     let (store, recorder) = recording();
     let object = stored(&store, "k", true).await;
-    recorder.take();
-
-    let target = workspace();
-    let restored = run(&restore_job(target.path(), "k", &[]), &store)
-        .await
-        .unwrap();
-    assert_eq!(restored.result, Outcome::Exact);
-    let reads = recorder.take();
-    assert!(reads.iter().all(|r| !r.head), "{reads:?}");
+    let reads = restore_reads(&store, &recorder).await;
     let index: Vec<&Read> = reads.iter().filter(|r| r.path == full(&object)).collect();
     assert_eq!(index.len(), 1, "the index is read once: {index:?}");
     assert_eq!(index[0].range.as_ref().map(|r| r.start), Some(0));
