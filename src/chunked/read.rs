@@ -571,4 +571,27 @@ mod tests {
         v1.iter_mut().for_each(|c| c.pack = None);
         assert_eq!(sizes(&plan(&v1, |_| false)), [1, 1]);
     }
+
+    /// Regression: past the 45th run the ramp wrapped to 0 and every run
+    /// was one chunk, a request each (18 of them for the benchmark corpus).
+    #[test]
+    fn runs_stay_full_however_many() {
+        let step = RUN_BYTES / 2;
+        let chunks: Vec<ChunkRef> = (0..400u64)
+            .map(|n| chunk(n as u8, "a", n * step, step))
+            .collect();
+        let runs = plan(&chunks, |_| false);
+        let sizes: Vec<usize> = runs
+            .iter()
+            .map(|r| match r {
+                Run::Stored(c) => c.len(),
+                Run::Cached(_) => unreachable!("nothing is cached"),
+            })
+            .collect();
+        // The ramp (one chunk each while a run may hold less than two),
+        // then two chunks a run to the end.
+        let ramp = sizes.iter().take_while(|&&n| n == 1).count();
+        assert!(ramp <= 3, "{sizes:?}");
+        assert!(sizes[ramp..].iter().all(|&n| n == 2), "{sizes:?}");
+    }
 }

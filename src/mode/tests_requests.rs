@@ -161,3 +161,40 @@ async fn the_lookup_reads_a_chunked_entrys_index_with_one_request() {
     // And the chunks were read (the restore did not stop at the index).
     assert!(reads.iter().any(|r| r.path.ends_with(".pack")), "{reads:?}");
 }
+
+/// Regression: the ramp's 256 KiB, shifted 46 places or more, wrapped to
+/// 0, so the 46th range of an entry was empty and any whole archive of
+/// over 172 MiB failed to restore from every remote backend ("Range
+/// started at 180092928 and ended at 180092928").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_of_more_than_45_ranges_restores() {
+    let (store, recorder) = recording();
+    let ws = workspace();
+    let mounted = ws.path().join("pkg.mod");
+    std::fs::create_dir_all(&mounted).unwrap();
+    // Uncompressed, so the entry is as large as the file: 48 ranges.
+    let size = 180 << 20;
+    let file = std::fs::File::create(mounted.join("large.bin")).unwrap();
+    file.set_len(size).unwrap();
+    let mut job = super::tests::rebuild_job(ws.path(), "k");
+    if let Task::Rebuild(task) = &mut job.task {
+        task.compression = crate::archive::Compression::None;
+    }
+    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
+    let reads = restore_reads(&store, &recorder).await;
+    let object = full(
+        entry::path_in(
+            "k",
+            entry::Format::Archive(crate::archive::Compression::None),
+        )
+        .as_ref(),
+    );
+    let ranges: Vec<Range<u64>> = reads
+        .iter()
+        .filter(|r| r.path == object)
+        .map(|r| r.range.clone().expect("ranged reads"))
+        .collect();
+    assert!(ranges.len() > 46, "{} ranges", ranges.len());
+    assert!(ranges.iter().all(|r| r.end > r.start), "{ranges:?}");
+    drop(ws);
+}

@@ -455,7 +455,10 @@ fn ranges(size: u64, from: u64) -> impl Iterator<Item = Range<u64>> {
 /// waits for nearly all of them: over a 20 ms, 1 Gbit/s link that cost a
 /// restore a quarter of a second before its first byte.
 pub fn ramp(n: u32, full: u64) -> u64 {
-    (256u64 << 10).checked_shl(n).unwrap_or(u64::MAX).min(full)
+    // Not `checked_shl`: it checks the shift, not the value, and 256 KiB
+    // shifted 46 places or more wrapped to 0, so an entry of over 45
+    // ranges (172 MiB) asked for an empty range and failed to restore.
+    2u64.saturating_pow(n).saturating_mul(256 << 10).min(full)
 }
 
 /// Fetches one range as the body's own chunks (no copy into one buffer),
@@ -559,6 +562,14 @@ mod tests {
         assert_eq!(r.last().unwrap().end, size);
         assert!(r.windows(2).all(|w| w[0].end == w[1].start));
         assert_eq!(ramp(100, RANGE_SIZE), RANGE_SIZE);
+        // However many ranges: 256 KiB shifted 46 to 63 places overflowed.
+        assert!((0..200).all(|n| ramp(n, RANGE_SIZE) == RANGE_SIZE.min((256 << 10) << n.min(4))));
+        let large = RANGE_SIZE * 200;
+        let many: Vec<_> = ranges(large, 0).collect();
+        assert!(many.iter().all(|r| r.end > r.start), "an empty range");
+        assert!(many.windows(2).all(|w| w[0].end == w[1].start));
+        let whole = (large - (3840 << 10)).div_ceil(RANGE_SIZE) as usize;
+        assert_eq!(many.len(), 4 + whole);
         // After the first range (read with the lookup), the ramp goes on.
         let after: Vec<_> = ranges(size, 256 << 10).collect();
         assert_eq!(after, r[1..]);
