@@ -28,8 +28,9 @@ pub trait Tap: std::fmt::Debug + Send + Sync + 'static {
     /// Before a (single-request) put of `location` goes through; it may
     /// hold the put up.
     async fn put(&self, _location: &ObjectPath) {}
-    /// Before a read (or HEAD: `options.head`) of `location`.
-    fn get(&self, _location: &ObjectPath, _options: &GetOptions) {}
+    /// Before a read (or HEAD: `options.head`) of `location`; it may hold
+    /// the read up.
+    async fn get(&self, _location: &ObjectPath, _options: &GetOptions) {}
 }
 
 /// A store that passes every request on to `inner`, showing puts and
@@ -72,7 +73,7 @@ impl<T: Tap> ObjectStore for Tapped<T> {
         location: &ObjectPath,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        self.tap.get(location, &options);
+        self.tap.get(location, &options).await;
         self.inner.get_opts(location, options).await
     }
 

@@ -1,7 +1,9 @@
 //! The requests a restore makes: the lookup reads the entry's first bytes
 //! (an archive's first range, a chunked entry's index) instead of asking
-//! for its metadata and then reading, and no byte is read twice. Each
-//! round trip saved is one a restore over a real link does not wait for.
+//! for its metadata and then reading, no byte is read twice, entries of
+//! any size are read in ranges, and a slow read does not hold back the
+//! next. Each round trip saved is one a restore over a real link does not
+//! wait for.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -36,8 +38,9 @@ impl Recorder {
     }
 }
 
+#[async_trait::async_trait]
 impl Tap for Recorder {
-    fn get(&self, location: &ObjectPath, options: &GetOptions) {
+    async fn get(&self, location: &ObjectPath, options: &GetOptions) {
         let range = match &options.range {
             Some(object_store::GetRange::Bounded(r)) => Some(r.clone()),
             Some(other) => panic!("a restore asked for {other:?}"),
@@ -197,4 +200,92 @@ async fn an_archive_of_more_than_45_ranges_restores() {
     assert!(ranges.len() > 46, "{} ranges", ranges.len());
     assert!(ranges.iter().all(|r| r.end > r.start), "{ranges:?}");
     drop(ws);
+}
+
+/// Holds the first read of a pack until `RUNS_AHEAD` pack reads have
+/// started (or a few seconds pass), and counts them.
+#[derive(Debug, Default)]
+struct SlowFirst {
+    started: std::sync::atomic::AtomicUsize,
+    more: tokio::sync::Notify,
+    /// Pack reads started while the first was held.
+    seen: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Tap for SlowFirst {
+    async fn get(&self, location: &ObjectPath, _options: &GetOptions) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !location.as_ref().ends_with(".pack") {
+            return;
+        }
+        if self.started.fetch_add(1, SeqCst) > 0 {
+            self.more.notify_one();
+            return;
+        }
+        let ahead = crate::chunked::read::RUNS_AHEAD;
+        let enough = async {
+            while self.started.load(SeqCst) < ahead {
+                self.more.notified().await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), enough).await;
+        self.seen.store(self.started.load(SeqCst), SeqCst);
+    }
+}
+
+/// Runs share the link and finish out of order: while the first is slow,
+/// the ones after it finish and free their request slots, and new
+/// requests go out, up to `RUNS_AHEAD` runs ahead of the extractor. (With
+/// the window as small as the requests in flight, eight, no request went
+/// out until the first had come back.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_run_does_not_hold_back_the_next_requests() {
+    let raw: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let opened = |store| Opened {
+        store,
+        location: "memory".into(),
+        scratch: Scratch::None,
+    };
+    let plain = Store::new(
+        Backend::Memory,
+        opened(Arc::clone(&raw)),
+        super::tests::ROOT,
+    );
+    // Small packs: a run each, more runs than the window.
+    let ws = workspace();
+    tree(ws.path(), 3);
+    let noise = crate::testing::noise(12 << 20, 5);
+    std::fs::write(ws.path().join("pkg.mod/cache/download/noise.bin"), noise).unwrap();
+    let mut job = super::tests::rebuild_job(ws.path(), "k");
+    if let Task::Rebuild(task) = &mut job.task {
+        task.chunking = Some(Chunking {
+            params: crate::chunked::Params::DEFAULT,
+            level: 3,
+            timing: Default::default(),
+            pack_size: 256 << 10,
+        });
+    }
+    assert_eq!(run(&job, &plain).await.unwrap().result, Outcome::Stored);
+    let slow = Arc::new(Tapped {
+        inner: raw,
+        tap: SlowFirst::default(),
+    });
+    let store = Store::new(Backend::Memory, opened(slow.clone()), super::tests::ROOT);
+    let target = workspace();
+    let restored = run(&restore_job(target.path(), "k", &[]), &store)
+        .await
+        .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+    let ahead = crate::chunked::read::RUNS_AHEAD;
+    let packs = slow.tap.started.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        packs > ahead,
+        "the entry has more runs than the window ({packs})"
+    );
+    assert_eq!(
+        slow.tap.seen.load(std::sync::atomic::Ordering::SeqCst),
+        ahead,
+        "pack reads started while the first was held"
+    );
 }
