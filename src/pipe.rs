@@ -69,14 +69,34 @@ impl Write for ChunkWriter {
 pub struct ChunkReader {
     rx: mpsc::Receiver<io::Result<Vec<Bytes>>>,
     queue: std::collections::VecDeque<Bytes>,
+    waited: Waited,
 }
 
 impl ChunkReader {
-    pub fn new(rx: mpsc::Receiver<io::Result<Vec<Bytes>>>) -> Self {
+    /// A reader of `rx` that adds the time it waits for a batch to `waited`.
+    pub fn new(rx: mpsc::Receiver<io::Result<Vec<Bytes>>>, waited: Waited) -> Self {
         ChunkReader {
             rx,
             queue: std::collections::VecDeque::new(),
+            waited,
         }
+    }
+}
+
+/// How long a reader waited for its producer, summed: what tells a restore
+/// bound by the download from one bound by its own unpacking.
+#[derive(Clone, Debug, Default)]
+pub struct Waited(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Waited {
+    fn add(&self, time: std::time::Duration) {
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        self.0
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn total(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -86,7 +106,10 @@ impl io::BufRead for ChunkReader {
             if self.queue.pop_front().is_some() {
                 continue;
             }
-            match self.rx.blocking_recv() {
+            let asked = std::time::Instant::now();
+            let received = self.rx.blocking_recv();
+            self.waited.add(asked.elapsed());
+            match received {
                 Some(Ok(batch)) => self.queue.extend(batch),
                 Some(Err(e)) => return Err(e),
                 None => return Ok(&[]),

@@ -65,6 +65,11 @@ pub struct Summary {
     /// Requests a restore of a chunked entry made for its chunks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<u64>,
+    /// Seconds a restore's unpacking waited for the download (left out
+    /// where the entry is a file read in place): near `seconds`, the
+    /// network or storage set the pace; near 0, unpacking did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_wait_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +98,7 @@ impl Summary {
             chunks: None,
             chunks_cached: None,
             requests: None,
+            download_wait_seconds: None,
             deleted: None,
             kept: None,
             reason: None,

@@ -394,6 +394,20 @@ fn long_transfers_log_progress_with_growing_numbers() {
     assert!(done.first() < done.last(), "{done:?}");
     let total = progress[0]["bytes_total"].as_u64().unwrap();
     assert!(total > 20_000_000, "{}", progress[0]);
+    // The link (2 s for the entry) set the pace, and the log says so.
+    let lines = json_lines(&run);
+    let summary = lines.iter().find(|l| l["event"] == "summary").unwrap();
+    let waited = summary["download_wait_seconds"].as_f64().unwrap();
+    let seconds = summary["seconds"].as_f64().unwrap();
+    assert!(waited >= 1.0 && waited <= seconds, "{summary}");
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("for the download: the download (network or storage) set the pace")),
+        "{}",
+        run.stderr
+    );
     for line in &progress {
         assert!(line["percent"].as_f64().unwrap() <= 100.0, "{line}");
         assert!(

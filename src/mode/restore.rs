@@ -20,6 +20,7 @@ use crate::human;
 use crate::job::Mode;
 use crate::job::{Job, Restore};
 use crate::mount::{self, Mount, MountSpec};
+use crate::pipe::Waited;
 use crate::staging::{Placed, Staging};
 use crate::storage::entry::Format;
 use crate::storage::{Store, damage, entry, transfer};
@@ -91,7 +92,7 @@ pub async fn restore(
             store.full(&found.entry.location),
         ),
     }
-    let (extracted, placed, counters) = unpack(
+    let (extracted, placed, counters, waited) = unpack(
         job,
         task,
         store,
@@ -124,6 +125,19 @@ pub async fn restore(
         human::seconds(elapsed),
         human::rate(extracted.tar_bytes, elapsed)
     );
+    let waited = waited.total();
+    let streamed = !waited.is_zero();
+    if streamed {
+        let pace = match waited * 2 > elapsed {
+            true => "the download (network or storage) set the pace",
+            false => "unpacking (CPU and disk) set the pace",
+        };
+        info!(
+            "restore: unpacking waited {} of the {} for the download: {pace}",
+            human::seconds(waited),
+            human::seconds(elapsed)
+        );
+    }
     if stats.skipped > 0 {
         warn!(
             "restore: skipped {} device or FIFO entries",
@@ -138,6 +152,7 @@ pub async fn restore(
     report.bytes = extracted.tar_bytes;
     report.stored_bytes = size;
     report.seconds = elapsed.as_secs_f64();
+    report.download_wait_seconds = streamed.then_some(waited.as_secs_f64());
     if let Some(index) = &index {
         let cached = counters.cached.load(std::sync::atomic::Ordering::Relaxed);
         let requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
@@ -210,7 +225,7 @@ async fn unpack(
     index: Option<&Index>,
     specs: &[MountSpec],
     cancel: &Cancel,
-) -> anyhow::Result<(Extracted, Placed, Counters)> {
+) -> anyhow::Result<(Extracted, Placed, Counters, Waited)> {
     let (download, counters) = match index {
         Some(index) => {
             chunked::read::download(store.clone(), index, task.cache.clone(), cancel.clone())
@@ -228,6 +243,7 @@ async fn unpack(
     };
     let failure = download.failure_handle();
     let damaged = download.damage_handle();
+    let waited = download.waited_handle();
     let specs = specs.to_vec();
     let workspace = job.workspace.clone();
     let max_bytes = task.max_bytes;
@@ -280,7 +296,7 @@ async fn unpack(
     .await
     .map_err(|e| anyhow!("unpacking stopped unexpectedly: {e}"))?;
     let failed = match unpacked {
-        Ok((extracted, placed)) => return Ok((extracted, placed, counters)),
+        Ok((extracted, placed)) => return Ok((extracted, placed, counters, waited)),
         Err(failed) => failed,
     };
     if let Some(cause) = failure.get() {
@@ -458,7 +474,7 @@ async fn migrate(
             key: legacy.key.clone(),
             restore_key: Some(DRONE_CACHE.into()),
         };
-        let (extracted, _, _) = unpack(
+        let (extracted, _, _, _) = unpack(
             job,
             task,
             &bucket,

@@ -334,13 +334,15 @@ async fn a_volume_round_trip_and_its_leftovers() {
     );
     assert!(!leftover.exists(), "the leftover upload stayed");
     let target = workspace();
-    run(&restore_job(target.path(), "k", &[]), &store)
+    let restored = run(&restore_job(target.path(), "k", &[]), &store)
         .await
         .unwrap();
     assert_eq!(
         snapshot(&ws.path().join("pkg.mod")),
         snapshot(&target.path().join("pkg.mod"))
     );
+    // Read in place: no download to wait for, and no wait reported.
+    assert_eq!(restored.download_wait_seconds, None);
 }
 
 /// Without `override`, a stored key is uploaded again only when the mounts

@@ -289,3 +289,54 @@ async fn a_slow_first_run_does_not_hold_back_the_next_requests() {
         "pack reads started while the first was held"
     );
 }
+
+/// Holds every read of a pack up for a while, as a slow link would.
+#[derive(Debug)]
+struct SlowPacks(std::time::Duration);
+
+#[async_trait::async_trait]
+impl Tap for SlowPacks {
+    async fn get(&self, location: &ObjectPath, _options: &GetOptions) {
+        if location.as_ref().ends_with(".pack") {
+            tokio::time::sleep(self.0).await;
+        }
+    }
+}
+
+/// The summary says how long unpacking waited for the download: at least
+/// the time the first pack took to come, and never more than the restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_says_how_long_unpacking_waited_for_the_download() {
+    let raw: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let opened = |store| Opened {
+        store,
+        location: "memory".into(),
+        scratch: Scratch::None,
+    };
+    let plain = Store::new(
+        Backend::Memory,
+        opened(Arc::clone(&raw)),
+        super::tests::ROOT,
+    );
+    stored(&plain, "k", true).await;
+    let delay = std::time::Duration::from_millis(300);
+    let slow = Arc::new(Tapped {
+        inner: raw,
+        tap: SlowPacks(delay),
+    });
+    let store = Store::new(Backend::Memory, opened(slow), super::tests::ROOT);
+    let target = workspace();
+    let restored = run(&restore_job(target.path(), "k", &[]), &store)
+        .await
+        .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+    let waited = restored
+        .download_wait_seconds
+        .expect("a download was waited for");
+    assert!(waited >= 0.25, "waited {waited} s for packs held {delay:?}");
+    assert!(
+        waited <= restored.seconds,
+        "{waited} s of {} s",
+        restored.seconds
+    );
+}

@@ -27,7 +27,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::{Backend, Store};
 use crate::cancel::Cancel;
-use crate::pipe::ChunkReader;
+use crate::pipe::{ChunkReader, Waited};
 use crate::progress::{self, Progress};
 
 /// Multipart part size: S3 allows 10,000 parts, so entries up to 78 GiB.
@@ -210,6 +210,8 @@ pub struct Download {
     damaged: Arc<std::sync::atomic::AtomicBool>,
     /// Bytes received; reports end when the reader is dropped.
     progress: Progress,
+    /// How long the reader waited for the download.
+    waited: Waited,
 }
 
 enum Source {
@@ -232,6 +234,7 @@ impl Download {
             failure,
             damaged,
             progress,
+            waited: Waited::default(),
         }
     }
 
@@ -246,6 +249,12 @@ impl Download {
         Arc::clone(&self.failure)
     }
 
+    /// How long the reader has waited for the download's bytes (none for
+    /// a file read in place).
+    pub fn waited_handle(&self) -> Waited {
+        self.waited.clone()
+    }
+
     /// The entry's bytes, for a blocking reader. Progress reports end when
     /// the reader is dropped, that is when the entry has been read.
     pub fn into_reader(self) -> Box<dyn io::BufRead + Send> {
@@ -256,7 +265,7 @@ impl Download {
                 counts: true,
             }),
             Source::Ranges(ranges) => Box::new(Reading {
-                inner: ChunkReader::new(ranges),
+                inner: ChunkReader::new(ranges, self.waited),
                 progress: self.progress,
                 // The ranges are counted as they arrive.
                 counts: false,
@@ -332,6 +341,7 @@ pub async fn download(
                 failure,
                 damaged: Arc::default(),
                 progress,
+                waited: Waited::default(),
             });
         }
     }
