@@ -70,6 +70,11 @@ pub struct Summary {
     /// network or storage set the pace; near 0, unpacking did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub download_wait_seconds: Option<f64>,
+    /// Seconds a rebuild waited for its upload (a free upload slot, the
+    /// last parts, the completion): near `seconds`, the network or storage
+    /// set the pace; near 0, archiving did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_wait_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +104,7 @@ impl Summary {
             chunks_cached: None,
             requests: None,
             download_wait_seconds: None,
+            upload_wait_seconds: None,
             deleted: None,
             kept: None,
             reason: None,

@@ -52,6 +52,8 @@ pub struct Stored {
     pub uploaded_bytes: u64,
     /// Objects written: packs and their catalogs.
     pub objects: u64,
+    /// How long packing waited for uploads (a free slot, the last ones).
+    pub waited: std::time::Duration,
 }
 
 /// One chunk once hashed.
@@ -133,9 +135,11 @@ async fn pack_chunks(
     if let Some(sealed) = packer.seal() {
         start_upload(ctx, &mut uploads, sealed, &mut stored).await?;
     }
+    let asked = std::time::Instant::now();
     while let Some(done) = uploads.join_next().await {
         done.map_err(|e| anyhow!("a pack upload stopped unexpectedly: {e}"))??;
     }
+    stored.waited += asked.elapsed();
     Ok(stored)
 }
 
@@ -147,11 +151,13 @@ async fn start_upload(
     sealed: Sealed,
     stored: &mut Stored,
 ) -> anyhow::Result<()> {
+    let asked = std::time::Instant::now();
     while uploads.len() >= PACKS_IN_FLIGHT {
         if let Some(done) = uploads.join_next().await {
             done.map_err(|e| anyhow!("a pack upload stopped unexpectedly: {e}"))??;
         }
     }
+    stored.waited += asked.elapsed();
     stored.objects += 2;
     let (store, progress) = (ctx.store.clone(), ctx.progress.clone());
     uploads.spawn(async move { upload(&store, sealed, &progress).await });

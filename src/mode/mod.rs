@@ -7,10 +7,28 @@ pub mod flush;
 pub mod rebuild;
 pub mod restore;
 
+use std::time::Duration;
+
 use crate::cancel::Cancel;
 use crate::job::{Job, Task};
 use crate::storage::Store;
 use crate::summary::Summary;
+
+/// Where a transfer's time went: `worker` (unpacking, archiving) waited
+/// `waited` of `elapsed` for the `transfer` (download, upload). More than
+/// half the time waiting: the transfer set the pace, and more bandwidth
+/// would help; less: the worker did, and a faster runner would.
+fn pace(worker: &str, transfer: &str, waited: Duration, elapsed: Duration) -> String {
+    let pace = match waited * 2 > elapsed {
+        true => format!("the {transfer} (network or storage) set the pace"),
+        false => format!("{worker} (CPU and disk) set the pace"),
+    };
+    format!(
+        "{worker} waited {} of the {} for the {transfer}: {pace}",
+        crate::human::seconds(waited),
+        crate::human::seconds(elapsed)
+    )
+}
 
 pub async fn run(job: &Job, store: &Store, cancel: &Cancel) -> anyhow::Result<Summary> {
     match &job.task {

@@ -344,7 +344,7 @@ async fn upload(
         }
     }
     let sent = pending.bytes;
-    pending.publish().await?;
+    let waited = pending.publish().await?;
     let elapsed = started.elapsed();
     let stats = packed.stats;
     info!(
@@ -358,6 +358,10 @@ async fn upload(
         human::seconds(elapsed),
         human::rate(packed.tar_bytes, elapsed)
     );
+    info!(
+        "rebuild: {}",
+        super::pace("archiving", "upload", waited, elapsed)
+    );
     if stats.skipped > 0 {
         warn!(
             "rebuild: left out {} sockets, FIFOs or device files",
@@ -370,6 +374,7 @@ async fn upload(
     report.bytes = packed.tar_bytes;
     report.stored_bytes = sent;
     report.seconds = elapsed.as_secs_f64();
+    report.upload_wait_seconds = Some(waited.as_secs_f64());
     Ok(report)
 }
 

@@ -128,14 +128,9 @@ pub async fn restore(
     let waited = waited.total();
     let streamed = !waited.is_zero();
     if streamed {
-        let pace = match waited * 2 > elapsed {
-            true => "the download (network or storage) set the pace",
-            false => "unpacking (CPU and disk) set the pace",
-        };
         info!(
-            "restore: unpacking waited {} of the {} for the download: {pace}",
-            human::seconds(waited),
-            human::seconds(elapsed)
+            "restore: {}",
+            super::pace("unpacking", "download", waited, elapsed)
         );
     }
     if stats.skipped > 0 {

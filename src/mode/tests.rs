@@ -386,3 +386,17 @@ async fn a_stored_key_is_refreshed_only_when_its_mounts_change() {
             .exists()
     );
 }
+
+#[test]
+fn the_pace_is_set_by_whichever_kept_the_other_waiting() {
+    let s = std::time::Duration::from_secs;
+    assert_eq!(
+        super::pace("unpacking", "download", s(3), s(4)),
+        "unpacking waited 3.00 s of the 4.00 s for the download: the download (network or \
+         storage) set the pace"
+    );
+    assert!(
+        super::pace("archiving", "upload", s(1), s(4))
+            .ends_with("for the upload: archiving (CPU and disk) set the pace")
+    );
+}

@@ -301,6 +301,12 @@ impl Tap for SlowPacks {
             tokio::time::sleep(self.0).await;
         }
     }
+
+    async fn put(&self, location: &ObjectPath) {
+        if location.as_ref().ends_with(".pack") {
+            tokio::time::sleep(self.0).await;
+        }
+    }
 }
 
 /// The summary says how long unpacking waited for the download: at least
@@ -338,5 +344,44 @@ async fn the_summary_says_how_long_unpacking_waited_for_the_download() {
         waited <= restored.seconds,
         "{waited} s of {} s",
         restored.seconds
+    );
+}
+
+/// And a rebuild, how long it waited for its upload: at least the time
+/// the last pack took to store, and never more than the rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_says_how_long_a_rebuild_waited_for_its_upload() {
+    let opened = |store| Opened {
+        store,
+        location: "memory".into(),
+        scratch: Scratch::None,
+    };
+    let delay = std::time::Duration::from_millis(300);
+    let slow = Arc::new(Tapped {
+        inner: Arc::new(object_store::memory::InMemory::new()),
+        tap: SlowPacks(delay),
+    });
+    let store = Store::new(Backend::Memory, opened(slow), super::tests::ROOT);
+    let ws = workspace();
+    tree(ws.path(), 3);
+    let mut job = super::tests::rebuild_job(ws.path(), "k");
+    if let Task::Rebuild(task) = &mut job.task {
+        task.chunking = Some(Chunking {
+            params: crate::chunked::Params::DEFAULT,
+            level: 3,
+            timing: Default::default(),
+            pack_size: 512 << 10,
+        });
+    }
+    let stored = run(&job, &store).await.unwrap();
+    assert_eq!(stored.result, Outcome::Stored);
+    let waited = stored
+        .upload_wait_seconds
+        .expect("an upload was waited for");
+    assert!(waited >= 0.25, "waited {waited} s for packs held {delay:?}");
+    assert!(
+        waited <= stored.seconds,
+        "{waited} s of {} s",
+        stored.seconds
     );
 }

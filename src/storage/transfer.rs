@@ -48,18 +48,23 @@ pub struct PendingUpload {
     path: Path,
     /// Compressed bytes sent.
     pub bytes: u64,
+    /// How long sending waited for the upload (a free part slot, the last
+    /// parts); `publish` adds the completion.
+    pub waited: std::time::Duration,
     /// Counts the last part; finished when the upload is published or discarded.
     progress: Progress,
 }
 
 impl PendingUpload {
     /// Completes the multipart upload: the entry appears, whole, at once.
-    pub async fn publish(self) -> anyhow::Result<()> {
+    /// Returns how long the upload was waited for in all.
+    pub async fn publish(self) -> anyhow::Result<std::time::Duration> {
         let PendingUpload {
             writer,
             store,
             path,
             progress,
+            waited,
             ..
         } = self;
         let started = std::time::Instant::now();
@@ -72,7 +77,7 @@ impl PendingUpload {
             "upload: last part sent and '{path}' completed in {:.2} s",
             started.elapsed().as_secs_f64()
         );
-        Ok(())
+        Ok(waited + started.elapsed())
     }
 
     /// Aborts the upload; nothing of it stays visible.
@@ -125,11 +130,14 @@ async fn send<T>(
     let mut writer = WriteMultipart::new_with_chunk_size(counted, PART_SIZE);
     let mut sent = 0u64;
     let mut sending = Ok(());
+    let mut waited = std::time::Duration::ZERO;
     while let Some(chunk) = chunks.recv().await {
+        let asked = std::time::Instant::now();
         if let Err(e) = writer.wait_for_capacity(UPLOAD_CONCURRENCY).await {
             sending = Err(e);
             break;
         }
+        waited += asked.elapsed();
         sent += chunk.len() as u64;
         progress.sent(chunk.len() as u64);
         writer.put(chunk);
@@ -138,7 +146,9 @@ async fn send<T>(
     drop(chunks);
     let produced = producer.await;
     if sending.is_ok() {
+        let asked = std::time::Instant::now();
         sending = writer.wait_for_capacity(1).await;
+        waited += asked.elapsed();
     }
     match (sending, produced) {
         (Ok(()), Ok(Ok(value))) => Ok((
@@ -148,6 +158,7 @@ async fn send<T>(
                 store: store.clone(),
                 path: path.clone(),
                 bytes: sent,
+                waited,
                 progress: progress.clone(),
             },
         )),

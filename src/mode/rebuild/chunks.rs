@@ -122,9 +122,11 @@ pub(super) async fn upload(
             packed.tar_bytes
         ));
     }
+    let publishing = Instant::now();
     store
         .write(target, index.to_json(), PutMode::Overwrite)
         .await?;
+    let waited = stored.waited + publishing.elapsed();
     let elapsed = started.elapsed();
     let entry_bytes = index.stored_bytes();
     info!(
@@ -139,6 +141,10 @@ pub(super) async fn upload(
         human::bytes(stored.uploaded_bytes),
         human::seconds(elapsed),
         human::rate(packed.tar_bytes, elapsed)
+    );
+    info!(
+        "rebuild: {}",
+        super::super::pace("archiving", "upload", waited, elapsed)
     );
     if packed.stats.skipped > 0 {
         warn!(
@@ -157,5 +163,6 @@ pub(super) async fn upload(
     report.uploaded_bytes = Some(stored.uploaded_bytes);
     report.objects_written = Some(stored.objects + 1);
     report.seconds = elapsed.as_secs_f64();
+    report.upload_wait_seconds = Some(waited.as_secs_f64());
     Ok(report)
 }
