@@ -21,8 +21,14 @@ use crate::summary::Outcome;
 pub(super) const ROOT: &str = "octo/hello";
 
 pub(super) fn memory() -> Store {
+    remote(Arc::new(InMemory::new()))
+}
+
+/// `inner` as a remote backend's store, in the test repository's folder
+/// (the filesystem backend would read its files in place instead).
+pub(super) fn remote(inner: Arc<dyn object_store::ObjectStore>) -> Store {
     let opened = Opened {
-        store: Arc::new(InMemory::new()),
+        store: inner,
         location: "memory".into(),
         scratch: Scratch::None,
     };

@@ -19,7 +19,7 @@ use crate::chunked::cache::ChunkCache;
 use crate::chunked::gc::{self, Timing};
 use crate::chunked::{self, ChunkRef, Index, pack};
 use crate::job::{Chunking, Job, Stored, Task};
-use crate::storage::{Backend, Opened, Scratch, Store, damage, entry};
+use crate::storage::{Store, damage, entry};
 use crate::summary::{Outcome, Summary};
 use crate::testing::{Tap, Tapped, noise};
 
@@ -480,16 +480,7 @@ impl Tap for Gate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
     let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-    let opened = |store| Opened {
-        store,
-        location: "memory".into(),
-        scratch: Scratch::None,
-    };
-    let plain = Store::new(
-        Backend::Memory,
-        opened(Arc::clone(&raw)),
-        super::tests::ROOT,
-    );
+    let plain = super::tests::remote(Arc::clone(&raw));
     let gate = Arc::new(Tapped {
         inner: raw,
         tap: Gate {
@@ -501,7 +492,7 @@ async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
     let ws = workspace();
     modules(ws.path(), 0..3);
     rebuild(ws.path(), "k1", &plain).await;
-    let gated = Store::new(Backend::Memory, opened(gate.clone()), super::tests::ROOT);
+    let gated = super::tests::remote(gate.clone());
     modules(ws.path(), 3..4);
     let racing = rebuild(ws.path(), "k2", &gated);
     let flush = async {
