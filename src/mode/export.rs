@@ -23,7 +23,7 @@ use crate::summary::{Outcome, Summary};
 
 pub async fn export(task: &Export, store: &Store, cancel: &Cancel) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let Some((key, meta)) = find(task, store).await? else {
+    let Some((key, meta, head)) = find(task, store).await? else {
         info!(
             "export: miss for key '{}': no entry under '{}' in {} {}; nothing was written",
             task.key, store.root, store.backend, store.location
@@ -47,14 +47,14 @@ pub async fn export(task: &Export, store: &Store, cancel: &Cancel) -> anyhow::Re
     let partial = partial_path(&task.output);
     let written = match format {
         Format::Chunked => {
-            let index = chunked::read::read_index(store, &meta)
+            let index = chunked::read::read_index_after(store, &meta, head)
                 .await?
                 .map_err(|why| {
                     anyhow!("entry '{}' is damaged: {why}", store.full(&meta.location))
                 })?;
             write_chunks(store, &index, &partial, cancel).await
         }
-        Format::Archive(_) => copy_archive(store, &meta, &partial, cancel).await,
+        Format::Archive(_) => copy_archive(store, &meta, head, &partial, cancel).await,
     };
     let bytes = match written {
         Ok(bytes) => bytes,
@@ -90,17 +90,18 @@ pub async fn export(task: &Export, store: &Store, cancel: &Cancel) -> anyhow::Re
     Ok(summary)
 }
 
-/// The exact key, else the newest entry under each restore key in turn.
+/// The exact key, with its first bytes (read by the lookup, as a restore
+/// does), else the newest entry under each restore key in turn.
 async fn find(
     task: &Export,
     store: &Store,
-) -> anyhow::Result<Option<(String, object_store::ObjectMeta)>> {
-    if let Some(meta) = entry::find(store, &task.key).await? {
-        return Ok(Some((task.key.clone(), meta)));
+) -> anyhow::Result<Option<(String, object_store::ObjectMeta, Bytes)>> {
+    if let Some(opened) = entry::open(store, &task.key).await? {
+        return Ok(Some((task.key.clone(), opened.meta, opened.head)));
     }
     for prefix in &task.prefixes {
-        if let Some(found) = entry::newest_with_prefix(store, prefix).await? {
-            return Ok(Some(found));
+        if let Some((key, meta)) = entry::newest_with_prefix(store, prefix).await? {
+            return Ok(Some((key, meta, Bytes::new())));
         }
     }
     Ok(None)
@@ -141,15 +142,15 @@ async fn write_chunks(
     Ok(bytes)
 }
 
-/// Copies an archive entry as stored.
+/// Copies an archive entry as stored, whose first bytes the lookup read.
 async fn copy_archive(
     store: &Store,
     meta: &object_store::ObjectMeta,
+    head: Bytes,
     partial: &Path,
     cancel: &Cancel,
 ) -> anyhow::Result<u64> {
-    let download =
-        transfer::download(store.clone(), meta.clone(), Bytes::new(), cancel.clone()).await?;
+    let download = transfer::download(store.clone(), meta.clone(), head, cancel.clone()).await?;
     let failure = download.failure_handle();
     let partial = partial.to_path_buf();
     let copied = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {

@@ -342,3 +342,37 @@ async fn the_summary_says_how_long_a_rebuild_waited_for_its_upload() {
     assert_eq!(stored.result, Outcome::Stored);
     assert_waited(stored.upload_wait_seconds, stored.seconds, delay);
 }
+
+/// An export looks up as a restore does (no HEAD; an archive's first range
+/// read with the lookup, every byte once), and writes the entry as stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_reads_like_a_restore() {
+    let (store, recorder) = recording();
+    let object = stored(&store, "k", false).await;
+    recorder.tap.take();
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("k.tar.zst");
+    let task = crate::job::Export {
+        key: "k".into(),
+        prefixes: Vec::new(),
+        output: output.clone(),
+    };
+    let job = super::tests::job(Task::Export(task), out.path());
+    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Exact);
+    let reads = recorder.tap.take();
+    assert!(reads.iter().all(|r| !r.head), "a HEAD: {reads:?}");
+    let mut ranges: Vec<Range<u64>> = reads
+        .iter()
+        .filter(|r| r.path == full(&object))
+        .map(|r| r.range.clone().expect("ranged reads"))
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    assert!(
+        ranges.windows(2).all(|w| w[0].end == w[1].start),
+        "{ranges:?}"
+    );
+    let path = ObjectPath::from(object.as_str());
+    let whole = store.inner().get_opts(&path, GetOptions::default());
+    let stored = whole.await.unwrap().bytes().await.unwrap();
+    assert_eq!(std::fs::read(&output).unwrap(), stored);
+}
