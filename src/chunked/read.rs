@@ -39,6 +39,11 @@ const RUNS_IN_FLIGHT: usize = 8;
 /// 50-80 ms where none left). A finished run waits as stored bytes.
 pub(crate) const RUNS_AHEAD: usize = 2 * RUNS_IN_FLIGHT;
 
+/// Decompressed bytes checked and handed to the extractor at once. A run
+/// decompresses to ~7 MiB; in smaller batches the chunks waiting for the
+/// extractor stay few, and in the CPU's cache.
+const CHECKED_BATCH: u64 = 1 << 20;
+
 /// Chunks read from the runner's cache as one run.
 const CACHED_RUN: usize = 8;
 
@@ -228,15 +233,39 @@ fn fetch(
             })
         })
         .buffered(RUNS_AHEAD)
-        .map(move |read| {
+        .flat_map(|read| futures::stream::iter(batches(joined(read))))
+        .map(move |batch| {
             let checker = checker.clone();
-            AbortOnDropHandle::new(tokio::spawn(
-                async move { checker.check(joined(read)?).await },
-            ))
+            AbortOnDropHandle::new(tokio::spawn(async move { checker.check(batch?).await }))
         })
         .buffered(crate::pool::threads())
         .map(joined);
     Box::pin(checked)
+}
+
+/// A run's frames in batches of about `CHECKED_BATCH` bytes once
+/// decompressed, each checked (and handed on) as a whole; a failed read
+/// is one batch, its error.
+fn batches(read: Result<Vec<Frame>, ChunkError>) -> Vec<Result<Vec<Frame>, ChunkError>> {
+    let frames = match read {
+        Ok(frames) => frames,
+        Err(e) => return vec![Err(e)],
+    };
+    let mut batches: Vec<Vec<Frame>> = Vec::new();
+    let mut size = 0;
+    for frame in frames {
+        match batches.last_mut() {
+            Some(batch) if size + frame.chunk.size <= CHECKED_BATCH => {
+                size += frame.chunk.size;
+                batch.push(frame);
+            }
+            _ => {
+                size = frame.chunk.size;
+                batches.push(vec![frame]);
+            }
+        }
+    }
+    batches.into_iter().map(Ok).collect()
 }
 
 /// A task's result, its failure to finish counted as the storage's.
