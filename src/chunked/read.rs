@@ -617,6 +617,33 @@ mod tests {
         assert_eq!(sizes(&plan(&v1, |_| false)), [1, 1]);
     }
 
+    #[test]
+    fn a_run_is_checked_in_batches_of_about_a_mib() {
+        let frame = |n: u8, size: u64| Frame {
+            chunk: ChunkRef {
+                size,
+                ..chunk(n, "a", 0, 1)
+            },
+            stored: Bytes::new(),
+            cached: false,
+        };
+        let mib = CHECKED_BATCH;
+        let run = vec![
+            frame(1, mib / 2),
+            frame(2, mib / 2),
+            frame(3, mib / 4),
+            frame(4, 3 * mib), // larger than a batch: one of its own
+            frame(5, 1),
+        ];
+        let sizes: Vec<usize> = batches(Ok(run))
+            .into_iter()
+            .map(|b| b.map(|b| b.len()).unwrap_or(0))
+            .collect();
+        assert_eq!(sizes, [2, 1, 1, 1]);
+        let failed = batches(Err(ChunkError::Damaged("gone".into())));
+        assert!(matches!(failed.as_slice(), [Err(ChunkError::Damaged(_))]));
+    }
+
     /// Regression: past the 45th run the ramp wrapped to 0 and every run
     /// was one chunk, a request each (18 of them for the benchmark corpus).
     #[test]
