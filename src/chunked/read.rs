@@ -40,8 +40,8 @@ const RUNS_IN_FLIGHT: usize = 8;
 pub(crate) const RUNS_AHEAD: usize = 2 * RUNS_IN_FLIGHT;
 
 /// Decompressed bytes checked and handed to the extractor at once. A run
-/// decompresses to ~7 MiB; in smaller batches the chunks waiting for the
-/// extractor stay few, and in the CPU's cache.
+/// decompresses to ~7 MiB; checked in batches, few chunks wait
+/// decompressed (a restore's peak RSS went from 110-119 to 68-76 MiB).
 const CHECKED_BATCH: u64 = 1 << 20;
 
 /// Chunks read from the runner's cache as one run.
@@ -212,9 +212,9 @@ pub fn download(
 
 /// The runs' chunks, in order, checked. Reading runs many at a time (a
 /// request slot is taken in order, and freed once the body is read) and
-/// checking them as many at a time as there are cores keeps the network
-/// busy while only a few runs wait decompressed (a run is ~3.5 times its
-/// stored size once decompressed).
+/// checking batches of their chunks as many at a time as there are cores
+/// keeps the network busy while only a few chunks wait decompressed (a
+/// chunk is ~3.5 times its stored size once decompressed).
 fn fetch(
     reader: Reader,
     runs: Vec<Run>,

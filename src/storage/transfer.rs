@@ -50,7 +50,7 @@ pub struct PendingUpload {
     pub bytes: u64,
     /// How long sending waited for the upload (a free part slot, the last
     /// parts); `publish` adds the completion.
-    pub waited: std::time::Duration,
+    waited: std::time::Duration,
     /// Counts the last part; finished when the upload is published or discarded.
     progress: Progress,
 }
