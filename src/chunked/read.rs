@@ -146,8 +146,9 @@ fn plan(chunks: &[ChunkRef], cached: impl Fn(&str) -> bool) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     for chunk in chunks {
         let in_cache = cached(&chunk.id);
-        // The first runs are smaller, so the extractor starts sooner.
-        let limit = transfer::ramp(runs.len() as u32, RUN_BYTES);
+        // The first runs are smaller, so the extractor starts sooner: the
+        // limit of the last run, the one this chunk may join.
+        let limit = transfer::ramp(runs.len().saturating_sub(1) as u32, RUN_BYTES);
         match runs.last_mut() {
             Some(Run::Cached(run)) if in_cache && run.len() < CACHED_RUN => {
                 run.push(chunk.clone());
@@ -591,11 +592,11 @@ mod tests {
         let chunks = [
             chunk(1, "a", 0, 100),
             chunk(2, "a", 100, 50),
-            chunk(3, "b", 0, 10),  // another pack
-            chunk(4, "b", 20, 10), // a gap
-            chunk(5, "b", 30, half),
-            chunk(6, "b", 30 + half, half), // past the limit
-            chunk(7, "b", 30 + 2 * half, 10),
+            chunk(3, "b", 0, 10),             // another pack
+            chunk(4, "b", 20, 10),            // a gap
+            chunk(5, "b", 30, half),          // past the third run's limit (1 MiB)
+            chunk(6, "b", 30 + half, half),   // the fourth's is 2 MiB
+            chunk(7, "b", 30 + 2 * half, 10), // past it
         ];
         let sizes = |runs: &[Run]| -> Vec<usize> {
             runs.iter()
@@ -605,9 +606,10 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(sizes(&plan(&chunks, |_| false)), [2, 1, 2, 2]);
+        assert_eq!(sizes(&plan(&chunks, |_| false)), [2, 1, 1, 2, 1]);
         // Cached chunks are read from the cache, and split the runs.
         let cached = chunk_id(&[2]);
+        // (The ramp goes on counting: 4 and 5 now make the fourth run.)
         assert_eq!(sizes(&plan(&chunks, |id| id == cached)), [1, 101, 1, 2, 2]);
         let all = plan(&chunks, |_| true);
         assert_eq!(sizes(&all), [107]);
@@ -660,10 +662,11 @@ mod tests {
                 Run::Cached(_) => unreachable!("nothing is cached"),
             })
             .collect();
-        // The ramp (one chunk each while a run may hold less than two),
-        // then two chunks a run to the end.
-        let ramp = sizes.iter().take_while(|&&n| n == 1).count();
-        assert!(ramp <= 3, "{sizes:?}");
-        assert!(sizes[ramp..].iter().all(|&n| n == 2), "{sizes:?}");
+        // The ramp (256 KiB, 512 KiB, 1 MiB: one chunk each), then two
+        // chunks a run to the end (the last may have one left).
+        assert_eq!(sizes[..4], [1, 1, 1, 2], "{sizes:?}");
+        let full = &sizes[3..sizes.len() - 1];
+        assert!(full.iter().all(|&n| n == 2), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), chunks.len());
     }
 }

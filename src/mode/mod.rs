@@ -14,13 +14,19 @@ use crate::job::{Job, Task};
 use crate::storage::Store;
 use crate::summary::Summary;
 
-/// Where a transfer's time went: `worker` (unpacking, archiving) waited
-/// `waited` of `elapsed` for the `transfer` (download, upload). More than
-/// half the time waiting: the transfer set the pace, and more bandwidth
-/// would help; less: the worker did, and a faster runner would.
-fn pace(worker: &str, transfer: &str, waited: Duration, elapsed: Duration) -> String {
+/// Where a run's time went: `worker` (unpacking, archiving) waited
+/// `waited` of `elapsed` for the `transfer` (download, upload), whose
+/// pace `causes` set (network or storage; a chunked download also checks
+/// every chunk before unpacking sees it). More than half the time
+/// waiting: the transfer set the pace, and more bandwidth would help;
+/// less: the worker did, and a faster runner would.
+fn pace(
+    (worker, transfer, causes): (&str, &str, &str),
+    waited: Duration,
+    elapsed: Duration,
+) -> String {
     let pace = match waited * 2 > elapsed {
-        true => format!("the {transfer} (network or storage) set the pace"),
+        true => format!("the {transfer} ({causes}) set the pace"),
         false => format!("{worker} (CPU and disk) set the pace"),
     };
     format!(

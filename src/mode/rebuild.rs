@@ -302,6 +302,9 @@ async fn remove_leftovers(store: &Store, key: &str) {
     }
 }
 
+/// What a rebuild's pace line names: archiving, waiting for its upload.
+const UPLOAD: (&str, &str, &str) = ("archiving", "upload", "network or storage");
+
 async fn upload(
     task: &Rebuild,
     store: &Store,
@@ -358,10 +361,7 @@ async fn upload(
         human::seconds(elapsed),
         human::rate(packed.tar_bytes, elapsed)
     );
-    info!(
-        "rebuild: {}",
-        super::pace("archiving", "upload", waited, elapsed)
-    );
+    info!("rebuild: {}", super::pace(UPLOAD, waited, elapsed));
     if stats.skipped > 0 {
         warn!(
             "rebuild: left out {} sockets, FIFOs or device files",

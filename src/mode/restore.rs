@@ -92,6 +92,7 @@ pub async fn restore(
             store.full(&found.entry.location),
         ),
     }
+    let lookup = started.elapsed();
     let (extracted, placed, counters, waited) = unpack(
         job,
         task,
@@ -125,13 +126,15 @@ pub async fn restore(
         human::seconds(elapsed),
         human::rate(extracted.tar_bytes, elapsed)
     );
-    let waited = waited.total();
-    let streamed = !waited.is_zero();
-    if streamed {
-        info!(
-            "restore: {}",
-            super::pace("unpacking", "download", waited, elapsed)
-        );
+    // The lookup and the index read waited for storage too.
+    let waited = waited.map(|w| w.total() + lookup);
+    if let Some(waited) = waited {
+        let causes = match index {
+            Some(_) => "network, storage, or checking the chunks",
+            None => "network or storage",
+        };
+        let line = super::pace(("unpacking", "download", causes), waited, elapsed);
+        info!("restore: {line}");
     }
     if stats.skipped > 0 {
         warn!(
@@ -147,7 +150,7 @@ pub async fn restore(
     report.bytes = extracted.tar_bytes;
     report.stored_bytes = size;
     report.seconds = elapsed.as_secs_f64();
-    report.download_wait_seconds = streamed.then_some(waited.as_secs_f64());
+    report.download_wait_seconds = waited.map(|w| w.as_secs_f64());
     if let Some(index) = &index {
         let cached = counters.cached.load(std::sync::atomic::Ordering::Relaxed);
         let requests = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
@@ -220,7 +223,7 @@ async fn unpack(
     index: Option<&Index>,
     specs: &[MountSpec],
     cancel: &Cancel,
-) -> anyhow::Result<(Extracted, Placed, Counters, Waited)> {
+) -> anyhow::Result<(Extracted, Placed, Counters, Option<Waited>)> {
     let (download, counters) = match index {
         Some(index) => {
             chunked::read::download(store.clone(), index, task.cache.clone(), cancel.clone())

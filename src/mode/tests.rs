@@ -396,13 +396,14 @@ async fn a_stored_key_is_refreshed_only_when_its_mounts_change() {
 #[test]
 fn the_pace_is_set_by_whichever_kept_the_other_waiting() {
     let s = std::time::Duration::from_secs;
+    let download = ("unpacking", "download", "network or storage");
     assert_eq!(
-        super::pace("unpacking", "download", s(3), s(4)),
+        super::pace(download, s(3), s(4)),
         "unpacking waited 3.00 s of the 4.00 s for the download: the download (network or \
          storage) set the pace"
     );
     assert!(
-        super::pace("archiving", "upload", s(1), s(4))
+        super::pace(("archiving", "upload", "network or storage"), s(1), s(4))
             .ends_with("for the upload: archiving (CPU and disk) set the pace")
     );
 }

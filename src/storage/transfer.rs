@@ -260,10 +260,13 @@ impl Download {
         Arc::clone(&self.failure)
     }
 
-    /// How long the reader has waited for the download's bytes (none for
-    /// a file read in place).
-    pub fn waited_handle(&self) -> Waited {
-        self.waited.clone()
+    /// How long the reader has waited for the download's bytes; `None`
+    /// for a file read in place, with nothing to wait for.
+    pub fn waited_handle(&self) -> Option<Waited> {
+        match self.source {
+            Source::File(_) => None,
+            Source::Ranges(_) => Some(self.waited.clone()),
+        }
     }
 
     /// The entry's bytes, for a blocking reader. Progress reports end when

@@ -144,7 +144,7 @@ pub(super) async fn upload(
     );
     info!(
         "rebuild: {}",
-        super::super::pace("archiving", "upload", waited, elapsed)
+        super::super::pace(super::UPLOAD, waited, elapsed)
     );
     if packed.stats.skipped > 0 {
         warn!(
