@@ -135,12 +135,23 @@ async fn pack_chunks(
     if let Some(sealed) = packer.seal() {
         start_upload(ctx, &mut uploads, sealed, &mut stored).await?;
     }
-    let asked = std::time::Instant::now();
-    while let Some(done) = uploads.join_next().await {
-        done.map_err(|e| anyhow!("a pack upload stopped unexpectedly: {e}"))??;
-    }
-    stored.waited += asked.elapsed();
+    stored.waited += settle(&mut uploads, 0).await?;
     Ok(stored)
+}
+
+/// Waits until at most `most` uploads are in flight (all done, for 0), and
+/// returns how long that took: time the stream waited for storage.
+async fn settle(
+    uploads: &mut JoinSet<anyhow::Result<()>>,
+    most: usize,
+) -> anyhow::Result<std::time::Duration> {
+    let asked = std::time::Instant::now();
+    while uploads.len() > most {
+        if let Some(done) = uploads.join_next().await {
+            done.map_err(|e| anyhow!("a pack upload stopped unexpectedly: {e}"))??;
+        }
+    }
+    Ok(asked.elapsed())
 }
 
 /// Starts uploading a pack, first waiting for one to finish if enough are
@@ -151,13 +162,7 @@ async fn start_upload(
     sealed: Sealed,
     stored: &mut Stored,
 ) -> anyhow::Result<()> {
-    let asked = std::time::Instant::now();
-    while uploads.len() >= PACKS_IN_FLIGHT {
-        if let Some(done) = uploads.join_next().await {
-            done.map_err(|e| anyhow!("a pack upload stopped unexpectedly: {e}"))??;
-        }
-    }
-    stored.waited += asked.elapsed();
+    stored.waited += settle(uploads, PACKS_IN_FLIGHT - 1).await?;
     stored.objects += 2;
     let (store, progress) = (ctx.store.clone(), ctx.progress.clone());
     uploads.spawn(async move { upload(&store, sealed, &progress).await });
