@@ -17,6 +17,7 @@ pub mod gc;
 pub mod index;
 pub mod pack;
 pub mod read;
+pub mod sparse;
 pub mod write;
 
 use object_store::path::Path;

@@ -161,11 +161,12 @@ impl Packer {
 }
 
 /// The chunks stored in the folder's packs, by id, leaving out the packs
-/// in `condemned` (object names). When two packs hold a chunk, the newer
+/// in `avoided` (object names: condemned or retired ones, see `gc` and
+/// `sparse`). When two packs hold a chunk, the newer
 /// catalog wins: a rebuild that replaced a damaged entry wrote it last.
 pub async fn known(
     store: &Store,
-    condemned: &HashSet<String>,
+    avoided: &HashSet<String>,
 ) -> anyhow::Result<HashMap<String, ChunkRef>> {
     let prefix = Path::from(PACKS);
     let listing: Vec<_> = store
@@ -179,7 +180,7 @@ pub async fn known(
         .filter_map(|m| parse_name(&m.location))
         .filter(|(_, catalog)| !catalog)
         .map(|(id, _)| id)
-        .filter(|id| !condemned.contains(pack_path(id).as_ref()))
+        .filter(|id| !avoided.contains(pack_path(id).as_ref()))
         .collect();
     let catalogs: Vec<(&str, DateTime<Utc>)> = listing
         .iter()

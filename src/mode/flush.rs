@@ -17,7 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use tracing::{info, warn};
 
-use crate::chunked::{self, Index, gc};
+use crate::chunked::{self, Index, gc, sparse};
 use crate::human;
 use crate::job::{Flush, Job, Mode};
 use crate::storage::entry::Format;
@@ -190,7 +190,7 @@ pub async fn flush(job: &Job, options: &Flush, store: &Store) -> anyhow::Result<
             age(candidate.age)
         );
     }
-    let chunks_failed = match collect_chunks(store, options).await {
+    let chunks_failed = match collect_chunks(store, options, &kept).await {
         Ok(()) => false,
         Err(e) => {
             warn!("flush: removing unused chunks failed: {e:#}");
@@ -287,8 +287,9 @@ async fn referenced(store: &Store) -> anyhow::Result<HashSet<String>> {
 }
 
 /// Sweeps the condemned lists that are due, then condemns the packs no
-/// index names (see `chunked::gc`).
-async fn collect_chunks(store: &Store, options: &Flush) -> anyhow::Result<()> {
+/// index names (see `chunked::gc`) and retires those the `kept` entries use
+/// less than half of (see `chunked::sparse`).
+async fn collect_chunks(store: &Store, options: &Flush, kept: &[Candidate]) -> anyhow::Result<()> {
     let pending = gc::pending(store).await?;
     let all = gc::objects(store).await?;
     if all.is_empty() && pending.is_empty() {
@@ -338,6 +339,7 @@ async fn collect_chunks(store: &Store, options: &Flush) -> anyhow::Result<()> {
             age(timing.grace)
         );
     }
+    retire_sparse(store, options, &all, kept).await?;
     let waiting: usize = pending.iter().map(|l| l.objects.len()).sum();
     if waiting > 0 && swept.objects == 0 {
         info!(
@@ -346,6 +348,42 @@ async fn collect_chunks(store: &Store, options: &Flush) -> anyhow::Result<()> {
             age(timing.grace)
         );
     }
+    Ok(())
+}
+
+/// Retires the packs (of `all`) that the `kept` entries use less than half
+/// of, and says how much they hold.
+async fn retire_sparse(
+    store: &Store,
+    options: &Flush,
+    all: &[ObjectMeta],
+    kept: &[Candidate],
+) -> anyhow::Result<()> {
+    let used = sparse::used_bytes(kept.iter().filter_map(|c| c.index.as_ref()));
+    let retired = sparse::sparse(all, &used, options.timing);
+    if !options.dry_run {
+        sparse::retire(store, &retired).await?;
+    }
+    if retired.is_empty() {
+        return Ok(());
+    }
+    let bytes: u64 = retired.iter().map(|m| m.size).sum();
+    let in_use: u64 = retired
+        .iter()
+        .filter_map(|m| used.get(m.location.as_ref()))
+        .sum();
+    info!(
+        "flush: {} {} packs of chunks ({}) that the kept entries use less than half of ({} \
+         in all): rebuilds store those chunks again, in new packs, and the old packs go once \
+         no entry names them",
+        match options.dry_run {
+            true => "would retire",
+            false => "retired",
+        },
+        human::count(retired.len() as u64),
+        human::bytes(bytes),
+        human::bytes(in_use)
+    );
     Ok(())
 }
 

@@ -452,6 +452,103 @@ async fn a_rebuild_never_relies_on_condemned_chunks() {
     assert_eq!(restored.result, Outcome::Exact);
 }
 
+/// Packs in storage, with their sizes.
+async fn packs(store: &Store) -> Vec<object_store::ObjectMeta> {
+    gc::objects(store).await.unwrap()
+}
+
+/// A pack that the entries left use only a little of is retired: the next
+/// rebuild stores those chunks again, and once the older entries go, so do
+/// the sparse packs, so no pack is mostly chunks no entry names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_packs_are_retired_and_go_once_no_entry_names_them() {
+    let store = memory();
+    let ws = workspace();
+    modules(ws.path(), 0..6);
+    // Packs of 3 MiB: each holds parts of several modules.
+    let rebuild = |ws: &Path, key: &str, store: &Store| {
+        let mut job = chunked(rebuild_job(ws, key), None);
+        if let Task::Rebuild(task) = &mut job.task {
+            task.chunking.as_mut().unwrap().pack_size = 3 << 20;
+        }
+        let store = store.clone();
+        async move { run(&job, &store).await.unwrap() }
+    };
+    rebuild(ws.path(), "k1", &store).await;
+    // k2 keeps two modules of six: the packs are partly its.
+    for n in [1, 2, 4, 5] {
+        fs::remove_dir_all(ws.path().join(format!("pkg.mod/example.com/m{n}@v1.0.0"))).unwrap();
+        fs::remove_file(
+            ws.path()
+                .join(format!("pkg.mod/cache/download/example.com/m{n}.zip")),
+        )
+        .unwrap();
+    }
+    rebuild(ws.path(), "k2", &store).await;
+    let k2 = index(&store, "k2").await;
+    let delete_entry = |key: &str| {
+        let store = store.clone();
+        let path = entry::path_in(key, entry::Format::Chunked);
+        async move { store.delete(&path).await.unwrap() }
+    };
+    delete_entry("k1").await;
+    let flush = flush_job(ws.path(), None, None, AT_ONCE);
+    run(&flush, &store).await.unwrap();
+
+    // The packs k2 uses less than half of are the ones retired.
+    let used = chunked::sparse::used_bytes([&k2]);
+    let expected: HashSet<String> = packs(&store)
+        .await
+        .iter()
+        .filter(|m| {
+            let used = used.get(m.location.as_ref()).copied().unwrap_or(0);
+            used > 0 && used * 2 < m.size
+        })
+        .map(|m| m.location.to_string())
+        .collect();
+    assert!(!expected.is_empty(), "the test makes sparse packs");
+    let retired = chunked::sparse::retired(&store).await.unwrap();
+    assert_eq!(retired, expected);
+
+    // The same tree under a new key: the chunks found only in retired
+    // packs are stored again, the rest reused.
+    let k3_summary = rebuild(ws.path(), "k3", &store).await;
+    let k3 = index(&store, "k3").await;
+    assert!(objects_of(&k3).is_disjoint(&retired));
+    let again: u64 = k2
+        .chunks
+        .iter()
+        .filter(|c| retired.contains(c.object().as_ref()))
+        .map(|c| c.stored)
+        .sum();
+    assert_eq!(k3_summary.uploaded_bytes, Some(again));
+
+    // k2 goes: the retired packs are no entry's now, and go as unused
+    // ones do; every pack left is mostly k3's, and the list is gone.
+    delete_entry("k2").await;
+    run(&flush, &store).await.unwrap();
+    run(&flush, &store).await.unwrap();
+    let left = packs(&store).await;
+    assert!(left.iter().all(|m| !retired.contains(m.location.as_ref())));
+    let used = chunked::sparse::used_bytes([&k3]);
+    assert!(chunked::sparse::sparse(&left, &used, AT_ONCE).is_empty());
+    let stored: u64 = left.iter().map(|m| m.size).sum();
+    assert_eq!(
+        stored,
+        used.values().sum::<u64>(),
+        "only k3's chunks are left"
+    );
+    assert!(
+        gc_objects(&store).await.is_empty(),
+        "{:?}",
+        gc_objects(&store).await
+    );
+    let target = workspace();
+    let restore = chunked(restore_job(target.path(), "k3", &[]), None);
+    assert_eq!(run(&restore, &store).await.unwrap().result, Outcome::Exact);
+    assert_eq!(snapshot(target.path()), snapshot(ws.path()));
+}
+
 /// Holds the first upload of a pack until the test lets it go: a rebuild
 /// is then paused after it learned which chunks storage holds and before
 /// it publishes, where a flush can race it.

@@ -16,7 +16,7 @@ use crate::archive::Compression;
 use crate::archive::manifest::Manifest;
 use crate::archive::write::{Survey, WriteOptions};
 use crate::chunked::write::{self, Context as ChunkContext};
-use crate::chunked::{Index, gc, pack};
+use crate::chunked::{Index, gc, pack, sparse};
 use crate::human;
 use crate::job::{Chunking, Mode, Rebuild};
 use crate::mount::{self, Mount};
@@ -50,25 +50,32 @@ pub(super) async fn upload(
     } = upload;
     let key = &task.key;
     let since = chrono::Utc::now();
-    let condemned: HashSet<String> = gc::pending(store)
-        .await?
-        .into_iter()
-        .flat_map(|list| list.objects)
-        .collect();
+    // Chunks found only in condemned or retired packs are stored again.
+    let (pending, retired) = tokio::try_join!(gc::pending(store), sparse::retired(store))?;
+    let retired_packs = retired.len();
+    let mut avoided: HashSet<String> = pending.into_iter().flat_map(|l| l.objects).collect();
+    avoided.extend(retired);
     let known = match trusted {
-        true => pack::known(store, &condemned).await?,
+        true => pack::known(store, &avoided).await?,
         false => Default::default(),
     };
     info!(
         "rebuild: archiving {} into chunks of about {} (zstd level {}) for '{}' in {} {}; \
-         the repository's folder holds {} chunks",
+         the repository's folder holds {} chunks{}",
         mount::names(mounts),
         human::bytes(chunking.params.avg as u64),
         chunking.level,
         store.full(target),
         store.backend,
         store.location,
-        human::count(known.len() as u64)
+        human::count(known.len() as u64),
+        match retired_packs {
+            0 => String::new(),
+            n => format!(
+                " (and {} mostly unused packs flush retired, whose chunks are stored again)",
+                human::count(n as u64)
+            ),
+        }
     );
     let manifest = Manifest::for_mounts(mounts, &survey.totals, &survey.tree);
     let progress = options.progress.clone();
