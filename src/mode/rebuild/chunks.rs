@@ -72,7 +72,8 @@ pub(super) async fn upload(
         match retired_packs {
             0 => String::new(),
             n => format!(
-                " (and {} mostly unused packs flush retired, whose chunks are stored again)",
+                ", leaving out {} packs flush retired as mostly unused (chunks only they hold \
+                 are stored again)",
                 human::count(n as u64)
             ),
         }
