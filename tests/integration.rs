@@ -150,6 +150,10 @@ macro_rules! write_suite {
             fn flush_removes_unused_chunks_after_the_grace() {
                 super::flush_removes_unused_chunks_after_the_grace(&backend());
             }
+            #[test]
+            fn sparse_packs_are_retired_and_their_chunks_stored_again() {
+                super::sparse_packs_are_retired_and_their_chunks_stored_again(&backend());
+            }
         }
     };
 }
@@ -1193,7 +1197,8 @@ fn flush_removes_unused_chunks_after_the_grace(backend: &Backend) {
         .assert_code(0)
         .assert_log("flush: deleted 'old'")
         .assert_log("flush: kept 'new'")
-        .assert_log("that no entry uses");
+        .assert_log("that no entry uses")
+        .assert_log("flush: the packs of chunks hold");
     assert_eq!(
         packs_of(backend, &root),
         both,
@@ -1216,6 +1221,75 @@ fn flush_removes_unused_chunks_after_the_grace(backend: &Backend) {
     assert_same(
         &snapshot(&ws.path().join("pkg.mod")),
         &snapshot(&fresh.path().join("pkg.mod")),
+    );
+}
+
+/// A pack the kept entries use less than half of is retired by flush
+/// (`gc/retired.json`, written, read and removed on each backend), and the
+/// next rebuild stores the chunks it needs from it again.
+fn sparse_packs_are_retired_and_their_chunks_stored_again(backend: &Backend) {
+    let root = unique_root("chunk-sparse");
+    let ws = workspace();
+    let dir = ws.path().join("pkg.mod");
+    fs::create_dir_all(&dir).unwrap();
+    for n in 0..6 {
+        fs::write(dir.join(format!("m{n}.bin")), tree::noise(n, 1_000_000)).unwrap();
+    }
+    // Packs of 3 MiB: each holds three of the files.
+    let rebuild = |key: &str| {
+        chunked(Step::new(ws.path(), backend, &root))
+            .set("LARDER_PACK_SIZE", "3145728")
+            .set("PLUGIN_CACHE_KEY", key)
+            .rebuild()
+    };
+    rebuild("k1").assert_code(0);
+    std::thread::sleep(Duration::from_secs(2));
+    for n in [1, 2, 4, 5] {
+        fs::remove_file(dir.join(format!("m{n}.bin"))).unwrap();
+    }
+    rebuild("k2").assert_code(0);
+    let age_of = |key: &str| {
+        let meta = backend.meta(&format!("{root}/{key}.chunked")).unwrap();
+        (chrono::Utc::now() - meta.last_modified).num_milliseconds()
+    };
+    let between = format!("{}ms", (age_of("k1") + age_of("k2")) / 2);
+    let flush = |age: &str| {
+        Step::new(ws.path(), backend, &root)
+            .unset("PLUGIN_MOUNT")
+            .set("PLUGIN_FLUSH_AGE", age)
+            .set("LARDER_GC_TIMING", "0,0")
+            .run("flush")
+    };
+    flush(&between)
+        .assert_code(0)
+        .assert_log("flush: deleted 'k1'")
+        .assert_log("that the kept entries use less than half of");
+    let gc = backend.list(&format!("{root}/gc"));
+    assert!(
+        gc.iter().any(|name| name.ends_with("gc/retired.json")),
+        "{gc:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    rebuild("k3")
+        .assert_code(0)
+        .assert_log("packs flush retired as mostly unused");
+    // k2 goes: the retired packs are unused now and go; nothing is
+    // sparse, so the list goes too, and k3 restores.
+    flush(&format!("{}ms", (age_of("k2") + age_of("k3")) / 2))
+        .assert_code(0)
+        .assert_log("flush: deleted 'k2'")
+        .assert_log("flush: kept 'k3'");
+    flush("1h").assert_code(0);
+    let gc = backend.list(&format!("{root}/gc"));
+    assert!(gc.is_empty(), "{gc:?}");
+    let fresh = workspace();
+    Step::new(fresh.path(), backend, &root)
+        .set("PLUGIN_CACHE_KEY", "k3")
+        .restore()
+        .assert_code(0);
+    assert_eq!(
+        snapshot(&fresh.path().join("pkg.mod")),
+        snapshot(&ws.path().join("pkg.mod"))
     );
 }
 

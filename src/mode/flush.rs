@@ -364,6 +364,12 @@ async fn retire_sparse(
     if !options.dry_run {
         sparse::retire(store, &retired).await?;
     }
+    // What storage bills: whole packs, not just the chunks in use.
+    info!(
+        "flush: the packs of chunks hold {}, of which the kept entries use {}",
+        human::bytes(all.iter().map(|m| m.size).sum()),
+        human::bytes(used.values().sum())
+    );
     if retired.is_empty() {
         return Ok(());
     }
