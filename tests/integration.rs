@@ -1155,6 +1155,26 @@ fn chunked_rebuilds_upload_only_new_chunks_and_heal(backend: &Backend) {
     );
 }
 
+/// An age between two chunked entries' (servers keep their own clocks).
+fn age_between(backend: &Backend, root: &str, older: &str, newer: &str) -> String {
+    let now = chrono::Utc::now();
+    let age_of = |key: &str| {
+        let meta = backend.meta(&format!("{root}/{key}.chunked")).unwrap();
+        (now - meta.last_modified).num_milliseconds()
+    };
+    format!("{}ms", (age_of(older) + age_of(newer)) / 2)
+}
+
+/// A flush of the entries older than `age`, with the removal protocol's
+/// times shortened to nothing, so two flushes run it.
+fn flush_at_once(ws: &Path, backend: &Backend, root: &str, age: &str) -> common::Run {
+    Step::new(ws, backend, root)
+        .unset("PLUGIN_MOUNT")
+        .set("PLUGIN_FLUSH_AGE", age)
+        .set("LARDER_GC_TIMING", "0,0")
+        .run("flush")
+}
+
 fn flush_removes_unused_chunks_after_the_grace(backend: &Backend) {
     let root = unique_root("chunk-flush");
     let ws = workspace();
@@ -1178,21 +1198,8 @@ fn flush_removes_unused_chunks_after_the_grace(backend: &Backend) {
         .assert_code(0);
     let both = packs_of(backend, &root);
     assert!(both.len() > old.len());
-    // An age between the two entries' (servers keep their own clocks).
-    let now = chrono::Utc::now();
-    let age_of = |key: &str| {
-        let meta = backend.meta(&format!("{root}/{key}.chunked")).unwrap();
-        (now - meta.last_modified).num_milliseconds()
-    };
-    let between = format!("{}ms", (age_of("old") + age_of("new")) / 2);
-    // The protocol's times shortened to nothing, so two flushes run it.
-    let flush = |age: &str| {
-        Step::new(ws.path(), backend, &root)
-            .unset("PLUGIN_MOUNT")
-            .set("PLUGIN_FLUSH_AGE", age)
-            .set("LARDER_GC_TIMING", "0,0")
-            .run("flush")
-    };
+    let between = age_between(backend, &root, "old", "new");
+    let flush = |age: &str| flush_at_once(ws.path(), backend, &root, age);
     flush(&between)
         .assert_code(0)
         .assert_log("flush: deleted 'old'")
@@ -1248,19 +1255,8 @@ fn sparse_packs_are_retired_and_their_chunks_stored_again(backend: &Backend) {
         fs::remove_file(dir.join(format!("m{n}.bin"))).unwrap();
     }
     rebuild("k2").assert_code(0);
-    let age_of = |key: &str| {
-        let meta = backend.meta(&format!("{root}/{key}.chunked")).unwrap();
-        (chrono::Utc::now() - meta.last_modified).num_milliseconds()
-    };
-    let between = format!("{}ms", (age_of("k1") + age_of("k2")) / 2);
-    let flush = |age: &str| {
-        Step::new(ws.path(), backend, &root)
-            .unset("PLUGIN_MOUNT")
-            .set("PLUGIN_FLUSH_AGE", age)
-            .set("LARDER_GC_TIMING", "0,0")
-            .run("flush")
-    };
-    flush(&between)
+    let flush = |age: &str| flush_at_once(ws.path(), backend, &root, age);
+    flush(&age_between(backend, &root, "k1", "k2"))
         .assert_code(0)
         .assert_log("flush: deleted 'k1'")
         .assert_log("that the kept entries use less than half of");
@@ -1275,7 +1271,7 @@ fn sparse_packs_are_retired_and_their_chunks_stored_again(backend: &Backend) {
         .assert_log("packs flush retired as mostly unused");
     // k2 goes: the retired packs are unused now and go; nothing is
     // sparse, so the list goes too, and k3 restores.
-    flush(&format!("{}ms", (age_of("k2") + age_of("k3")) / 2))
+    flush(&age_between(backend, &root, "k2", "k3"))
         .assert_code(0)
         .assert_log("flush: deleted 'k2'")
         .assert_log("flush: kept 'k3'");

@@ -339,7 +339,7 @@ async fn collect_chunks(store: &Store, options: &Flush, kept: &[Candidate]) -> a
             age(timing.grace)
         );
     }
-    retire_sparse(store, options, &all, kept).await?;
+    retire_sparse(store, options, &all, kept).await;
     let waiting: usize = pending.iter().map(|l| l.objects.len()).sum();
     if waiting > 0 && swept.objects == 0 {
         info!(
@@ -358,11 +358,14 @@ async fn retire_sparse(
     options: &Flush,
     all: &[ObjectMeta],
     kept: &[Candidate],
-) -> anyhow::Result<()> {
+) {
     let used = sparse::used_bytes(kept.iter().filter_map(|c| c.index.as_ref()));
     let retired = sparse::sparse(all, &used, options.timing);
-    if !options.dry_run {
-        sparse::retire(store, &retired).await?;
+    // Only advice to rebuilds: failing to write it fails nothing else.
+    if !options.dry_run
+        && let Err(e) = sparse::retire(store, &retired).await
+    {
+        warn!("flush: the list of retired packs was not updated: {e:#}");
     }
     // What storage bills: whole packs, not just the chunks in use.
     info!(
@@ -371,7 +374,7 @@ async fn retire_sparse(
         human::bytes(used.values().sum())
     );
     if retired.is_empty() {
-        return Ok(());
+        return;
     }
     let bytes: u64 = retired.iter().map(|m| m.size).sum();
     let in_use: u64 = retired
@@ -390,7 +393,6 @@ async fn retire_sparse(
         human::bytes(bytes),
         human::bytes(in_use)
     );
-    Ok(())
 }
 
 fn plural_entries(n: usize) -> String {

@@ -194,7 +194,8 @@ settings! {
     "max_size" => max_size: Size, Cache,
         aliases: [], flags: [],
         "With flush: then delete the oldest entries until the repository's entries \
-         fit in this size, e.g. 10GB.";
+         fit in this size, e.g. 10GB. Chunked entries count each chunk they use once; \
+         the packs holding the chunks can be larger (flush logs both).";
     "dry_run" => dry_run: Bool = "false", Cache,
         aliases: [], flags: [],
         "With flush: list what would be deleted, delete nothing.";
