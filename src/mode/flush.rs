@@ -353,12 +353,7 @@ async fn collect_chunks(store: &Store, options: &Flush, kept: &[Candidate]) -> a
 
 /// Retires the packs (of `all`) that the `kept` entries use less than half
 /// of, and says how much they hold.
-async fn retire_sparse(
-    store: &Store,
-    options: &Flush,
-    all: &[ObjectMeta],
-    kept: &[Candidate],
-) {
+async fn retire_sparse(store: &Store, options: &Flush, all: &[ObjectMeta], kept: &[Candidate]) {
     let used = sparse::used_bytes(kept.iter().filter_map(|c| c.index.as_ref()));
     let retired = sparse::sparse(all, &used, options.timing);
     // Only advice to rebuilds: failing to write it fails nothing else.
