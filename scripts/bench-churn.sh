@@ -59,17 +59,24 @@ ROWS=$OUT/rows.tsv
 # pipeline would, and prints the field FIELD of its result.
 larder() {
   local field=$1; shift
+  rm -f "$RESULT"
   env PLUGIN_BACKEND=filesystem PLUGIN_FILESYSTEM_CACHE_ROOT="$OUT/cache" PLUGIN_REMOTE_ROOT=churn \
     PLUGIN_MOUNT=pkg.mod PLUGIN_ENTRY_FORMAT=chunked PLUGIN_EXIT_CODE=true DRONE_WORKSPACE="$OUT" PLUGIN_RESULT_FILE="$RESULT" \
     "$@" "$LARDER" >/dev/null 2>"$OUT/stderr" || {
     echo "bench-churn: larder failed:" >&2; cat "$OUT/stderr" >&2; exit 1; }
-  python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]) or 0)' "$RESULT" "$field"
+  python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+if d.get(sys.argv[2]) is None:
+    sys.exit(f"bench-churn: larder left no {sys.argv[2]} ({d.get(\"result\")}: {d.get(\"reason\")})")
+print(d[sys.argv[2]])' "$RESULT" "$field"
 }
-packs() { du -sb --apparent-size "$OUT/cache/churn/packs" | cut -f1; }
+# packs: the bytes of the packs (not their catalogs) in storage.
+packs() { find "$OUT/cache/churn/packs" -name '*.pack' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 
 first=$(larder uploaded_bytes PLUGIN_REBUILD=true PLUGIN_CACHE_KEY=r0)
-max_size=$(awk "BEGIN { printf \"%d\", $first * $KEEP }")
-echo -e "0\t$first\t$first\t$(packs)" >>"$ROWS"
+max_size=$(awk "BEGIN { printf \"%.0f\", $first * $KEEP }")
+held=$(packs)
+echo -e "0\t$first\t$first\t$held" >>"$ROWS"
 for round in $(seq 1 "$ROUNDS"); do
   echo "bench-churn: round $round of $ROUNDS" >&2
   python3 - "$OUT/pkg.mod" "$round" "$BUMP" <<'PY'
@@ -111,7 +118,8 @@ PY
   flush=(PLUGIN_FLUSH=true PLUGIN_MAX_SIZE="$max_size" LARDER_GC_TIMING=0,0)
   larder stored_bytes "${flush[@]}" >/dev/null
   used=$(larder stored_bytes "${flush[@]}")
-  echo -e "$round\t$uploaded\t$used\t$(packs)" >>"$ROWS"
+  held=$(packs)
+  echo -e "$round\t$uploaded\t$used\t$held" >>"$ROWS"
 done
 
 python3 - "$ROWS" "$BUMP" "$KEEP" <<'PY'

@@ -1242,7 +1242,7 @@ fn sparse_packs_are_retired_and_their_chunks_stored_again(backend: &Backend) {
     for n in 0..6 {
         fs::write(dir.join(format!("m{n}.bin")), tree::noise(n, 1_000_000)).unwrap();
     }
-    // Packs of 3 MiB: each holds three of the files.
+    // Packs of 3 MiB: each holds three of the files and part of another.
     let rebuild = |key: &str| {
         chunked(Step::new(ws.path(), backend, &root))
             .set("LARDER_PACK_SIZE", "3145728")

@@ -12,9 +12,11 @@
 //! of their key), and with them the last names of the retired packs, which
 //! flush then removes like any unused pack.
 //!
-//! The list is advice, never evidence: a rebuild that misses it reuses a
-//! retired pack, which is only kept longer; nothing is deleted because of
-//! it. Each flush writes it afresh from the entries it keeps.
+//! The list is advice, never evidence: a rebuild that misses it (or cannot
+//! read it) reuses a retired pack, which is only kept longer; nothing is
+//! deleted because of it. Each flush that looks at the packs writes it
+//! afresh from the entries it keeps. Until a retired pack goes, the chunks
+//! stored again are held twice, in it and in their new pack.
 
 use std::collections::{HashMap, HashSet};
 
@@ -91,24 +93,25 @@ pub async fn retire(store: &Store, packs: &[&ObjectMeta]) -> anyhow::Result<()> 
 }
 
 /// The packs the last flush retired: a rebuild stores their chunks again
-/// rather than reuse them. A list that does not parse is ignored (with a
-/// warning): it is only advice.
-pub async fn retired(store: &Store) -> anyhow::Result<HashSet<String>> {
+/// rather than reuse them. The list is only advice: one that cannot be
+/// read or does not parse is passed over with a warning, and the rebuild
+/// reuses every pack as before.
+pub async fn retired(store: &Store) -> HashSet<String> {
     let path = list_path();
-    let Some((bytes, _)) = store.read(&path).await? else {
-        return Ok(HashSet::new());
+    let why = match store.read(&path).await {
+        Ok(None) => return HashSet::new(),
+        Ok(Some((bytes, _))) => match serde_json::from_slice::<List>(&bytes) {
+            Ok(list) => return list.objects.into_iter().collect(),
+            Err(e) => format!("it does not parse ({e})"),
+        },
+        Err(e) => format!("it cannot be read ({e:#})"),
     };
-    match serde_json::from_slice::<List>(&bytes) {
-        Ok(list) => Ok(list.objects.into_iter().collect()),
-        Err(e) => {
-            warn!(
-                "rebuild: the list of retired packs '{}' does not parse ({e}); packs are reused \
-                 as if it were not there, and the next flush writes it again",
-                store.full(&path)
-            );
-            Ok(HashSet::new())
-        }
-    }
+    warn!(
+        "rebuild: the list of retired packs '{}' is passed over: {why}; packs are reused as if \
+         it were not there, and the next flush writes it again",
+        store.full(&path)
+    );
+    HashSet::new()
 }
 
 #[cfg(test)]
@@ -159,17 +162,50 @@ mod tests {
         ]);
         let used = used_bytes([&one, &two]);
         assert_eq!(used.get(pack_path(&a).as_ref()), Some(&40));
+        // A chunk stored again in a second pack counts in each; a version 1
+        // chunk, its own object, is never a sparse pack.
+        let mut v1 = chunk(5, &e, 0, 10);
+        v1.pack = None;
+        let three = index(vec![chunk(1, &b, 60, 40), v1.clone()]);
+        let used = used_bytes([&one, &two, &three]);
+        assert_eq!(used.get(pack_path(&a).as_ref()), Some(&40));
+        assert_eq!(used.get(pack_path(&b).as_ref()), Some(&100));
+        assert_eq!(used.get(v1.object().as_ref()), Some(&10));
         let all = [
             meta(&a, 100, 2), // 40 of 100 used: sparse
             meta(&b, 100, 2), // 60 of 100: kept as it is
             meta(&c, 100, 0), // 10 of 100, but younger than a rebuild may take
             meta(&d, 20, 2),  // exactly half: not sparse
             meta(&e, 100, 2), // unused: flush's to remove, not to retire
+            ObjectMeta {
+                location: v1.object(),
+                ..meta(&e, 1000, 2)
+            },
         ];
         let found: Vec<String> = sparse(&all, &used, Timing::DEFAULT)
             .iter()
             .map(|m| m.location.to_string())
             .collect();
         assert_eq!(found, vec![pack_path(&a).to_string()]);
+    }
+
+    /// A list that cannot be read or parsed is passed over: a rebuild
+    /// reuses every pack rather than fail.
+    #[tokio::test]
+    async fn a_list_that_cannot_be_read_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = crate::storage::filesystem::open(dir.path()).unwrap();
+        let store = Store::new(crate::storage::Backend::Filesystem, opened, "octo/hello");
+        let file = dir.path().join("octo/hello/gc/retired.json");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, b"{\"objects\": [\"packs/x.pack\"]}").unwrap();
+        assert_eq!(retired(&store).await.len(), 1);
+        std::fs::write(&file, b"{not json").unwrap();
+        assert!(retired(&store).await.is_empty());
+        // A link to itself where the list should be: the read fails.
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&file, &file).unwrap();
+        assert!(store.read(&list_path()).await.is_err());
+        assert!(retired(&store).await.is_empty());
     }
 }

@@ -51,7 +51,8 @@ pub(super) async fn upload(
     let key = &task.key;
     let since = chrono::Utc::now();
     // Chunks found only in condemned or retired packs are stored again.
-    let (pending, retired) = tokio::try_join!(gc::pending(store), sparse::retired(store))?;
+    let (pending, retired) = tokio::join!(gc::pending(store), sparse::retired(store));
+    let pending = pending?;
     let retired_packs = retired.len();
     let mut avoided: HashSet<String> = pending.into_iter().flat_map(|l| l.objects).collect();
     avoided.extend(retired);
