@@ -67,7 +67,7 @@ larder() {
   python3 -c 'import json, sys
 d = json.load(open(sys.argv[1]))
 if d.get(sys.argv[2]) is None:
-    sys.exit(f"bench-churn: larder left no {sys.argv[2]} ({d.get(\"result\")}: {d.get(\"reason\")})")
+    sys.exit("bench-churn: larder left no %s (%s: %s)" % (sys.argv[2], d.get("result"), d.get("reason")))
 print(d[sys.argv[2]])' "$RESULT" "$field"
 }
 # packs: the bytes of the packs (not their catalogs) in storage.
