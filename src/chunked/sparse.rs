@@ -45,13 +45,10 @@ struct List {
 /// The bytes of each object (pack) that `indexes` name, each chunk of it
 /// counted once however many entries name it.
 pub fn used_bytes<'a>(indexes: impl IntoIterator<Item = &'a Index>) -> HashMap<String, u64> {
-    let mut seen: HashSet<(&Option<String>, &str, u64)> = HashSet::new();
+    let mut seen: HashSet<&ChunkRef> = HashSet::new();
     let mut used: HashMap<String, u64> = HashMap::new();
     for chunk in indexes.into_iter().flat_map(|i| &i.chunks) {
-        let ChunkRef {
-            id, pack, offset, ..
-        } = chunk;
-        if seen.insert((pack, id, *offset)) {
+        if seen.insert(chunk) {
             *used.entry(chunk.object().to_string()).or_default() += chunk.stored;
         }
     }
