@@ -302,6 +302,17 @@ async fn remove_leftovers(store: &Store, key: &str) {
     }
 }
 
+/// About the size of the tar stream: the contents, and for each entry its
+/// header, padding and room for a PAX header. What compression sends is
+/// smaller, or for data that does not compress, larger by a hair.
+fn tar_estimate(survey: &Survey) -> u64 {
+    survey
+        .totals
+        .iter()
+        .map(|t| t.bytes.saturating_add(t.entries.saturating_mul(2048)))
+        .fold(0, u64::saturating_add)
+}
+
 /// What a rebuild's pace line names: archiving, waiting for its upload.
 const UPLOAD: (&str, &str, &str) = ("archiving", "upload", "network or storage");
 
@@ -324,8 +335,10 @@ async fn upload(
         store.location
     );
     let progress = options.progress.clone();
+    let expected = tar_estimate(&survey);
     let (producer, rx) = archiver(mounts, survey, options, (task.compression, task.level));
-    let (packed, pending) = transfer::upload(store, target, rx, producer, &progress).await?;
+    let (packed, pending) =
+        transfer::upload(store, target, expected, rx, producer, &progress).await?;
     let ours = match claim {
         Some(claim) => claim.still_ours().await,
         None => Ok(true),

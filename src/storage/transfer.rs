@@ -30,8 +30,13 @@ use crate::cancel::Cancel;
 use crate::pipe::{ChunkReader, Waited};
 use crate::progress::{self, Progress};
 
-/// Multipart part size: S3 allows 10,000 parts, so entries up to 78 GiB.
+/// Multipart part size for most entries (see `part_size` for larger ones).
 pub const PART_SIZE: usize = 8 << 20;
+/// Parts an upload is planned to fit in: S3 and GCS allow 10,000; the rest
+/// is margin for an estimate that compression may exceed a little.
+const PLANNED_PARTS: u64 = 9_000;
+/// S3's largest part.
+const MAX_PART: u64 = 5 << 30;
 /// Parts uploading at once.
 const UPLOAD_CONCURRENCY: usize = 4;
 /// Size of one ranged download request, and how many run at once: 4 MiB
@@ -87,7 +92,17 @@ impl PendingUpload {
     }
 }
 
-/// Uploads the chunks from `chunks` to `path` while `producer` writes them.
+/// The part size for an upload of about `expected` bytes: `PART_SIZE`, or
+/// larger (whole MiB) when that would take more than `PLANNED_PARTS`
+/// parts. With 8 MiB parts alone, an entry over 78 GiB failed at its
+/// 10,001st part, after all the work.
+pub fn part_size(expected: u64) -> usize {
+    let needed = expected.div_ceil(PLANNED_PARTS).div_ceil(1 << 20) << 20;
+    needed.clamp(PART_SIZE as u64, MAX_PART) as usize
+}
+
+/// Uploads the chunks from `chunks` to `path` while `producer` writes them,
+/// about `expected` bytes in all (it sets the part size).
 ///
 /// Returns the producer's value and the upload, ready to publish, only if
 /// every chunk arrived and the producer returned `Ok`; otherwise the upload
@@ -97,11 +112,12 @@ impl PendingUpload {
 pub async fn upload<T>(
     store: &Store,
     path: &Path,
+    expected: u64,
     chunks: mpsc::Receiver<Bytes>,
     producer: JoinHandle<anyhow::Result<T>>,
     progress: &Progress,
 ) -> anyhow::Result<(T, PendingUpload)> {
-    let result = send(store, path, chunks, producer, progress).await;
+    let result = send(store, path, part_size(expected), chunks, producer, progress).await;
     if result.is_err() {
         progress.finish();
     }
@@ -111,6 +127,7 @@ pub async fn upload<T>(
 async fn send<T>(
     store: &Store,
     path: &Path,
+    part: usize,
     mut chunks: mpsc::Receiver<Bytes>,
     producer: JoinHandle<anyhow::Result<T>>,
     progress: &Progress,
@@ -127,7 +144,7 @@ async fn send<T>(
         inner: upload,
         progress: progress.clone(),
     });
-    let mut writer = WriteMultipart::new_with_chunk_size(counted, PART_SIZE);
+    let mut writer = WriteMultipart::new_with_chunk_size(counted, part);
     let mut sent = 0u64;
     let mut sending = Ok(());
     let mut waited = std::time::Duration::ZERO;
@@ -550,6 +567,26 @@ fn was_replaced(e: &object_store::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An entry of more than 10,000 parts of 8 MiB (78 GiB) could not be
+    /// uploaded to S3 or GCS: parts grow so that any entry fits in 9,000.
+    #[test]
+    fn parts_grow_so_that_a_large_entry_fits_in_the_parts_allowed() {
+        assert_eq!(part_size(0), PART_SIZE);
+        assert_eq!(part_size(600 << 20), PART_SIZE);
+        assert_eq!(part_size(PLANNED_PARTS * PART_SIZE as u64), PART_SIZE);
+        for gib in [71u64, 78, 100, 1000, 40_000] {
+            let size = gib << 30;
+            let part = part_size(size) as u64;
+            assert!(
+                size.div_ceil(part) <= PLANNED_PARTS,
+                "{gib} GiB in parts of {part}"
+            );
+            assert_eq!(part % (1 << 20), 0, "whole MiB");
+            assert!(part <= MAX_PART);
+        }
+        assert_eq!(part_size(u64::MAX) as u64, MAX_PART);
+    }
 
     #[test]
     fn a_412_anywhere_in_the_error_means_the_entry_was_replaced() {
