@@ -306,11 +306,10 @@ async fn remove_leftovers(store: &Store, key: &str) {
 /// header, padding and room for a PAX header. What compression sends is
 /// smaller, or for data that does not compress, larger by a hair.
 fn tar_estimate(survey: &Survey) -> u64 {
-    survey
-        .totals
-        .iter()
-        .map(|t| t.bytes.saturating_add(t.entries.saturating_mul(2048)))
-        .fold(0, u64::saturating_add)
+    let total = survey.total();
+    total
+        .bytes
+        .saturating_add(total.entries.saturating_mul(2048))
 }
 
 /// What a rebuild's pace line names: archiving, waiting for its upload.
