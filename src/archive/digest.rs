@@ -71,6 +71,8 @@ pub struct Verifier<R> {
 
 pub struct Progress {
     hasher: Xxh3,
+    /// Whether the stream is hashed: not when it arrives checked already.
+    pub hashing: bool,
     /// Bytes read but not yet hashed: the last block.
     held: Vec<u8>,
     pub count: u64,
@@ -93,16 +95,20 @@ impl Progress {
     fn add(&mut self, data: &[u8]) {
         self.count += data.len() as u64;
         if data.len() >= TAR_BLOCK {
-            self.hasher.update(&self.held);
-            self.held.clear();
             let split = data.len() - TAR_BLOCK;
-            self.hasher.update(&data[..split]);
+            if self.hashing {
+                self.hasher.update(&self.held);
+                self.hasher.update(&data[..split]);
+            }
+            self.held.clear();
             self.held.extend_from_slice(&data[split..]);
         } else {
             self.held.extend_from_slice(data);
             if self.held.len() > TAR_BLOCK {
                 let extra = self.held.len() - TAR_BLOCK;
-                self.hasher.update(&self.held[..extra]);
+                if self.hashing {
+                    self.hasher.update(&self.held[..extra]);
+                }
                 self.held.drain(..extra);
             }
         }
@@ -110,12 +116,14 @@ impl Progress {
 }
 
 impl<R: Read> Verifier<R> {
-    /// Reads `inner`, failing once more than `limit` bytes have come through.
-    pub fn new(inner: R, limit: u64) -> Self {
+    /// Reads `inner`, failing once more than `limit` bytes have come
+    /// through; hashes it if `hashing`.
+    pub fn new(inner: R, limit: u64, hashing: bool) -> Self {
         Verifier {
             inner,
             progress: Rc::new(RefCell::new(Progress {
                 hasher: Xxh3::new(),
+                hashing,
                 held: Vec::with_capacity(2 * TAR_BLOCK),
                 count: 0,
                 hit_eof: false,
@@ -166,7 +174,7 @@ mod tests {
     fn verifier_hashes_all_but_the_last_block() {
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
         for chunk in [1, 100, 512, 700, 5000] {
-            let mut v = Verifier::new(&data[..], u64::MAX);
+            let mut v = Verifier::new(&data[..], u64::MAX, true);
             let progress = v.progress();
             let mut buf = vec![0; chunk];
             while v.read(&mut buf).unwrap() > 0 {}

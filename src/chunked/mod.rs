@@ -75,6 +75,12 @@ pub fn chunk_id(data: &[u8]) -> String {
     blake3::hash(data).to_hex().to_string()
 }
 
+/// The hash of a chunk's stored bytes (`ChunkRef::frame`): the same hash,
+/// of the zstd frame.
+pub fn frame_hash(stored: &[u8]) -> String {
+    chunk_id(stored)
+}
+
 /// Whether `id` can name a chunk (64 lowercase hex digits).
 pub fn is_chunk_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

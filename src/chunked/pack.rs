@@ -90,7 +90,10 @@ impl Catalog {
             return Err(format!("its format is '{}'", catalog.format));
         }
         let wrong = catalog.chunks.iter().find(|c| {
-            !super::is_chunk_id(&c.id) || c.pack.as_deref() != Some(pack) || c.stored == 0
+            !super::is_chunk_id(&c.id)
+                || c.frame.as_deref().is_some_and(|f| !super::is_chunk_id(f))
+                || c.pack.as_deref() != Some(pack)
+                || c.stored == 0
         });
         match wrong {
             Some(chunk) => Err(format!("it names chunk '{}' wrongly", chunk.id)),
@@ -106,6 +109,17 @@ pub struct Packer {
     id: String,
     bytes: Vec<u8>,
     chunks: Vec<ChunkRef>,
+}
+
+/// A chunk new to the folder, compressed for its pack.
+pub struct NewChunk {
+    pub id: String,
+    /// Uncompressed bytes.
+    pub size: u64,
+    /// One zstd frame.
+    pub compressed: Vec<u8>,
+    /// Its hash (`frame_hash`).
+    pub frame: String,
 }
 
 /// A pack ready to upload.
@@ -127,7 +141,13 @@ impl Packer {
 
     /// Adds a compressed chunk; returns its reference, and the pack once it
     /// is full.
-    pub fn add(&mut self, id: String, size: u64, compressed: &[u8]) -> (ChunkRef, Option<Sealed>) {
+    pub fn add(&mut self, new: NewChunk) -> (ChunkRef, Option<Sealed>) {
+        let NewChunk {
+            id,
+            size,
+            compressed,
+            frame,
+        } = new;
         if self.chunks.is_empty() {
             self.id = new_pack_id();
             self.bytes.reserve(self.size + compressed.len());
@@ -138,8 +158,9 @@ impl Packer {
             stored: compressed.len() as u64,
             pack: Some(self.id.clone()),
             offset: self.bytes.len() as u64,
+            frame: Some(frame),
         };
-        self.bytes.extend_from_slice(compressed);
+        self.bytes.extend_from_slice(&compressed);
         self.chunks.push(chunk.clone());
         let sealed = (self.bytes.len() >= self.size)
             .then(|| self.seal())
@@ -232,31 +253,47 @@ async fn read_catalog(store: &Store, id: &str) -> anyhow::Result<Option<Catalog>
 mod tests {
     use super::*;
 
+    fn new(n: u8, compressed: Vec<u8>) -> NewChunk {
+        NewChunk {
+            id: super::super::chunk_id(&[n]),
+            size: 10,
+            frame: super::super::frame_hash(&compressed),
+            compressed,
+        }
+    }
+
     #[test]
     fn a_packer_places_chunks_side_by_side_and_seals_when_full() {
         let mut packer = Packer::new(PACK_SIZE);
-        let id = |n: u8| super::super::chunk_id(&[n]);
-        let (a, sealed) = packer.add(id(1), 10, &[1; 5]);
+        let (a, sealed) = packer.add(new(1, vec![1; 5]));
         assert!(sealed.is_none());
-        let (b, _) = packer.add(id(2), 10, &[2; 7]);
+        let (b, _) = packer.add(new(2, vec![2; 7]));
         assert_eq!((a.offset, a.stored, b.offset, b.stored), (0, 5, 5, 7));
         assert_eq!(a.pack, b.pack);
+        assert_eq!(b.frame, Some(super::super::frame_hash(&[2; 7])));
         let pack = a.pack.clone().unwrap();
         assert!(is_pack_id(&pack));
-        let (_, full) = packer.add(id(3), 10, &vec![3; PACK_SIZE]);
+        let (_, full) = packer.add(new(3, vec![3; PACK_SIZE]));
         let full = full.expect("a full pack is sealed");
         assert_eq!(full.id, pack);
         assert_eq!(full.bytes.len(), 12 + PACK_SIZE);
         assert_eq!(&full.bytes[5..12], &[2; 7]);
         assert_eq!(full.catalog.chunks.len(), 3);
         let json = full.catalog.to_json();
-        assert!(Catalog::parse(&json, &pack).is_ok());
+        let parsed = Catalog::parse(&json, &pack).expect("a catalog reads back");
+        assert_eq!(parsed.chunks[1], b, "frame hashes and all");
         assert!(
             Catalog::parse(&json, &new_pack_id()).is_err(),
             "a catalog names its own pack"
         );
+        let mut odd = full.catalog;
+        odd.chunks[0].frame = Some("xyz".into());
+        assert!(
+            Catalog::parse(&odd.to_json(), &pack).is_err(),
+            "a frame hash is a hash"
+        );
         assert!(packer.seal().is_none());
-        let (c, _) = packer.add(id(4), 10, &[4]);
+        let (c, _) = packer.add(new(4, vec![4]));
         assert_ne!(
             c.pack.as_deref(),
             Some(pack.as_str()),

@@ -17,7 +17,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::buffers::Buffers;
 use super::cache::ChunkCache;
 use super::index::{Index, MAX_INDEX};
-use super::{ChunkRef, chunk_id};
+use super::{ChunkRef, chunk_id, frame_hash};
 use crate::cancel::Cancel;
 use crate::progress::{self, Progress};
 use crate::storage::Store;
@@ -531,6 +531,7 @@ async fn decode(
 
 fn decode_one(frame: &Frame, buffers: &Buffers) -> Result<Bytes, String> {
     let (chunk, size) = (&frame.chunk, frame.chunk.size as usize);
+    let vouched = vouched(frame);
     let mut data = buffers.take(size);
     decompress(&frame.stored, &mut data)
         .map_err(|e| format!("chunk '{}' does not decompress ({e})", chunk.id))?;
@@ -541,10 +542,33 @@ fn decode_one(frame: &Frame, buffers: &Buffers) -> Result<Bytes, String> {
             data.len()
         ));
     }
-    if chunk_id(&data) != chunk.id {
+    if !vouched && chunk_id(&data) != chunk.id {
         return Err(format!("chunk '{}' does not match its hash", chunk.id));
     }
     Ok(buffers.share(data))
+}
+
+/// Whether the stored bytes are exactly the frame a rebuild wrote for the
+/// chunk (they hash to the recorded `frame`), and that frame carries zstd's
+/// checksum of its contents. Then decompressing it checks that it yields
+/// what the rebuild compressed, which is what `id` names, and hashing the
+/// chunk as well would check it twice, over three times the bytes. Anything
+/// else (no recorded hash, a copy from the runner's cache compressed by
+/// another rebuild, a changed byte) is checked against `id`: a wrong record
+/// costs time, and never lets a wrong chunk through.
+fn vouched(frame: &Frame) -> bool {
+    frame
+        .chunk
+        .frame
+        .as_deref()
+        .is_some_and(|hash| has_checksum(&frame.stored) && frame_hash(&frame.stored) == hash)
+}
+
+/// Whether `stored` starts with a zstd frame header that sets the content
+/// checksum flag (RFC 8878, section 3.1.1.1.1, bit 2).
+fn has_checksum(stored: &[u8]) -> bool {
+    const MAGIC: [u8; 4] = 0xFD2F_B528_u32.to_le_bytes();
+    stored.len() > MAGIC.len() && stored[..4] == MAGIC && stored[4] & 0b100 != 0
 }
 
 fn decoders() -> &'static tokio::sync::Semaphore {
@@ -583,6 +607,7 @@ mod tests {
             stored,
             pack: Some(pack.repeat(32)),
             offset,
+            frame: None,
         }
     }
 
@@ -644,6 +669,78 @@ mod tests {
         assert_eq!(sizes, [2, 1, 1, 1]);
         let failed = batches(Err(ChunkError::Damaged("gone".into())));
         assert!(matches!(failed.as_slice(), [Err(ChunkError::Damaged(_))]));
+    }
+
+    /// A frame is vouched for only as the rebuild wrote it, checksum and
+    /// all; anything else is checked against the chunk's name, and a frame
+    /// whose recorded hash matches but whose contents do not is still
+    /// caught, by its checksum.
+    #[test]
+    fn only_an_unchanged_checksummed_frame_skips_hashing_the_chunk() {
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|i| (i % 251) as u8 ^ (i >> 9) as u8)
+            .collect();
+        let written = super::super::write::compress(&data, 3).unwrap();
+        assert!(
+            has_checksum(&written),
+            "rebuilds write frames with checksums"
+        );
+        let buffers = Buffers::default();
+        let frame = |stored: Vec<u8>, recorded: Option<&[u8]>| Frame {
+            chunk: ChunkRef {
+                id: chunk_id(&data),
+                size: data.len() as u64,
+                stored: stored.len() as u64,
+                pack: None,
+                offset: 0,
+                frame: recorded.map(frame_hash),
+            },
+            stored: Bytes::from(stored),
+            cached: false,
+        };
+        let decoded = |f: &Frame| decode_one(f, &buffers).map(|b| b.to_vec());
+
+        let unchanged = frame(written.clone(), Some(&written));
+        assert!(vouched(&unchanged));
+        assert_eq!(decoded(&unchanged).unwrap(), data);
+
+        // No hash recorded (an older larder's index), or the copy of another
+        // rebuild (another level, no checksum): checked by name, and good.
+        let unrecorded = frame(written.clone(), None);
+        let other = super::super::write::compress(&data, 9).unwrap();
+        let bare = zstd::bulk::compress(&data, 3).unwrap();
+        assert!(!has_checksum(&bare));
+        for good in [
+            unrecorded,
+            frame(other, Some(&written)),
+            frame(bare.clone(), Some(&bare)),
+        ] {
+            assert!(!vouched(&good));
+            assert_eq!(decoded(&good).unwrap(), data);
+        }
+
+        // A changed byte: not vouched for, and caught.
+        let mut changed = written.clone();
+        changed[written.len() / 2] ^= 0x40;
+        let changed = frame(changed, Some(&written));
+        assert!(!vouched(&changed));
+        assert!(decoded(&changed).is_err());
+
+        // A frame the rebuild got wrong (its checksum does not match what
+        // it holds) with that very frame's hash recorded: vouched for, and
+        // the checksum catches it.
+        let mut wrong = written.clone();
+        let last = wrong.len() - 1;
+        wrong[last] ^= 0x01;
+        let wrong = frame(wrong.clone(), Some(&wrong));
+        assert!(vouched(&wrong));
+        let e = decoded(&wrong).unwrap_err();
+        assert!(e.contains("does not decompress"), "{e}");
+
+        // Vouching skips only the hash: the size is still checked.
+        let mut short = frame(written.clone(), Some(&written));
+        short.chunk.size -= 1;
+        assert!(decoded(&short).is_err());
     }
 
     /// Regression: past the 45th run the ramp wrapped to 0 and every run

@@ -26,9 +26,9 @@ use object_store::{ObjectMeta, PutMode};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::Index;
 use super::gc::{GC, Timing};
 use super::pack::parse_name;
-use super::{ChunkRef, Index};
 use crate::storage::Store;
 
 /// The list of retired packs, in the repository's folder.
@@ -43,13 +43,16 @@ struct List {
 }
 
 /// The bytes of each object (pack) that `indexes` name, each chunk of it
-/// counted once however many entries name it.
+/// counted once however many entries name it. A chunk is known by its
+/// place, not by its whole reference: an index written before frame
+/// hashes names the same bytes without one.
 pub fn used_bytes<'a>(indexes: impl IntoIterator<Item = &'a Index>) -> HashMap<String, u64> {
-    let mut seen: HashSet<&ChunkRef> = HashSet::new();
+    let mut seen: HashSet<(String, u64)> = HashSet::new();
     let mut used: HashMap<String, u64> = HashMap::new();
     for chunk in indexes.into_iter().flat_map(|i| &i.chunks) {
-        if seen.insert(chunk) {
-            *used.entry(chunk.object().to_string()).or_default() += chunk.stored;
+        let object = chunk.object().to_string();
+        if seen.insert((object.clone(), chunk.offset)) {
+            *used.entry(object).or_default() += chunk.stored;
         }
     }
     used
@@ -114,6 +117,7 @@ pub async fn retired(store: &Store) -> HashSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunked::ChunkRef;
     use crate::chunked::pack::pack_path;
 
     fn chunk(n: u8, pack: &str, offset: u64, stored: u64) -> ChunkRef {
@@ -123,6 +127,7 @@ mod tests {
             stored,
             pack: Some(pack.to_string()),
             offset,
+            frame: None,
         }
     }
 
@@ -150,13 +155,14 @@ mod tests {
             "d".repeat(32),
             "e".repeat(32),
         );
-        // Two entries share chunk 1 of pack a: it counts once.
+        // Two entries share chunk 1 of pack a: it counts once, though the
+        // newer index records its frame hash and the older does not.
         let one = index(vec![chunk(1, &a, 0, 40), chunk(2, &b, 0, 60)]);
-        let two = index(vec![
-            chunk(1, &a, 0, 40),
-            chunk(3, &c, 0, 10),
-            chunk(4, &d, 0, 10),
-        ]);
+        let framed = ChunkRef {
+            frame: Some(crate::chunked::frame_hash(&[1])),
+            ..chunk(1, &a, 0, 40)
+        };
+        let two = index(vec![framed, chunk(3, &c, 0, 10), chunk(4, &d, 0, 10)]);
         let used = used_bytes([&one, &two]);
         assert_eq!(used.get(pack_path(&a).as_ref()), Some(&40));
         // A chunk stored again in a second pack counts in each; a version 1

@@ -17,8 +17,8 @@ use tokio::task::JoinSet;
 
 use super::cache::ChunkCache;
 use super::cutter::Cutter;
-use super::pack::{Packer, Sealed, catalog_path, pack_path};
-use super::{ChunkRef, Params, chunk_id};
+use super::pack::{NewChunk, Packer, Sealed, catalog_path, pack_path};
+use super::{ChunkRef, Params, chunk_id, frame_hash};
 use crate::progress::Progress;
 use crate::storage::Store;
 
@@ -61,11 +61,7 @@ enum Hashed {
     /// The folder holds it already.
     Known(ChunkRef),
     /// New, compressed for its pack.
-    New {
-        id: String,
-        size: u64,
-        compressed: Vec<u8>,
-    },
+    New(NewChunk),
     /// New, and an earlier place in this stream has it.
     Repeated(String),
 }
@@ -114,13 +110,9 @@ async fn pack_chunks(
                 .get(&id)
                 .cloned()
                 .ok_or_else(|| anyhow!("chunk {id} repeats one that was never stored"))?,
-            Hashed::New {
-                id,
-                size,
-                compressed,
-            } => {
-                ctx.progress.sent(compressed.len() as u64);
-                let (chunk, sealed) = packer.add(id, size, &compressed);
+            Hashed::New(chunk) => {
+                ctx.progress.sent(chunk.compressed.len() as u64);
+                let (chunk, sealed) = packer.add(chunk);
                 stored.uploaded += 1;
                 stored.uploaded_bytes += chunk.stored;
                 new.insert(chunk.id.clone(), chunk.clone());
@@ -227,25 +219,32 @@ async fn hash(
     if !first {
         return Ok(Hashed::Repeated(id));
     }
-    let compressed = tokio::task::spawn_blocking(move || compress(&chunk, level))
-        .await
-        .map_err(|e| anyhow!("compressing a chunk stopped unexpectedly: {e}"))?
-        .context("cannot compress a chunk")?;
+    let (compressed, frame) = tokio::task::spawn_blocking(move || {
+        compress(&chunk, level).map(|frame| {
+            let hash = frame_hash(&frame);
+            (frame, hash)
+        })
+    })
+    .await
+    .map_err(|e| anyhow!("compressing a chunk stopped unexpectedly: {e}"))?
+    .context("cannot compress a chunk")?;
     // Kept for this runner's next restores here, several at a time, not in
     // the ordered loop that packs them.
     if let Some(cache) = &ctx.cache {
         cache.put(&id, &compressed).await;
     }
-    Ok(Hashed::New {
+    Ok(Hashed::New(NewChunk {
         id,
         size,
         compressed,
-    })
+        frame,
+    }))
 }
 
-/// One zstd frame with its content size and checksum, so `zstd -d` checks
-/// an exported entry too. Each thread keeps its compressor.
-fn compress(chunk: &[u8], level: i32) -> io::Result<Vec<u8>> {
+/// One zstd frame with its content size and checksum: `zstd -d` checks an
+/// exported entry with it, and a restore that finds the frame unchanged
+/// (`ChunkRef::frame`) relies on it. Each thread keeps its compressor.
+pub(super) fn compress(chunk: &[u8], level: i32) -> io::Result<Vec<u8>> {
     use std::cell::RefCell;
     use zstd::bulk::Compressor;
     use zstd::stream::raw::CParameter;

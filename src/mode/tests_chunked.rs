@@ -125,6 +125,22 @@ async fn a_chunked_entry_restores_exactly_and_uploads_only_new_chunks() {
         snapshot(&ws.path().join("pkg.mod")),
         snapshot(&target.path().join("pkg.mod"))
     );
+
+    // Every chunk records the hash of its stored frame, the reused ones
+    // too (from their packs' catalogs): restores check a third of the bytes.
+    let k1 = index(&store, "k1").await;
+    let reused = k3.chunks.iter().filter(|c| k1.chunks.contains(c)).count();
+    assert!(reused > k3.chunks.len() / 2, "{reused} reused");
+    for chunk in &k3.chunks {
+        let (pack, _) = store.read(&chunk.object()).await.unwrap().unwrap();
+        let stored = &pack[chunk.offset as usize..chunk.range().end as usize];
+        assert_eq!(
+            chunk.frame,
+            Some(chunked::frame_hash(stored)),
+            "{}",
+            chunk.id
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
