@@ -71,8 +71,6 @@ pub struct Verifier<R> {
 
 pub struct Progress {
     hasher: Xxh3,
-    /// Whether the stream is hashed: not when it arrives checked already.
-    pub hashing: bool,
     /// Bytes read but not yet hashed: the last block.
     held: Vec<u8>,
     pub count: u64,
@@ -95,20 +93,16 @@ impl Progress {
     fn add(&mut self, data: &[u8]) {
         self.count += data.len() as u64;
         if data.len() >= TAR_BLOCK {
-            let split = data.len() - TAR_BLOCK;
-            if self.hashing {
-                self.hasher.update(&self.held);
-                self.hasher.update(&data[..split]);
-            }
+            self.hasher.update(&self.held);
             self.held.clear();
+            let split = data.len() - TAR_BLOCK;
+            self.hasher.update(&data[..split]);
             self.held.extend_from_slice(&data[split..]);
         } else {
             self.held.extend_from_slice(data);
             if self.held.len() > TAR_BLOCK {
                 let extra = self.held.len() - TAR_BLOCK;
-                if self.hashing {
-                    self.hasher.update(&self.held[..extra]);
-                }
+                self.hasher.update(&self.held[..extra]);
                 self.held.drain(..extra);
             }
         }
@@ -116,14 +110,12 @@ impl Progress {
 }
 
 impl<R: Read> Verifier<R> {
-    /// Reads `inner`, failing once more than `limit` bytes have come
-    /// through; hashes it if `hashing`.
-    pub fn new(inner: R, limit: u64, hashing: bool) -> Self {
+    /// Reads `inner`, failing once more than `limit` bytes have come through.
+    pub fn new(inner: R, limit: u64) -> Self {
         Verifier {
             inner,
             progress: Rc::new(RefCell::new(Progress {
                 hasher: Xxh3::new(),
-                hashing,
                 held: Vec::with_capacity(2 * TAR_BLOCK),
                 count: 0,
                 hit_eof: false,
@@ -174,7 +166,7 @@ mod tests {
     fn verifier_hashes_all_but_the_last_block() {
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
         for chunk in [1, 100, 512, 700, 5000] {
-            let mut v = Verifier::new(&data[..], u64::MAX, true);
+            let mut v = Verifier::new(&data[..], u64::MAX);
             let progress = v.progress();
             let mut buf = vec![0; chunk];
             while v.read(&mut buf).unwrap() > 0 {}

@@ -81,11 +81,6 @@ pub struct Options {
     /// Absolute names under this directory are read as relative to it:
     /// drone-cache wrote `/drone/src/pkg.mod/...` for the mount `pkg.mod`.
     pub strip_prefix: Option<PathBuf>,
-    /// The stream arrives checked chunk by chunk (a chunked entry): its
-    /// digest trailer must still be there, in its place, but the hash it
-    /// records is not computed again (a tenth of what the extractor's
-    /// thread did).
-    pub checked: bool,
 }
 
 /// Decides where to restore, once the entry's manifest (its first member)
@@ -109,7 +104,7 @@ pub fn extract(
             return Err(failed(error, true));
         }
     };
-    let stream = Verifier::new(decoder, max_bytes, !options.checked);
+    let stream = Verifier::new(decoder, max_bytes);
     let progress = stream.progress();
     read_all(stream, compression, plan, options).map_err(|error| {
         let progress = progress.borrow();
@@ -423,7 +418,7 @@ impl Extractor<'_> {
                 return Err(damaged("corrupt archive: the digest trailer is misplaced"));
             }
             let actual = digest::format(actual);
-            if self.progress.borrow().hashing && expected != actual.as_bytes() {
+            if expected != actual.as_bytes() {
                 return Err(damaged(format!(
                     "corrupt archive: its content does not match its digest ({} recorded, {actual} read)",
                     String::from_utf8_lossy(expected)
@@ -859,81 +854,6 @@ fn parse_pax_time(text: &str) -> Option<FileTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mount::Mount;
-
-    /// The uncompressed tar stream larder writes for mount `m` of `ws`:
-    /// manifest, files, digest trailer.
-    fn written(ws: &Path) -> Vec<u8> {
-        std::fs::create_dir_all(ws.join("m/dir")).unwrap();
-        std::fs::write(ws.join("m/dir/greeting"), "hello, world").unwrap();
-        let mounts = [Mount {
-            name: "m".into(),
-            path: ws.join("m"),
-        }];
-        let options = crate::archive::write::WriteOptions {
-            skip_symlinks: false,
-            cancel: crate::cancel::Cancel::default(),
-            progress: crate::progress::Progress::default(),
-        };
-        let survey = crate::archive::write::survey(&mounts, &options).unwrap();
-        let (_, tar) =
-            crate::archive::pack(&mounts, &survey, &options, Compression::None, 0, Vec::new())
-                .unwrap();
-        tar
-    }
-
-    /// Extracts `stream` into a fresh workspace, with `checked` as given.
-    fn unpack(stream: Vec<u8>, checked: bool) -> Result<Extracted, Failed> {
-        let target = tempfile::tempdir().unwrap();
-        let mounts = [Mount {
-            name: "m".into(),
-            path: target.path().join("m"),
-        }];
-        let plan = |_: Option<&Manifest>| Ok(Staging::prepare(&mounts, target.path())?);
-        let options = Options {
-            max_bytes: u64::MAX,
-            owners: false,
-            cancel: crate::cancel::Cancel::default(),
-            strip_prefix: None,
-            checked,
-        };
-        extract(io::Cursor::new(stream), &plan, &options).map(|(extracted, _)| extracted)
-    }
-
-    fn find(haystack: &[u8], needle: &[u8]) -> usize {
-        haystack
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .expect("present")
-    }
-
-    /// A chunked entry's stream arrives checked chunk by chunk, so its
-    /// digest is not computed again; its trailer must still be there.
-    #[test]
-    fn a_stream_checked_already_is_not_hashed_again_but_needs_its_trailer() {
-        let ws = tempfile::tempdir().unwrap();
-        let tar = written(ws.path());
-        assert!(unpack(tar.clone(), false).is_ok());
-        assert!(unpack(tar.clone(), true).is_ok());
-
-        let mut changed = tar.clone();
-        changed[find(&tar, b"hello, world")] = b'j';
-        let failed = unpack(changed.clone(), false).expect_err("the digest catches it");
-        assert!(failed.damaged, "{:#}", failed.error);
-        assert!(format!("{:#}", failed.error).contains("does not match its digest"));
-        // Checked: what arrives is taken as the chunks' hashes vouched for it.
-        assert!(unpack(changed, true).is_ok());
-
-        // Without the trailer (its header and record), the end marker kept.
-        let header = (find(&tar, digest::PAX_KEY.as_bytes()) / TAR_BLOCK - 1) * TAR_BLOCK;
-        let mut cut = tar[..header].to_vec();
-        cut.extend_from_slice(&tar[header + 2 * TAR_BLOCK..]);
-        for checked in [false, true] {
-            let failed = unpack(cut.clone(), checked).expect_err("the trailer is required");
-            let message = format!("{:#}", failed.error);
-            assert!(message.contains("digest trailer is missing"), "{message}");
-        }
-    }
 
     #[test]
     fn normalize_rejects_escapes_and_keeps_absolute_names() {

@@ -199,7 +199,13 @@ pub fn download(
         cache.as_ref().is_some_and(|c| c.contains(id))
     });
     let (report, damage) = (Arc::clone(&failure), Arc::clone(&damaged));
-    let reader = Reader::new(store, cache, progress.clone(), counters.clone());
+    let reader = Reader::new(
+        store,
+        cache,
+        progress.clone(),
+        counters.clone(),
+        Check::Frames,
+    );
     tokio::spawn(async move {
         let chunks = fetch(reader, runs).map(move |checked| {
             checked
@@ -277,7 +283,7 @@ fn joined<T>(
 }
 
 /// The stored frames of `index`'s chunks, in order, each checked against
-/// its hash: what an export writes, frame after frame, as a `.tar.zst`.
+/// its name: what an export writes, frame after frame, as a `.tar.zst`.
 pub fn frames(
     store: &Store,
     index: &Index,
@@ -287,6 +293,7 @@ pub fn frames(
         None,
         Progress::default(),
         Counters::default(),
+        Check::Chunks,
     );
     fetch(reader, plan(&index.chunks, |_| false)).map(|checked| {
         checked
@@ -304,6 +311,19 @@ pub struct Counters {
     pub requests: Arc<AtomicU64>,
 }
 
+/// How the chunks read are checked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Check {
+    /// Each against its name: for an export, where nothing checks the
+    /// stream after.
+    Chunks,
+    /// For a restore: the extractor checks the stream's digest (written
+    /// before the stream was cut) before anything is placed, so a chunk
+    /// whose stored bytes are the frame its reference records is not
+    /// hashed whole (see `vouched`).
+    Frames,
+}
+
 /// What reading runs needs.
 #[derive(Clone)]
 struct Reader {
@@ -315,6 +335,7 @@ struct Reader {
     buffers: Buffers,
     /// For runs read from a file, before they are decompressed.
     bodies: Buffers,
+    check: Check,
 }
 
 impl Reader {
@@ -323,6 +344,7 @@ impl Reader {
         cache: Option<ChunkCache>,
         progress: Progress,
         counters: Counters,
+        check: Check,
     ) -> Reader {
         Reader {
             store,
@@ -331,6 +353,7 @@ impl Reader {
             counters,
             buffers: Buffers::default(),
             bodies: Buffers::keeping(RUNS_IN_FLIGHT),
+            check,
         }
     }
 
@@ -366,7 +389,7 @@ impl Reader {
     /// ones from storage are kept in the cache.
     async fn check(self, frames: Vec<Frame>) -> Result<Vec<Fetched>, ChunkError> {
         let mut fetched = Vec::with_capacity(frames.len());
-        for (frame, data) in decode(frames, &self.buffers).await? {
+        for (frame, data) in decode(frames, &self.buffers, self.check).await? {
             let Frame {
                 chunk,
                 stored,
@@ -507,10 +530,11 @@ async fn read_body(result: GetResult, buffers: &Buffers) -> object_store::Result
 }
 
 /// Decompresses frames (each never past its chunk's declared size) into
-/// reused buffers and checks each is what its name says.
+/// reused buffers and checks each as `check` says.
 async fn decode(
     frames: Vec<Frame>,
     buffers: &Buffers,
+    check: Check,
 ) -> Result<Vec<(Frame, Result<Bytes, String>)>, ChunkError> {
     let buffers = buffers.clone();
     // As many decoding at once as there are cores: more threads only
@@ -520,7 +544,7 @@ async fn decode(
         frames
             .into_iter()
             .map(|frame| {
-                let data = decode_one(&frame, &buffers);
+                let data = decode_one(&frame, &buffers, check);
                 (frame, data)
             })
             .collect()
@@ -529,9 +553,9 @@ async fn decode(
     .map_err(|e| ChunkError::Storage(anyhow!("checking chunks stopped unexpectedly: {e}")))
 }
 
-fn decode_one(frame: &Frame, buffers: &Buffers) -> Result<Bytes, String> {
+fn decode_one(frame: &Frame, buffers: &Buffers, check: Check) -> Result<Bytes, String> {
     let (chunk, size) = (&frame.chunk, frame.chunk.size as usize);
-    let vouched = vouched(frame);
+    let vouched = check == Check::Frames && vouched(frame);
     let mut data = buffers.take(size);
     decompress(&frame.stored, &mut data)
         .map_err(|e| format!("chunk '{}' does not decompress ({e})", chunk.id))?;
@@ -549,26 +573,20 @@ fn decode_one(frame: &Frame, buffers: &Buffers) -> Result<Bytes, String> {
 }
 
 /// Whether the stored bytes are exactly the frame a rebuild wrote for the
-/// chunk (they hash to the recorded `frame`), and that frame carries zstd's
-/// checksum of its contents. Then decompressing it checks that it yields
-/// what the rebuild compressed, which is what `id` names, and hashing the
-/// chunk as well would check it twice, over three times the bytes. Anything
-/// else (no recorded hash, a copy from the runner's cache compressed by
-/// another rebuild, a changed byte) is checked against `id`: a wrong record
-/// costs time, and never lets a wrong chunk through.
+/// chunk: they hash to the `frame` its reference records. Such a chunk is
+/// checked by the stream's digest, which the rebuild computed before it cut
+/// the stream and which the extractor checks before anything is placed;
+/// hashing it whole as well would cost three times the bytes of hashing the
+/// frame. Anything else (no recorded hash, a copy in the runner's cache that
+/// another rebuild compressed, a changed byte) is hashed and compared with
+/// its name before the extractor sees it, so damage in storage is named
+/// chunk by chunk.
 fn vouched(frame: &Frame) -> bool {
     frame
         .chunk
         .frame
         .as_deref()
-        .is_some_and(|hash| has_checksum(&frame.stored) && frame_hash(&frame.stored) == hash)
-}
-
-/// Whether `stored` starts with a zstd frame header that sets the content
-/// checksum flag (RFC 8878, section 3.1.1.1.1, bit 2).
-fn has_checksum(stored: &[u8]) -> bool {
-    const MAGIC: [u8; 4] = 0xFD2F_B528_u32.to_le_bytes();
-    stored.len() > MAGIC.len() && stored[..4] == MAGIC && stored[4] & 0b100 != 0
+        .is_some_and(|hash| frame_hash(&frame.stored) == hash)
 }
 
 fn decoders() -> &'static tokio::sync::Semaphore {
@@ -577,9 +595,13 @@ fn decoders() -> &'static tokio::sync::Semaphore {
 }
 
 /// One zstd frame into `out` (whose capacity bounds it); each thread keeps
-/// its decompressor.
+/// its decompressor. zstd's checksum of the contents is not checked: every
+/// chunk is checked against its name, or as a recorded frame and then by
+/// the stream's digest, and the checksum (XXH64 of every byte) would check
+/// it a second time, at a cost that showed on two cores.
 fn decompress(stored: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     use std::cell::RefCell;
+    use zstd::stream::raw::DParameter;
     thread_local! {
         static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
             const { RefCell::new(None) };
@@ -587,7 +609,9 @@ fn decompress(stored: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
+            let mut decompressor = zstd::bulk::Decompressor::new()?;
+            decompressor.set_parameter(DParameter::ForceIgnoreChecksum(true))?;
+            *slot = Some(decompressor);
         }
         match slot.as_mut() {
             Some(decompressor) => decompressor.decompress_to_buffer(stored, out).map(drop),
@@ -671,20 +695,15 @@ mod tests {
         assert!(matches!(failed.as_slice(), [Err(ChunkError::Damaged(_))]));
     }
 
-    /// A frame is vouched for only as the rebuild wrote it, checksum and
-    /// all; anything else is checked against the chunk's name, and a frame
-    /// whose recorded hash matches but whose contents do not is still
-    /// caught, by its checksum.
+    /// In a restore, a chunk stored as its reference records is not hashed
+    /// whole (the stream's digest checks it after); anything else is, and
+    /// an export, which no digest follows, hashes every chunk.
     #[test]
-    fn only_an_unchanged_checksummed_frame_skips_hashing_the_chunk() {
+    fn only_a_frame_found_as_recorded_skips_hashing_in_a_restore() {
         let data: Vec<u8> = (0..200_000u32)
             .map(|i| (i % 251) as u8 ^ (i >> 9) as u8)
             .collect();
         let written = super::super::write::compress(&data, 3).unwrap();
-        assert!(
-            has_checksum(&written),
-            "rebuilds write frames with checksums"
-        );
         let buffers = Buffers::default();
         let frame = |stored: Vec<u8>, recorded: Option<&[u8]>| Frame {
             chunk: ChunkRef {
@@ -698,49 +717,52 @@ mod tests {
             stored: Bytes::from(stored),
             cached: false,
         };
-        let decoded = |f: &Frame| decode_one(f, &buffers).map(|b| b.to_vec());
+        let decoded = |f: &Frame, check| decode_one(f, &buffers, check).map(|b| b.to_vec());
+        let both = [Check::Frames, Check::Chunks];
 
         let unchanged = frame(written.clone(), Some(&written));
         assert!(vouched(&unchanged));
-        assert_eq!(decoded(&unchanged).unwrap(), data);
-
-        // No hash recorded (an older larder's index), or the copy of another
-        // rebuild (another level, no checksum): checked by name, and good.
-        let unrecorded = frame(written.clone(), None);
-        let other = super::super::write::compress(&data, 9).unwrap();
-        let bare = zstd::bulk::compress(&data, 3).unwrap();
-        assert!(!has_checksum(&bare));
-        for good in [
-            unrecorded,
-            frame(other, Some(&written)),
-            frame(bare.clone(), Some(&bare)),
-        ] {
-            assert!(!vouched(&good));
-            assert_eq!(decoded(&good).unwrap(), data);
+        for check in both {
+            assert_eq!(decoded(&unchanged, check).unwrap(), data);
         }
 
-        // A changed byte: not vouched for, and caught.
+        // No hash recorded (an older larder's index), or another rebuild's
+        // copy (another level): hashed whole, and good.
+        let other = super::super::write::compress(&data, 9).unwrap();
+        for good in [frame(written.clone(), None), frame(other, Some(&written))] {
+            assert!(!vouched(&good));
+            for check in both {
+                assert_eq!(decoded(&good, check).unwrap(), data);
+            }
+        }
+
+        // A changed byte: not vouched for, and caught here.
         let mut changed = written.clone();
         changed[written.len() / 2] ^= 0x40;
         let changed = frame(changed, Some(&written));
         assert!(!vouched(&changed));
-        assert!(decoded(&changed).is_err());
+        for check in both {
+            assert!(decoded(&changed, check).is_err());
+        }
 
-        // A frame the rebuild got wrong (its checksum does not match what
-        // it holds) with that very frame's hash recorded: vouched for, and
-        // the checksum catches it.
-        let mut wrong = written.clone();
-        let last = wrong.len() - 1;
-        wrong[last] ^= 0x01;
-        let wrong = frame(wrong.clone(), Some(&wrong));
-        assert!(vouched(&wrong));
-        let e = decoded(&wrong).unwrap_err();
-        assert!(e.contains("does not decompress"), "{e}");
+        // A reference that lies consistently: the frame of other bytes,
+        // recorded as such, under this chunk's name. A restore passes it on
+        // for the stream's digest to catch; an export catches it here.
+        let mut lie = data.clone();
+        lie[7] ^= 1;
+        let lie = super::super::write::compress(&lie, 3).unwrap();
+        let lying = frame(lie.clone(), Some(&lie));
+        assert!(vouched(&lying));
+        assert_ne!(decoded(&lying, Check::Frames).unwrap(), data);
+        let e = decoded(&lying, Check::Chunks).unwrap_err();
+        assert!(e.contains("does not match its hash"), "{e}");
 
-        // Vouching skips only the hash: the size is still checked.
+        // Checked or not, the size is: a frame never grows past it.
         let mut short = frame(written.clone(), Some(&written));
         short.chunk.size -= 1;
-        assert!(decoded(&short).is_err());
+        for check in both {
+            assert!(decoded(&short, check).is_err());
+        }
     }
 
     /// Regression: past the 45th run the ramp wrapped to 0 and every run

@@ -253,7 +253,6 @@ async fn unpack(
         owners: task.owners,
         cancel: cancel.clone(),
         strip_prefix: from_drone_cache.then(|| workspace.clone()),
-        checked: index.is_some(),
     };
     let unpacked = tokio::task::spawn_blocking(move || -> Result<(Extracted, Placed), Failed> {
         let plan = |manifest: Option<&Manifest>| {

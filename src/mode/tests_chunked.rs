@@ -243,6 +243,72 @@ async fn a_chunk_that_does_not_match_its_hash_fails_the_restore_whole() {
     .await;
 }
 
+/// A reference that lies consistently, as a faulty writer could leave one:
+/// the frame of other bytes, recorded as that frame, under the chunk's
+/// name. The restore takes the frame as recorded, and the stream's digest
+/// catches it: nothing changes, the entry is reported damaged, and the next
+/// rebuild heals it. An export, which no digest follows, refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_that_lies_consistently_fails_the_restore_whole() {
+    let store = memory();
+    let ws = workspace();
+    modules(ws.path(), 0..6);
+    rebuild(ws.path(), "k", &store).await;
+    let mut lying = index(&store, "k").await;
+    let n = lying.chunks.len() / 2;
+    let chunk = lying.chunks[n].clone();
+    let path = chunk.object();
+    let (pack, _) = store.read(&path).await.unwrap().unwrap();
+    let stored = &pack[chunk.offset as usize..chunk.range().end as usize];
+    let mut other = zstd::bulk::decompress(stored, chunk.size as usize).unwrap();
+    let middle = other.len() / 2;
+    other[middle] ^= 0x20;
+    let frame = zstd::bulk::compress(&other, 3).unwrap();
+    lying.chunks[n] = ChunkRef {
+        stored: frame.len() as u64,
+        offset: pack.len() as u64,
+        frame: Some(chunked::frame_hash(&frame)),
+        ..chunk.clone()
+    };
+    let pack = [pack.to_vec(), frame].concat();
+    store
+        .inner()
+        .put(&path, PutPayload::from(pack))
+        .await
+        .unwrap();
+    let entry = entry::path_in("k", entry::Format::Chunked);
+    let json = PutPayload::from(lying.to_json());
+    store.inner().put(&entry, json).await.unwrap();
+
+    let target = workspace();
+    fs::create_dir(target.path().join("pkg.mod")).unwrap();
+    fs::write(target.path().join("pkg.mod/mine"), "local").unwrap();
+    let before = snapshot(target.path());
+    let failed = run(&chunked(restore_job(target.path(), "k", &[]), None), &store).await;
+    let message = format!("{:#}", failed.expect_err("the restore must fail"));
+    assert!(message.contains("does not match its digest"), "{message}");
+    assert_eq!(snapshot(target.path()), before, "the workspace changed");
+    assert!(store.head(&damage::path("k")).await.unwrap().is_some());
+
+    let export = job(
+        Task::Export(crate::job::Export {
+            key: "k".into(),
+            prefixes: Vec::new(),
+            output: ws.path().join("k.tar.zst"),
+        }),
+        ws.path(),
+    );
+    let message = format!("{:#}", run(&export, &store).await.expect_err("no export"));
+    assert!(message.contains("does not match its hash"), "{message}");
+
+    assert_eq!(
+        rebuild(ws.path(), "k", &store).await.result,
+        Outcome::Stored
+    );
+    let healed = run(&chunked(restore_job(target.path(), "k", &[]), None), &store).await;
+    assert_eq!(healed.unwrap().result, Outcome::Exact);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runner_cache_serves_repeat_restores_and_survives_damage() {
     let store = memory();
