@@ -1,8 +1,9 @@
 //! A runner-local chunk cache: a directory on a volume the runner keeps
 //! between builds. Restores read the chunks they find there instead of
 //! downloading them, and rebuilds leave the chunks they upload. It only
-//! ever supplies bytes, each verified against its hash before use; it is
-//! never taken as evidence that storage holds a chunk.
+//! ever supplies bytes, each checked as a downloaded chunk is (against its
+//! recorded frame hash, or its name) before use; it is never taken as
+//! evidence that storage holds a chunk.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
