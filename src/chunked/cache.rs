@@ -5,6 +5,9 @@
 //! recorded frame hash, or its name) before use; it is never taken as
 //! evidence that storage holds a chunk.
 
+use std::fs::File;
+use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -53,20 +56,33 @@ impl ChunkCache {
         self.path(id).is_file()
     }
 
-    /// The stored (compressed) bytes of chunk `id`, if the cache has them;
-    /// marks them used, so a trim keeps them longest.
-    pub async fn get(&self, id: &str) -> Option<Vec<u8>> {
-        let path = self.path(id);
-        let bytes = tokio::fs::read(&path).await.ok()?;
+    /// Appends the stored (compressed) bytes of each chunk of `ids` that the
+    /// cache has to `into`, and says where each is (`None`: not there), and
+    /// marks them used, so a trim keeps them longest. Blocking: a restore
+    /// reads a run of chunks with one trip to a blocking thread, into a
+    /// reused buffer (fresh ones cost a page fault per 4 KiB).
+    pub fn read_run(&self, ids: &[String], into: &mut Vec<u8>) -> Vec<Option<Range<usize>>> {
         let now = SystemTime::now();
-        let _ = tokio::task::spawn_blocking(move || {
-            std::fs::File::options()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(now))
-        })
-        .await;
-        Some(bytes)
+        ids.iter()
+            .map(|id| {
+                let path = self.path(id);
+                // Opened for writing to set its time; a read-only volume
+                // still serves the chunk.
+                let mut file = File::options()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .or_else(|_| File::open(&path))
+                    .ok()?;
+                let start = into.len();
+                if file.read_to_end(into).is_err() {
+                    into.truncate(start);
+                    return None;
+                }
+                let _ = file.set_modified(now);
+                Some(start..into.len())
+            })
+            .collect()
     }
 
     /// Keeps chunk `id`: written aside and renamed, so a reader never sees
@@ -154,6 +170,12 @@ impl ChunkCache {
 mod tests {
     use super::*;
 
+    fn get(cache: &ChunkCache, id: &str) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let places = cache.read_run(&[id.to_string()], &mut bytes);
+        places[0].clone().map(|range| bytes[range].to_vec())
+    }
+
     #[tokio::test]
     async fn keeps_chunks_and_trims_the_least_recently_used() {
         let dir = tempfile::tempdir().unwrap();
@@ -171,18 +193,25 @@ mod tests {
                 .unwrap();
         }
         // Reading chunk 0 makes it the most recently used.
-        assert_eq!(cache.get(&id(0)).await, Some(vec![0; 100]));
+        assert_eq!(get(&cache, &id(0)), Some(vec![0; 100]));
         let trimmed = cache.trim();
         assert_eq!(
             (trimmed.files, trimmed.bytes, trimmed.kept_bytes),
             (1, 100, 200)
         );
         assert!(
-            cache.get(&id(1)).await.is_none(),
+            get(&cache, &id(1)).is_none(),
             "the least recently used goes"
         );
-        assert!(cache.get(&id(0)).await.is_some());
-        assert!(cache.get(&id(2)).await.is_some());
+        assert!(get(&cache, &id(0)).is_some());
+        assert!(get(&cache, &id(2)).is_some());
         assert!(dir.path().join("octo/repo").is_dir());
+
+        // A run is read into one buffer, each chunk at its place, a
+        // missing one in between told apart.
+        let mut bytes = vec![9];
+        let places = cache.read_run(&[id(2), id(1), id(0)], &mut bytes);
+        assert_eq!(places, [Some(1..101), None, Some(101..201)]);
+        assert_eq!((bytes[1], bytes[101], bytes.len()), (2, 0, 201));
     }
 }

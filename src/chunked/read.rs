@@ -3,6 +3,7 @@
 //! the tar stream it was cut from.
 
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -365,16 +366,13 @@ impl Reader {
             Run::Cached(chunks) => chunks,
         };
         drop(turn);
+        let (bytes, places) = self.read_cached(&chunks).await;
         let mut frames = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            let cached = match &self.cache {
-                Some(cache) => cache.get(&chunk.id).await,
-                None => None,
-            };
-            match cached {
-                Some(stored) => frames.push(Frame {
+        for (chunk, place) in chunks.into_iter().zip(places) {
+            match place {
+                Some(range) => frames.push(Frame {
                     chunk,
-                    stored: Bytes::from(stored),
+                    stored: bytes.slice(range),
                     cached: true,
                 }),
                 // Trimmed meanwhile.
@@ -382,6 +380,25 @@ impl Reader {
             }
         }
         Ok(frames)
+    }
+
+    /// Reads what the runner's cache has of `chunks`, with one trip to a
+    /// blocking thread and into a reused buffer: their bytes, and where
+    /// each chunk is in them (`None` for each one it does not have).
+    async fn read_cached(&self, chunks: &[ChunkRef]) -> (Bytes, Vec<Option<Range<usize>>>) {
+        let missing = || (Bytes::new(), vec![None; chunks.len()]);
+        let Some(cache) = self.cache.clone() else {
+            return missing();
+        };
+        let ids: Vec<String> = chunks.iter().map(|c| c.id.clone()).collect();
+        let size = chunks.iter().map(|c| c.stored as usize).sum();
+        let buffers = self.bodies.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buffer = buffers.take(size);
+            let places = cache.read_run(&ids, &mut buffer);
+            (buffers.share(buffer), places)
+        });
+        read.await.unwrap_or_else(|_| missing())
     }
 
     /// Checks a run's frames. A bad copy in the cache is dropped and the
