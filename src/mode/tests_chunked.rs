@@ -132,11 +132,10 @@ async fn a_chunked_entry_restores_exactly_and_uploads_only_new_chunks() {
     let reused = k3.chunks.iter().filter(|c| k1.chunks.contains(c)).count();
     assert!(reused > k3.chunks.len() / 2, "{reused} reused");
     for chunk in &k3.chunks {
-        let (pack, _) = store.read(&chunk.object()).await.unwrap().unwrap();
-        let stored = &pack[chunk.offset as usize..chunk.range().end as usize];
+        let stored = stored_frame(&store, chunk).await;
         assert_eq!(
             chunk.frame,
-            Some(chunked::frame_hash(stored)),
+            Some(chunked::frame_hash(&stored)),
             "{}",
             chunk.id
         );
@@ -171,6 +170,36 @@ async fn an_unchanged_tree_under_the_same_key_is_not_stored_again() {
     assert_eq!(names, ["k.chunked"]);
 }
 
+/// The stored bytes (the frame) of `chunk`.
+async fn stored_frame(store: &Store, chunk: &ChunkRef) -> bytes::Bytes {
+    let (pack, _) = store.read(&chunk.object()).await.unwrap().unwrap();
+    pack.slice(chunk.offset as usize..chunk.range().end as usize)
+}
+
+/// Restores entry `key` over a workspace holding a local file, which must
+/// fail, leave that workspace as it was and report the entry damaged: the
+/// error, and the workspace.
+async fn failed_restore(store: &Store, key: &str) -> (String, tempfile::TempDir) {
+    let target = workspace();
+    fs::create_dir(target.path().join("pkg.mod")).unwrap();
+    fs::write(target.path().join("pkg.mod/mine"), "local").unwrap();
+    let before = snapshot(target.path());
+    let failed = run(&chunked(restore_job(target.path(), key, &[]), None), store).await;
+    let message = format!("{:#}", failed.expect_err("the restore must fail"));
+    assert_eq!(snapshot(target.path()), before, "the workspace changed");
+    assert!(store.head(&damage::path(key)).await.unwrap().is_some());
+    (message, target)
+}
+
+fn export_job(ws: &Path, key: &str, output: std::path::PathBuf) -> Job {
+    let export = crate::job::Export {
+        key: key.into(),
+        prefixes: Vec::new(),
+        output,
+    };
+    job(Task::Export(export), ws)
+}
+
 /// Damages one chunk of entry `k` with `how`, restores it over a workspace
 /// holding local files, and checks nothing changed and the damage is
 /// reported; then a rebuild heals it.
@@ -186,19 +215,12 @@ async fn damaged_chunk(
     let victim = chunk.object();
     how(chunk, &store).await;
 
-    let target = workspace();
-    fs::create_dir(target.path().join("pkg.mod")).unwrap();
-    fs::write(target.path().join("pkg.mod/mine"), "local").unwrap();
-    let before = snapshot(target.path());
-    let failed = run(&chunked(restore_job(target.path(), "k", &[]), None), &store).await;
-    let message = format!("{:#}", failed.expect_err("the restore must fail"));
+    let (message, target) = failed_restore(&store, "k").await;
     assert!(message.contains(&victim.to_string()), "{message}");
     assert!(
         message.contains("workspace was left as it was"),
         "{message}"
     );
-    assert_eq!(snapshot(target.path()), before, "the workspace changed");
-    assert!(store.head(&damage::path("k")).await.unwrap().is_some());
 
     // The next rebuild of the key stores it again, chunk included.
     let healed = rebuild(ws.path(), "k", &store).await;
@@ -258,12 +280,12 @@ async fn a_reference_that_lies_consistently_fails_the_restore_whole() {
     let n = lying.chunks.len() / 2;
     let chunk = lying.chunks[n].clone();
     let path = chunk.object();
-    let (pack, _) = store.read(&path).await.unwrap().unwrap();
-    let stored = &pack[chunk.offset as usize..chunk.range().end as usize];
-    let mut other = zstd::bulk::decompress(stored, chunk.size as usize).unwrap();
+    let stored = stored_frame(&store, &chunk).await;
+    let mut other = zstd::bulk::decompress(&stored, chunk.size as usize).unwrap();
     let middle = other.len() / 2;
     other[middle] ^= 0x20;
     let frame = zstd::bulk::compress(&other, 3).unwrap();
+    let (pack, _) = store.read(&path).await.unwrap().unwrap();
     lying.chunks[n] = ChunkRef {
         stored: frame.len() as u64,
         offset: pack.len() as u64,
@@ -280,24 +302,10 @@ async fn a_reference_that_lies_consistently_fails_the_restore_whole() {
     let json = PutPayload::from(lying.to_json());
     store.inner().put(&entry, json).await.unwrap();
 
-    let target = workspace();
-    fs::create_dir(target.path().join("pkg.mod")).unwrap();
-    fs::write(target.path().join("pkg.mod/mine"), "local").unwrap();
-    let before = snapshot(target.path());
-    let failed = run(&chunked(restore_job(target.path(), "k", &[]), None), &store).await;
-    let message = format!("{:#}", failed.expect_err("the restore must fail"));
+    let (message, target) = failed_restore(&store, "k").await;
     assert!(message.contains("does not match its digest"), "{message}");
-    assert_eq!(snapshot(target.path()), before, "the workspace changed");
-    assert!(store.head(&damage::path("k")).await.unwrap().is_some());
 
-    let export = job(
-        Task::Export(crate::job::Export {
-            key: "k".into(),
-            prefixes: Vec::new(),
-            output: ws.path().join("k.tar.zst"),
-        }),
-        ws.path(),
-    );
+    let export = export_job(ws.path(), "k", ws.path().join("k.tar.zst"));
     let message = format!("{:#}", run(&export, &store).await.expect_err("no export"));
     assert!(message.contains("does not match its hash"), "{message}");
 
@@ -724,8 +732,7 @@ async fn a_version_1_entry_still_restores_and_its_chunks_are_collected() {
     rebuild(ws.path(), "k", &store).await;
     let mut old = index(&store, "k").await;
     for chunk in &mut old.chunks {
-        let (pack, _) = store.read(&chunk.object()).await.unwrap().unwrap();
-        let frame = pack.slice(chunk.offset as usize..chunk.range().end as usize);
+        let frame = stored_frame(&store, chunk).await;
         store
             .inner()
             .put(&chunked::chunk_path(&chunk.id), PutPayload::from(frame))
@@ -770,14 +777,7 @@ async fn export_writes_a_chunked_entry_as_one_tar_zst() {
     modules(ws.path(), 0..3);
     rebuild(ws.path(), "k", &store).await;
     let out = ws.path().join("k.tar.zst");
-    let export = job(
-        Task::Export(crate::job::Export {
-            key: "k".into(),
-            prefixes: Vec::new(),
-            output: out.clone(),
-        }),
-        ws.path(),
-    );
+    let export = export_job(ws.path(), "k", out.clone());
     let summary = run(&export, &store).await.unwrap();
     assert_eq!(summary.result, Outcome::Exact);
     let file = fs::read(&out).unwrap();
@@ -798,14 +798,7 @@ async fn export_writes_a_chunked_entry_as_one_tar_zst() {
     assert!(!ws.path().join("k.tar.zst.larder-partial").exists());
 
     // A miss writes nothing.
-    let missing = job(
-        Task::Export(crate::job::Export {
-            key: "other".into(),
-            prefixes: Vec::new(),
-            output: ws.path().join("other.tar.zst"),
-        }),
-        ws.path(),
-    );
+    let missing = export_job(ws.path(), "other", ws.path().join("other.tar.zst"));
     assert_eq!(run(&missing, &store).await.unwrap().result, Outcome::Miss);
     assert!(!ws.path().join("other.tar.zst").exists());
 }
