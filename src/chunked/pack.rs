@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectMeta;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -181,21 +182,27 @@ impl Packer {
     }
 }
 
-/// The chunks stored in the folder's packs, by id, leaving out the packs
-/// in `avoided` (object names: condemned or retired ones, see `gc` and
-/// `sparse`). When two packs hold a chunk, the newer
-/// catalog wins: a rebuild that replaced a damaged entry wrote it last.
-pub async fn known(
-    store: &Store,
-    avoided: &HashSet<String>,
-) -> anyhow::Result<HashMap<String, ChunkRef>> {
+/// The packs folder's listing, for `known`: a rebuild lists it while it
+/// reads which packs to avoid, a round trip less than one after the other.
+pub async fn list(store: &Store) -> anyhow::Result<Vec<ObjectMeta>> {
     let prefix = Path::from(PACKS);
-    let listing: Vec<_> = store
+    store
         .inner()
         .list(Some(&prefix))
         .try_collect()
         .await
-        .map_err(|e| store.error("listing of", &prefix, e))?;
+        .map_err(|e| store.error("listing of", &prefix, e))
+}
+
+/// The chunks stored in the folder's packs (`listing`, from `list`), by
+/// id, leaving out the packs in `avoided` (object names: condemned or
+/// retired ones, see `gc` and `sparse`). When two packs hold a chunk, the
+/// newer catalog wins: a rebuild that replaced a damaged entry wrote it last.
+pub async fn known(
+    store: &Store,
+    listing: &[ObjectMeta],
+    avoided: &HashSet<String>,
+) -> anyhow::Result<HashMap<String, ChunkRef>> {
     let packs: HashSet<&str> = listing
         .iter()
         .filter_map(|m| parse_name(&m.location))

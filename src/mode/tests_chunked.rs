@@ -486,7 +486,9 @@ async fn flush_counts_shared_chunks_once_and_removes_unused_ones_after_the_grace
     // restores.
     run(&tight, &store).await.unwrap();
     let after = stored_objects(&store).await;
-    let catalogs = pack::known(&store, &HashSet::new()).await.unwrap();
+    let catalogs = pack::known(&store, &pack::list(&store).await.unwrap(), &HashSet::new())
+        .await
+        .unwrap();
     assert!(
         catalogs
             .values()

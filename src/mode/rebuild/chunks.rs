@@ -51,13 +51,19 @@ pub(super) async fn upload(
     let key = &task.key;
     let since = chrono::Utc::now();
     // Chunks found only in condemned or retired packs are stored again.
-    let (pending, retired) = tokio::join!(gc::pending(store), sparse::retired(store));
+    // (The packs are listed meanwhile: what is avoided is decided by the
+    // lists, and a pack swept after the listing is caught before publishing.)
+    let (pending, retired, listing) = tokio::join!(
+        gc::pending(store),
+        sparse::retired(store),
+        pack::list(store)
+    );
     let pending = pending?;
     let retired_packs = retired.len();
     let mut avoided: HashSet<String> = pending.into_iter().flat_map(|l| l.objects).collect();
     avoided.extend(retired);
     let known = match trusted {
-        true => pack::known(store, &avoided).await?,
+        true => pack::known(store, &listing?, &avoided).await?,
         false => Default::default(),
     };
     info!(
@@ -99,11 +105,16 @@ pub(super) async fn upload(
         .and_then(|packed| packed);
     progress.finish();
     let (packed, stored) = (packed?, stored?);
-    let ours = match claim {
-        Some(claim) => claim.still_ours().await?,
-        None => true,
+    // Whether the key is still ours, and which sweeps are under way, asked
+    // at once (both after every pack is stored): a round trip less.
+    let still_ours = async {
+        match claim {
+            Some(claim) => claim.still_ours().await,
+            None => Ok(true),
+        }
     };
-    if !ours {
+    let (ours, pending) = tokio::join!(still_ours, gc::pending(store));
+    if !ours? {
         return Ok(skipped(
             key,
             "another rebuild took over the key while this one uploaded; its entry stands \
@@ -119,7 +130,7 @@ pub(super) async fn upload(
         .map(|c| c.object().to_string())
         .collect();
     let used: HashSet<&str> = objects.iter().map(String::as_str).collect();
-    let pending = gc::pending(store).await?;
+    let pending = pending?;
     if let Err(why) = gc::may_publish(&used, &pending, since, chrono::Utc::now(), chunking.timing) {
         warn!("rebuild: the index of key '{key}' was not published: {why}");
         return Ok(skipped(key, why));
