@@ -55,10 +55,11 @@ pub struct ChunkRef {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub offset: u64,
     /// BLAKE3 of the stored bytes (the zstd frame), hex. A restore that
-    /// finds those bytes unchanged lets the frame's own checksum vouch for
-    /// the decompressed chunk instead of hashing it, a third of the bytes.
-    /// Absent where a larder before it wrote the index or the pack's
-    /// catalog: those chunks are checked by `id`. Older larders ignore it.
+    /// finds those bytes as recorded leaves the decompressed chunk to the
+    /// stream's digest instead of hashing it (`read::vouched`): a third of
+    /// the bytes. Absent where a larder before it wrote the index or the
+    /// pack's catalog: those chunks are checked by `id`. Older larders
+    /// ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame: Option<String>,
 }

@@ -241,9 +241,8 @@ async fn hash(
     }))
 }
 
-/// One zstd frame with its content size and checksum: `zstd -d` checks an
-/// exported entry with it, and a restore that finds the frame unchanged
-/// (`ChunkRef::frame`) relies on it. Each thread keeps its compressor.
+/// One zstd frame with its content size and checksum, so `zstd -d` checks
+/// an exported entry too. Each thread keeps its compressor.
 pub(super) fn compress(chunk: &[u8], level: i32) -> io::Result<Vec<u8>> {
     use std::cell::RefCell;
     use zstd::bulk::Compressor;
