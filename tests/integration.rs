@@ -912,15 +912,12 @@ fn flush_deletes_old_entries_of_this_repository_only(backend: &Backend) {
             .filter(|o| !o.contains("/sub/"))
             .collect()
     };
-    // An age between the oldest entry's and the middle one's, measured now:
-    // servers keep their own clocks (and some whole seconds only).
     let between = || {
-        let now = chrono::Utc::now();
-        let age_of = |key: &str| {
-            let meta = backend.meta(&entry_named(&root, key)).unwrap();
-            (now - meta.last_modified).num_milliseconds()
-        };
-        format!("{}ms", (age_of("k-old") + age_of("k-mid")) / 2)
+        age_between_objects(
+            backend,
+            &entry_named(&root, "k-old"),
+            &entry_named(&root, "k-mid"),
+        )
     };
     // Dry run: says what would go, deletes nothing.
     flush(&[("PLUGIN_FLUSH_AGE", &between()), ("PLUGIN_DRY_RUN", "true")])
@@ -1155,14 +1152,36 @@ fn chunked_rebuilds_upload_only_new_chunks_and_heal(backend: &Backend) {
     );
 }
 
-/// An age between two chunked entries' (servers keep their own clocks).
+/// An age for a flush that deletes the chunked entry `older` and keeps
+/// `newer`.
 fn age_between(backend: &Backend, root: &str, older: &str, newer: &str) -> String {
+    let entry = |key: &str| format!("{root}/{key}.chunked");
+    age_between_objects(backend, &entry(older), &entry(newer))
+}
+
+/// An age for a flush that deletes the object `older` and keeps `newer`,
+/// whatever the flush's own start-up takes.
+///
+/// The ages are the listing's, as the flush reads them (servers keep their
+/// own clocks, SFTP ones whole seconds), but the flush measures them from
+/// its own start, a moment after this one: an age
+/// halfway between the two left only half their gap for that moment (a CI
+/// machine once took longer, and the flush deleted both). Just under
+/// `older`'s age leaves all of the gap but a quarter second, and `older`
+/// is older than it however late the flush starts.
+fn age_between_objects(backend: &Backend, older: &str, newer: &str) -> String {
     let now = chrono::Utc::now();
-    let age_of = |key: &str| {
-        let meta = backend.meta(&format!("{root}/{key}.chunked")).unwrap();
+    let age_of = |object: &str| {
+        let meta = backend.listed(object).unwrap();
         (now - meta.last_modified).num_milliseconds()
     };
-    format!("{}ms", (age_of(older) + age_of(newer)) / 2)
+    let (older, newer) = (age_of(older), age_of(newer));
+    assert!(
+        older - newer >= 2_000,
+        "the entries are {} ms apart; the test must wait longer between them",
+        older - newer
+    );
+    format!("{}ms", older - 250)
 }
 
 /// A flush of the entries older than `age`, with the removal protocol's
@@ -1184,7 +1203,7 @@ fn flush_removes_unused_chunks_after_the_grace(backend: &Backend) {
         .rebuild()
         .assert_code(0);
     let old = packs_of(backend, &root);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(3));
     fs::write(ws.path().join("pkg.mod/more.bin"), tree::noise(9, 700_000)).unwrap();
     // The 1.5 MB file fills packs of its own: those are the ones 'new'
     // does not use, wherever the archive order puts the rest.
@@ -1250,7 +1269,7 @@ fn sparse_packs_are_retired_and_their_chunks_stored_again(backend: &Backend) {
             .rebuild()
     };
     rebuild("k1").assert_code(0);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(3));
     for n in [1, 2, 4, 5] {
         fs::remove_file(dir.join(format!("m{n}.bin"))).unwrap();
     }
@@ -1265,7 +1284,7 @@ fn sparse_packs_are_retired_and_their_chunks_stored_again(backend: &Backend) {
         gc.iter().any(|name| name.ends_with("gc/retired.json")),
         "{gc:?}"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(3));
     rebuild("k3")
         .assert_code(0)
         .assert_log("packs flush retired as mostly unused");

@@ -316,6 +316,19 @@ impl Backend {
         }
     }
 
+    /// An object's metadata as a listing reports it, which is what flush
+    /// reads: S3 servers give milliseconds there and whole seconds in a
+    /// HEAD's `Last-Modified`.
+    pub fn listed(&self, object: &str) -> Option<object_store::ObjectMeta> {
+        use futures::TryStreamExt;
+        let object = ObjectPath::from(object);
+        let parent: ObjectPath = object.parts().take(object.parts().count() - 1).collect();
+        block_on(self.store.list(Some(&parent)).try_collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("list {parent}: {e}"))
+            .into_iter()
+            .find(|meta| meta.location == object)
+    }
+
     /// Deletes an object (as a person with access to the storage would).
     pub fn delete(&self, object: &str) {
         block_on(self.store.delete(&ObjectPath::from(object)))
