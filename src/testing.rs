@@ -6,7 +6,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path as ObjectPath;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
 
 /// Bytes that do not compress or repeat (xorshift), the same for a seed.
@@ -31,6 +31,9 @@ pub trait Tap: std::fmt::Debug + Send + Sync + 'static {
     /// Before a read (or HEAD: `options.head`) of `location`; it may hold
     /// the read up.
     async fn get(&self, _location: &ObjectPath, _options: &GetOptions) {}
+    /// Before a part of a multipart upload to `location` is acknowledged
+    /// (the part is on its way); it may hold the acknowledgement up.
+    async fn part(&self, _location: &ObjectPath) {}
 }
 
 /// A store that passes every request on to `inner`, showing puts and
@@ -39,7 +42,7 @@ pub trait Tap: std::fmt::Debug + Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Tapped<T> {
     pub inner: Arc<dyn ObjectStore>,
-    pub tap: T,
+    pub tap: Arc<T>,
 }
 
 impl<T> std::fmt::Display for Tapped<T> {
@@ -65,7 +68,12 @@ impl<T: Tap> ObjectStore for Tapped<T> {
         location: &ObjectPath,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(TappedUpload {
+            inner,
+            tap: Arc::clone(&self.tap),
+            location: location.clone(),
+        }))
     }
 
     async fn get_opts(
@@ -105,5 +113,34 @@ impl<T: Tap> ObjectStore for Tapped<T> {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A multipart upload of a `Tapped` store: each part shown to the tap.
+#[derive(Debug)]
+struct TappedUpload<T> {
+    inner: Box<dyn MultipartUpload>,
+    tap: Arc<T>,
+    location: ObjectPath,
+}
+
+#[async_trait::async_trait]
+impl<T: Tap> MultipartUpload for TappedUpload<T> {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let tap = Arc::clone(&self.tap);
+        let location = self.location.clone();
+        let part = self.inner.put_part(data);
+        Box::pin(async move {
+            tap.part(&location).await;
+            part.await
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.inner.abort().await
     }
 }

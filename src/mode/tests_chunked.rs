@@ -674,11 +674,11 @@ async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
     let plain = super::tests::remote(Arc::clone(&raw));
     let gate = Arc::new(Tapped {
         inner: raw,
-        tap: Gate {
+        tap: Arc::new(Gate {
             reached: Arc::default(),
             release: Arc::default(),
             closed: true.into(),
-        },
+        }),
     });
     let ws = workspace();
     modules(ws.path(), 0..3);

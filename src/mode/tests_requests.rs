@@ -59,7 +59,7 @@ impl Tap for Recorder {
 fn recording() -> (Store, Arc<Tapped<Recorder>>) {
     let recorder = Arc::new(Tapped {
         inner: Arc::new(object_store::memory::InMemory::new()),
-        tap: Recorder::default(),
+        tap: Arc::new(Recorder::default()),
     });
     (super::tests::remote(recorder.clone()), recorder)
 }
@@ -252,7 +252,7 @@ async fn a_slow_first_run_does_not_hold_back_the_next_requests() {
     assert_eq!(run(&job, &plain).await.unwrap().result, Outcome::Stored);
     let slow = Arc::new(Tapped {
         inner: raw,
-        tap: SlowFirst::default(),
+        tap: Arc::new(SlowFirst::default()),
     });
     let store = super::tests::remote(slow.clone());
     let target = workspace();
@@ -302,7 +302,7 @@ async fn the_summary_says_how_long_unpacking_waited_for_the_download() {
     let delay = std::time::Duration::from_millis(300);
     let slow = Arc::new(Tapped {
         inner: raw,
-        tap: SlowPacks(delay),
+        tap: Arc::new(SlowPacks(delay)),
     });
     let store = super::tests::remote(slow);
     let target = workspace();
@@ -331,7 +331,7 @@ async fn the_summary_says_how_long_a_rebuild_waited_for_its_upload() {
     let delay = std::time::Duration::from_millis(300);
     let slow = Arc::new(Tapped {
         inner: Arc::new(object_store::memory::InMemory::new()),
-        tap: SlowPacks(delay),
+        tap: Arc::new(SlowPacks(delay)),
     });
     let store = super::tests::remote(slow);
     let ws = workspace();
@@ -375,4 +375,137 @@ async fn an_export_reads_like_a_restore() {
     let whole = store.inner().get_opts(&path, GetOptions::default());
     let stored = whole.await.unwrap().bytes().await.unwrap();
     assert_eq!(std::fs::read(&output).unwrap(), stored);
+}
+
+/// Holds every part of a multipart upload until the rebuild has asked, after
+/// its first part went, whether its claim on the key still stands (or
+/// until `PATIENCE` has passed, which it writes down).
+#[derive(Debug, Default)]
+struct PartsAwaitTheClaimCheck {
+    parts: std::sync::atomic::AtomicUsize,
+    checked: tokio::sync::Notify,
+    was_checked: std::sync::atomic::AtomicBool,
+    gave_up: std::sync::atomic::AtomicBool,
+}
+
+impl PartsAwaitTheClaimCheck {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+}
+
+#[async_trait::async_trait]
+impl Tap for PartsAwaitTheClaimCheck {
+    async fn get(&self, location: &ObjectPath, _options: &GetOptions) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if location.as_ref().ends_with(".claim") && self.parts.load(SeqCst) > 0 {
+            self.was_checked.store(true, SeqCst);
+            self.checked.notify_waiters();
+        }
+    }
+
+    async fn part(&self, _location: &ObjectPath) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.parts.fetch_add(1, SeqCst);
+        let checked = self.checked.notified();
+        if self.was_checked.load(SeqCst) {
+            return;
+        }
+        if tokio::time::timeout(Self::PATIENCE, checked).await.is_err() {
+            self.gave_up.store(true, SeqCst);
+        }
+    }
+}
+
+/// A rebuild checks its claim on the key while its last parts are still
+/// going up, not after them: over a link, that is the last part's transfer
+/// and a round trip saved. (Before, the rebuild waited for every part but
+/// the last, then checked, then sent the last.) The entry is published
+/// only once every part is up, and whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_checks_its_claim_while_the_last_parts_go_up() {
+    let tap = Arc::new(PartsAwaitTheClaimCheck::default());
+    let store = super::tests::remote(Arc::new(Tapped {
+        inner: Arc::new(object_store::memory::InMemory::new()),
+        tap: Arc::clone(&tap),
+    }));
+    let ws = workspace();
+    tree(ws.path(), 3);
+    // Incompressible and over one part (8 MiB): two parts at least.
+    let noise = crate::testing::noise(10 << 20, 5);
+    std::fs::write(ws.path().join("pkg.mod/cache/download/noise.bin"), noise).unwrap();
+    let stored = run(&super::tests::rebuild_job(ws.path(), "k"), &store)
+        .await
+        .unwrap();
+    assert_eq!(stored.result, Outcome::Stored);
+    use std::sync::atomic::Ordering::SeqCst;
+    assert!(
+        tap.parts.load(SeqCst) >= 2,
+        "{} parts",
+        tap.parts.load(SeqCst)
+    );
+    assert!(
+        !tap.gave_up.load(SeqCst),
+        "the claim was checked only after the parts were acknowledged"
+    );
+    let target = workspace();
+    let restored = run(&restore_job(target.path(), "k", &[]), &store)
+        .await
+        .unwrap();
+    assert_eq!(restored.result, Outcome::Exact);
+    assert_eq!(
+        super::tests::snapshot(&target.path().join("pkg.mod")),
+        super::tests::snapshot(&ws.path().join("pkg.mod"))
+    );
+}
+
+/// Removes the key's claim as each part goes up: another rebuild's flush
+/// or takeover, as the uploading rebuild would find it.
+#[derive(Debug)]
+struct TakesTheClaim(Arc<dyn object_store::ObjectStore>);
+
+#[async_trait::async_trait]
+impl Tap for TakesTheClaim {
+    async fn part(&self, _location: &ObjectPath) {
+        let claim = ObjectPath::from(full("k.claim"));
+        object_store::ObjectStoreExt::delete(&*self.0, &claim)
+            .await
+            .unwrap();
+    }
+}
+
+/// A rebuild that finds its claim gone when its data is up discards the
+/// upload, last parts and all: no entry appears, then or later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_claim_was_lost_is_discarded_whole() {
+    let raw: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let store = super::tests::remote(Arc::new(Tapped {
+        inner: Arc::clone(&raw),
+        tap: Arc::new(TakesTheClaim(Arc::clone(&raw))),
+    }));
+    let ws = workspace();
+    tree(ws.path(), 3);
+    let noise = crate::testing::noise(10 << 20, 6);
+    std::fs::write(ws.path().join("pkg.mod/cache/download/noise.bin"), noise).unwrap();
+    let skipped = run(&super::tests::rebuild_job(ws.path(), "k"), &store)
+        .await
+        .unwrap();
+    assert_eq!(skipped.result, Outcome::Skipped);
+    assert!(
+        skipped
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("took over the key"),
+        "{:?}",
+        skipped.reason
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let plain = super::tests::remote(raw);
+    let left: Vec<String> = plain
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

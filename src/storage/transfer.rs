@@ -21,7 +21,7 @@ use object_store::{
     GetOptions, GetResultPayload, MultipartUpload, ObjectMeta, ObjectStoreExt, PutPayload,
     PutResult, UploadPart, WriteMultipart,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -45,18 +45,28 @@ const UPLOAD_CONCURRENCY: usize = 4;
 const RANGE_SIZE: u64 = 4 << 20;
 const DOWNLOAD_CONCURRENCY: usize = 6;
 
-/// An upload whose data is all sent but which is not yet visible: it
-/// becomes the entry on `publish` and disappears on `discard`.
+/// An upload whose data is all handed over but which is not yet visible:
+/// it becomes the entry on `publish` and disappears on `discard` (or when
+/// dropped).
+///
+/// Its last parts are still going up meanwhile: the rebuild checks its
+/// claim on the key at the same time instead of after them, and over a
+/// link that saves the last part's transfer and a round trip. The upload
+/// completes only on `publish`'s word (see `Counted::complete`).
 pub struct PendingUpload {
-    writer: WriteMultipart,
+    /// `writer.finish()`, running: the last part, the parts in flight,
+    /// then the completion once `go` says so.
+    finishing: JoinHandle<object_store::Result<PutResult>>,
+    /// `true` completes the upload; `false`, or dropping it, aborts it.
+    go: oneshot::Sender<bool>,
     store: Store,
     path: Path,
     /// Compressed bytes sent.
     pub bytes: u64,
-    /// How long sending waited for the upload (a free part slot, the last
-    /// parts); `publish` adds the completion.
+    /// How long sending waited for the upload (a free part slot); `publish`
+    /// adds the last parts and the completion.
     waited: std::time::Duration,
-    /// Counts the last part; finished when the upload is published or discarded.
+    /// Counts the last parts; finished when the upload is published or discarded.
     progress: Progress,
 }
 
@@ -65,7 +75,8 @@ impl PendingUpload {
     /// Returns how long the upload was waited for in all.
     pub async fn publish(self) -> anyhow::Result<std::time::Duration> {
         let PendingUpload {
-            writer,
+            finishing,
+            go,
             store,
             path,
             progress,
@@ -73,13 +84,19 @@ impl PendingUpload {
             ..
         } = self;
         let started = std::time::Instant::now();
-        let finished = writer.finish().await;
+        // A failed part has already ended the task (and dropped `go`'s
+        // receiver); its error is what the task returns.
+        let _ = go.send(true);
+        let finished = finishing.await;
         progress.finish();
-        finished.map_err(|e| store.error("upload of", &path, e))?;
-        // The last part and the completion are serial, after all the
-        // archiving: worth seeing when a rebuild is slower than expected.
+        match finished {
+            Ok(result) => result.map_err(|e| store.error("upload of", &path, e))?,
+            Err(join) => anyhow::bail!("the upload of '{path}' stopped unexpectedly: {join}"),
+        };
+        // What is left after the archiving: worth seeing when a rebuild is
+        // slower than expected.
         tracing::debug!(
-            "upload: last part sent and '{path}' completed in {:.2} s",
+            "upload: last parts sent and '{path}' completed in {:.2} s",
             started.elapsed().as_secs_f64()
         );
         Ok(waited + started.elapsed())
@@ -87,8 +104,11 @@ impl PendingUpload {
 
     /// Aborts the upload; nothing of it stays visible.
     pub async fn discard(self) {
+        let _ = self.go.send(false);
+        if let Ok(Ok(_)) = self.finishing.await {
+            tracing::warn!("the discarded upload of '{}' completed", self.path);
+        }
         self.progress.finish();
-        abort(self.writer, &self.path).await;
     }
 }
 
@@ -140,9 +160,11 @@ async fn send<T>(
             return Err(store.error("upload of", path, e));
         }
     };
+    let (go, told) = oneshot::channel();
     let counted = Box::new(Counted {
         inner: upload,
         progress: progress.clone(),
+        go: Some(told),
     });
     let mut writer = WriteMultipart::new_with_chunk_size(counted, part);
     let mut sent = 0u64;
@@ -162,16 +184,13 @@ async fn send<T>(
     // Closing the channel stops a producer that is still writing.
     drop(chunks);
     let produced = producer.await;
-    if sending.is_ok() {
-        let asked = std::time::Instant::now();
-        sending = writer.wait_for_capacity(1).await;
-        waited += asked.elapsed();
-    }
     match (sending, produced) {
         (Ok(()), Ok(Ok(value))) => Ok((
             value,
             PendingUpload {
-                writer,
+                // The last part goes up now, beside the ones in flight.
+                finishing: tokio::spawn(writer.finish()),
+                go,
                 store: store.clone(),
                 path: path.clone(),
                 bytes: sent,
@@ -200,11 +219,16 @@ async fn abort(writer: WriteMultipart, path: &Path) {
     }
 }
 
-/// A multipart upload that counts each part once the storage acknowledged it.
+/// A multipart upload that counts each part once the storage acknowledged
+/// it, and completes only when the rebuild says so.
 #[derive(Debug)]
 struct Counted {
     inner: Box<dyn MultipartUpload>,
     progress: Progress,
+    /// The rebuild's word (`PendingUpload::go`): `WriteMultipart::finish`
+    /// completes once every part is up, which may be before the rebuild has
+    /// checked that the key is still its own.
+    go: Option<oneshot::Receiver<bool>>,
 }
 
 #[async_trait::async_trait]
@@ -221,6 +245,17 @@ impl MultipartUpload for Counted {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let go = match self.go.take() {
+            Some(told) => told.await.unwrap_or(false),
+            None => true,
+        };
+        if !go {
+            // `WriteMultipart::finish` aborts the upload on this error.
+            return Err(object_store::Error::Generic {
+                store: "larder",
+                source: "the upload was discarded before completing".into(),
+            });
+        }
         self.inner.complete().await
     }
 
