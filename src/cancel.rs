@@ -41,6 +41,12 @@ impl Cancel {
         Ok(())
     }
 
+    /// A `Cancel` cancelled with this one, or on its own: for work begun
+    /// in case it is needed, stopped when it turns out not to be.
+    pub fn child(&self) -> Cancel {
+        Cancel(self.0.child_token())
+    }
+
     /// Completes when the step is cancelled.
     pub async fn cancelled(&self) {
         self.0.cancelled().await;

@@ -144,6 +144,7 @@ fn measure(
         .follow_root_links(false)
         .sort_by_file_name();
     for item in walk {
+        options.cancel.check()?;
         let item = item.map_err(walk_error)?;
         let kind = item.file_type();
         if kind.is_symlink() && options.skip_symlinks {

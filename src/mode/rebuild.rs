@@ -237,10 +237,64 @@ async fn take_key(
             replacing = Replacing::Changed;
         }
     }
-    let claim = match claim::claim(store, &entry::claim_path(key), &task.holder).await? {
+    if survey.is_some() {
+        return Ok(
+            match claim_again(store, key, &task.holder, &existing).await? {
+                Ok(claim) => Taken::Ours {
+                    claim: Some(claim),
+                    replacing,
+                },
+                Err(reason) => Taken::Skip(reason),
+            },
+        );
+    }
+    // The mounts are walked (the upload's size) while the claim makes its
+    // round trips, which over a link is two of them saved. The walk stops
+    // if the key turns out to be someone else's.
+    let walking = WriteOptions {
+        cancel: options.cancel.child(),
+        ..options.clone()
+    };
+    let (claimed, surveyed) = tokio::join!(
+        async {
+            let claimed = claim_again(store, key, &task.holder, &existing).await;
+            if !matches!(claimed, Ok(Ok(_))) {
+                walking.cancel.cancel();
+            }
+            claimed
+        },
+        survey_of(mounts, &walking)
+    );
+    let claim = match claimed? {
+        Ok(claim) => claim,
+        Err(reason) => return Ok(Taken::Skip(reason)),
+    };
+    match surveyed {
+        Ok(surveyed) => *survey = Some(surveyed),
+        Err(e) => {
+            claim.release().await;
+            return Err(e);
+        }
+    }
+    Ok(Taken::Ours {
+        claim: Some(claim),
+        replacing,
+    })
+}
+
+/// Claims the key, then looks it up once more, in case another rebuild
+/// stored or replaced it after `existing` was found. `Err` is why this
+/// rebuild skips (the claim released).
+async fn claim_again(
+    store: &Store,
+    key: &str,
+    holder: &str,
+    existing: &Option<ObjectMeta>,
+) -> anyhow::Result<Result<Claim, String>> {
+    let claim = match claim::claim(store, &entry::claim_path(key), holder).await? {
         Claimed::Won(claim) => claim,
         Claimed::Held(by) => {
-            return Ok(Taken::Skip(format!(
+            return Ok(Err(format!(
                 "key '{key}' is being stored right now by {by}"
             )));
         }
@@ -252,21 +306,18 @@ async fn take_key(
             return Err(e);
         }
     };
-    let unchanged = match (&now, &existing) {
+    let unchanged = match (&now, existing) {
         (None, _) => true,
         (Some(now), Some(before)) => same_version(now, before),
         (Some(_), None) => false,
     };
     if !unchanged {
         claim.release().await;
-        return Ok(Taken::Skip(format!(
+        return Ok(Err(format!(
             "key '{key}' was stored by another rebuild a moment ago"
         )));
     }
-    Ok(Taken::Ours {
-        claim: Some(claim),
-        replacing,
-    })
+    Ok(Ok(claim))
 }
 
 /// The manifest of a stored entry: in a chunked entry's index, or at the
