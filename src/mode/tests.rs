@@ -92,6 +92,12 @@ pub(super) fn restore_job(workspace: &Path, key: &str, prefixes: &[&str]) -> Job
     )
 }
 
+/// The objects in the test repository's folder, by name.
+pub(super) async fn names(store: &Store) -> Vec<String> {
+    let listed = store.list().await.unwrap();
+    listed.into_iter().map(|m| m.location.to_string()).collect()
+}
+
 pub(super) async fn run(job: &Job, store: &Store) -> anyhow::Result<crate::summary::Summary> {
     super::run(job, store, &Cancel::new()).await
 }
@@ -184,13 +190,7 @@ async fn a_stored_key_is_skipped_and_override_replaces_it() {
     }
     assert_eq!(run(&replace, &store).await.unwrap().result, Outcome::Stored);
     // One entry per key: the zstd one went when the gzip one replaced it.
-    let names: Vec<String> = store
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.location.to_string())
-        .collect();
+    let names = names(&store).await;
     assert_eq!(names, ["k.tar.gz"]);
 }
 
@@ -305,13 +305,7 @@ async fn flush_keeps_the_newest_entries_that_fit() {
     );
     let report = run(&flush, &store).await.unwrap();
     assert_eq!((report.deleted, report.kept), (Some(1), Some(1)));
-    let names: Vec<String> = store
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.location.to_string())
-        .collect();
+    let names = names(&store).await;
     assert_eq!(names, ["new.tar.zst"]);
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::tests::{job, memory, rebuild_job, restore_job, run, snapshot, workspace};
+use super::tests::{job, memory, names, rebuild_job, restore_job, run, snapshot, workspace};
 use crate::chunked::cache::ChunkCache;
 use crate::chunked::gc::{self, Timing};
 use crate::chunked::{self, ChunkRef, Index, pack};
@@ -160,13 +160,7 @@ async fn an_unchanged_tree_under_the_same_key_is_not_stored_again() {
     run(&archive, &store).await.unwrap();
     modules(ws.path(), 4..5);
     rebuild(ws.path(), "k", &store).await;
-    let names: Vec<String> = store
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.location.to_string())
-        .collect();
+    let names = names(&store).await;
     assert_eq!(names, ["k.chunked"]);
 }
 

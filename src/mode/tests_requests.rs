@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use object_store::GetOptions;
 use object_store::path::Path as ObjectPath;
 
-use super::tests::{restore_job, run, tree, workspace};
+use super::tests::{names, restore_job, run, tree, workspace};
 use crate::job::{Chunking, Task};
 use crate::storage::{Store, entry};
 use crate::summary::Outcome;
@@ -498,14 +498,7 @@ async fn an_upload_whose_claim_was_lost_is_discarded_whole() {
         "{:?}",
         skipped.reason
     );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let plain = super::tests::remote(raw);
-    let left: Vec<String> = plain
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.location.to_string())
-        .collect();
+    let left = names(&plain).await;
     assert!(left.is_empty(), "{left:?}");
 }
