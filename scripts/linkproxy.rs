@@ -27,6 +27,12 @@
 //! bytes with a fraction of that. On SIGTERM or SIGINT it prints
 //! "linkproxy: cpu S s (user U, system Y), forwarded UP bytes up, DOWN bytes
 //! down" on stderr. Once ready it prints "linkproxy: listening on HOST:PORT".
+//!
+//! With `--gaps` it also prints its start (seconds since the epoch, to line
+//! up with other logs) and, on SIGTERM, each direction's timeline: when its
+//! first byte was read and its last arrived, and the gaps in between when
+//! the link had nothing to carry. Started for a single restore, that shows
+//! whether the restore kept the link busy.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +59,12 @@ struct Link {
     backlog: Duration,
     free_at: Mutex<Instant>,
     bytes: AtomicU64,
+    /// The link's idle gaps between its first and its last byte: when each
+    /// began (from the start) and how long it lasted.
+    gaps: Mutex<Vec<(Duration, Duration)>>,
+    /// When the first byte was read, and when the last one arrives.
+    span: Mutex<Option<(Instant, Instant)>>,
+    start: Instant,
 }
 
 impl Link {
@@ -63,19 +75,53 @@ impl Link {
             backlog: (2 * delay).max(Duration::from_millis(1)),
             free_at: Mutex::new(Instant::now()),
             bytes: AtomicU64::new(0),
+            gaps: Mutex::new(Vec::new()),
+            span: Mutex::new(None),
+            start: Instant::now(),
         }
     }
 
     /// When `len` bytes read now reach the other end, and how long the
     /// reader should wait before reading more (the backlog is full).
     fn stamp(&self, len: usize) -> (Instant, Option<Instant>) {
-        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        let before = self.bytes.fetch_add(len as u64, Ordering::Relaxed);
         let now = Instant::now();
         let mut free_at = self.free_at.lock().unwrap_or_else(|e| e.into_inner());
+        if before > 0 && len > 0 && now > *free_at {
+            let mut gaps = self.gaps.lock().unwrap_or_else(|e| e.into_inner());
+            gaps.push((*free_at - self.start, now - *free_at));
+        }
         let departure = (*free_at).max(now) + Duration::from_secs_f64(len as f64 / self.rate);
         *free_at = departure;
+        if len > 0 {
+            let mut span = self.span.lock().unwrap_or_else(|e| e.into_inner());
+            let first = span.map_or(now, |s| s.0);
+            *span = Some((first, departure + self.delay));
+        }
         let wait = (departure - now > self.backlog).then(|| departure - self.backlog / 2);
         (departure + self.delay, wait)
+    }
+
+    /// "NAME: bytes from FIRST s to LAST s, idle S s in N gaps; of 5 ms or
+    /// more: AT+MSms ...", times from the start: where the link waited
+    /// for something to carry while a transfer was under way.
+    fn timeline(&self, name: &str) -> String {
+        let gaps = self.gaps.lock().unwrap_or_else(|e| e.into_inner());
+        let idle: Duration = gaps.iter().map(|g| g.1).sum();
+        let long: Vec<String> = gaps
+            .iter()
+            .filter(|g| g.1 >= Duration::from_millis(5))
+            .map(|(at, len)| format!("{:.3}+{:.0}ms", at.as_secs_f64(), len.as_secs_f64() * 1e3))
+            .collect();
+        let span = self.span.lock().unwrap_or_else(|e| e.into_inner());
+        let since = |t: Instant| (t - self.start).as_secs_f64();
+        let (first, last) = span.map_or((0.0, 0.0), |(f, l)| (since(f), since(l)));
+        format!(
+            "linkproxy: {name}: bytes from {first:.3} s to {last:.3} s, idle {:.3} s in {} gaps; of 5 ms or more: {}",
+            idle.as_secs_f64(),
+            gaps.len(),
+            long.join(" ")
+        )
     }
 }
 
@@ -98,7 +144,7 @@ async fn main() -> io::Result<()> {
     };
     let (Some(listen), Some(upstream)) = (value("--listen"), value("--upstream")) else {
         eprintln!(
-            "usage: linkproxy --listen HOST:PORT --upstream HOST:PORT [--delay-ms 10] [--rate-mbit 1000]"
+            "usage: linkproxy --listen HOST:PORT --upstream HOST:PORT [--delay-ms 10] [--rate-mbit 1000] [--gaps]"
         );
         std::process::exit(2);
     };
@@ -114,6 +160,13 @@ async fn main() -> io::Result<()> {
     let down = Arc::new(Link::new(delay, rate));
     let listener = TcpListener::bind(&listen).await?;
     println!("linkproxy: listening on {}", listener.local_addr()?);
+    let gaps = args.iter().any(|a| a == "--gaps");
+    if gaps {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        eprintln!("linkproxy: started at {:.3}", t.as_secs_f64());
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut connections = 0u64;
     loop {
@@ -137,6 +190,10 @@ async fn main() -> io::Result<()> {
         up.bytes.load(Ordering::Relaxed),
         down.bytes.load(Ordering::Relaxed)
     );
+    if gaps {
+        eprintln!("{}", up.timeline("up"));
+        eprintln!("{}", down.timeline("down"));
+    }
     Ok(())
 }
 

@@ -34,6 +34,11 @@ pub trait Tap: std::fmt::Debug + Send + Sync + 'static {
     /// Before a part of a multipart upload to `location` is acknowledged
     /// (the part is on its way); it may hold the acknowledgement up.
     async fn part(&self, _location: &ObjectPath) {}
+    /// A read's answer on its way back; it may change the body (hold it
+    /// up part way, cut it short).
+    fn answer(&self, _location: &ObjectPath, result: GetResult) -> GetResult {
+        result
+    }
 }
 
 /// A store that passes every request on to `inner`, showing puts and
@@ -82,7 +87,8 @@ impl<T: Tap> ObjectStore for Tapped<T> {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.tap.get(location, &options).await;
-        self.inner.get_opts(location, options).await
+        let result = self.inner.get_opts(location, options).await?;
+        Ok(self.tap.answer(location, result))
     }
 
     fn delete_stream(
