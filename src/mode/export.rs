@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, anyhow};
-use bytes::Bytes;
 use futures::StreamExt;
 use tracing::{info, warn};
 
@@ -17,7 +16,7 @@ use crate::cancel::Cancel;
 use crate::chunked::{self, Index};
 use crate::human;
 use crate::job::{Export, Mode};
-use crate::storage::entry::{self, Format};
+use crate::storage::entry::{self, Format, Head};
 use crate::storage::{Store, transfer};
 use crate::summary::{Outcome, Summary};
 
@@ -47,6 +46,10 @@ pub async fn export(task: &Export, store: &Store, cancel: &Cancel) -> anyhow::Re
     let partial = partial_path(&task.output);
     let written = match format {
         Format::Chunked => {
+            let head = head
+                .bytes()
+                .await
+                .map_err(|e| store.error("read of", &meta.location, e))?;
             let index = chunked::read::read_index_after(store, &meta, head)
                 .await?
                 .map_err(|why| {
@@ -95,13 +98,13 @@ pub async fn export(task: &Export, store: &Store, cancel: &Cancel) -> anyhow::Re
 async fn find(
     task: &Export,
     store: &Store,
-) -> anyhow::Result<Option<(String, object_store::ObjectMeta, Bytes)>> {
+) -> anyhow::Result<Option<(String, object_store::ObjectMeta, Head)>> {
     if let Some(opened) = entry::open(store, &task.key).await? {
         return Ok(Some((task.key.clone(), opened.meta, opened.head)));
     }
     for prefix in &task.prefixes {
         if let Some((key, meta)) = entry::newest_with_prefix(store, prefix).await? {
-            return Ok(Some((key, meta, Bytes::new())));
+            return Ok(Some((key, meta, Head::none())));
         }
     }
     Ok(None)
@@ -146,7 +149,7 @@ async fn write_chunks(
 async fn copy_archive(
     store: &Store,
     meta: &object_store::ObjectMeta,
-    head: Bytes,
+    head: Head,
     partial: &Path,
     cancel: &Cancel,
 ) -> anyhow::Result<u64> {

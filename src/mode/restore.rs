@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, bail};
-use bytes::Bytes;
 use object_store::ObjectMeta;
 use object_store::path::Path as ObjectPath;
 use tracing::{info, warn};
@@ -22,15 +21,13 @@ use crate::job::{Job, Restore};
 use crate::mount::{self, Mount, MountSpec};
 use crate::pipe::Waited;
 use crate::staging::{Placed, Staging};
-use crate::storage::entry::Format;
+use crate::storage::entry::{Format, Head};
 use crate::storage::{Store, damage, entry, transfer};
 use crate::summary::{Outcome, Summary};
 
 /// Which entry a lookup found.
 struct Found {
     entry: ObjectMeta,
-    /// The entry's first bytes, read with the lookup (possibly none).
-    head: Bytes,
     key: String,
     /// The restore key (prefix) that found it; `None` for the exact key.
     restore_key: Option<String>,
@@ -44,7 +41,7 @@ pub async fn restore(
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let key = &task.key;
-    let Some(found) = lookup(task, store).await? else {
+    let Some((found, head)) = lookup(task, store).await? else {
         if let Some(summary) = migrate(job, task, store, cancel, started).await? {
             return Ok(summary);
         }
@@ -65,9 +62,9 @@ pub async fn restore(
         );
         return Ok(Summary::new(Mode::Restore, Outcome::Miss).key(key));
     };
-    let index = match entry::format_of(&found.entry) {
-        Some(Format::Chunked) => Some(index_of(job, store, &found).await?),
-        _ => None,
+    let (index, head) = match entry::format_of(&found.entry) {
+        Some(Format::Chunked) => (Some(index_of(job, store, &found, head).await?), None),
+        _ => (None, Some(head)),
     };
     let size = index
         .as_ref()
@@ -98,7 +95,10 @@ pub async fn restore(
         task,
         store,
         &found,
-        index.as_ref(),
+        match (&index, head) {
+            (Some(index), _) => Stored::Chunked(index),
+            (None, head) => Stored::Archive(head.unwrap_or_else(Head::none)),
+        },
         &task.mounts,
         cancel,
     )
@@ -176,8 +176,12 @@ pub async fn restore(
 
 /// The index of the chunked entry `found`; one that cannot be read as an
 /// index makes the entry damaged, reported for the next rebuild.
-async fn index_of(job: &Job, store: &Store, found: &Found) -> anyhow::Result<Index> {
-    match chunked::read::read_index_after(store, &found.entry, found.head.clone()).await? {
+async fn index_of(job: &Job, store: &Store, found: &Found, head: Head) -> anyhow::Result<Index> {
+    let head = head
+        .bytes()
+        .await
+        .map_err(|e| store.error("read of", &found.entry.location, e))?;
+    match chunked::read::read_index_after(store, &found.entry, head).await? {
         Ok(index) => Ok(index),
         Err(why) => {
             let object = store.full(&found.entry.location);
@@ -190,24 +194,33 @@ async fn index_of(job: &Job, store: &Store, found: &Found) -> anyhow::Result<Ind
     }
 }
 
+/// How the entry a restore unpacks is stored.
+enum Stored<'a> {
+    /// One archive, with its first bytes if the lookup asked for them.
+    Archive(Head),
+    /// A chunked entry, by its index.
+    Chunked(&'a Index),
+}
+
 /// The exact key first; then each restore key as a prefix, newest first.
-async fn lookup(task: &Restore, store: &Store) -> anyhow::Result<Option<Found>> {
+/// With the entry, its first bytes if the lookup asked for them.
+async fn lookup(task: &Restore, store: &Store) -> anyhow::Result<Option<(Found, Head)>> {
     if let Some(opened) = entry::open(store, &task.key).await? {
-        return Ok(Some(Found {
+        let found = Found {
             entry: opened.meta,
-            head: opened.head,
             key: task.key.clone(),
             restore_key: None,
-        }));
+        };
+        return Ok(Some((found, opened.head)));
     }
     for prefix in &task.prefixes {
         if let Some((key, entry)) = entry::newest_with_prefix(store, prefix).await? {
-            return Ok(Some(Found {
+            let found = Found {
                 entry,
-                head: Bytes::new(),
                 key,
                 restore_key: Some(prefix.clone()),
-            }));
+            };
+            return Ok(Some((found, Head::none())));
         }
     }
     Ok(None)
@@ -220,22 +233,16 @@ async fn unpack(
     task: &Restore,
     store: &Store,
     found: &Found,
-    index: Option<&Index>,
+    stored: Stored<'_>,
     specs: &[MountSpec],
     cancel: &Cancel,
 ) -> anyhow::Result<(Extracted, Placed, Counters, Option<Waited>)> {
-    let (download, counters) = match index {
-        Some(index) => {
+    let (download, counters) = match stored {
+        Stored::Chunked(index) => {
             chunked::read::download(store.clone(), index, task.cache.clone(), cancel.clone())
         }
-        None => (
-            transfer::download(
-                store.clone(),
-                found.entry.clone(),
-                found.head.clone(),
-                cancel.clone(),
-            )
-            .await?,
+        Stored::Archive(head) => (
+            transfer::download(store.clone(), found.entry.clone(), head, cancel.clone()).await?,
             Counters::default(),
         ),
     };
@@ -468,7 +475,6 @@ async fn migrate(
         );
         let found = Found {
             entry,
-            head: Bytes::new(),
             key: legacy.key.clone(),
             restore_key: Some(DRONE_CACHE.into()),
         };
@@ -477,7 +483,7 @@ async fn migrate(
             task,
             &bucket,
             &found,
-            None,
+            Stored::Archive(Head::none()),
             std::slice::from_ref(spec),
             cancel,
         )

@@ -85,7 +85,7 @@ async fn stored(store: &Store, key: &str, chunked: bool) -> String {
     let ws = workspace();
     tree(ws.path(), 3);
     // Incompressible, so the entry spans several download ranges.
-    let noise = crate::testing::noise(1 << 20, 3);
+    let noise = crate::testing::noise(6 << 20, 3);
     std::fs::write(ws.path().join("pkg.mod/cache/download/noise.bin"), noise).unwrap();
     let job = match chunked {
         true => chunked_rebuild(ws.path(), key, 512 << 10),
@@ -130,7 +130,8 @@ async fn the_lookup_reads_an_archives_first_range_and_no_byte_is_read_twice() {
         .unwrap()
         .unwrap()
         .size;
-    assert!(size > 512 << 10, "the entry spans several ranges ({size})");
+    let first = crate::storage::transfer::RANGE_SIZE;
+    assert!(size > first, "the entry spans several ranges ({size})");
     let reads = restore_reads(&store, &recorder).await;
     // Every format's object was looked for with a read of its start.
     for format in entry::Format::ALL {
@@ -144,7 +145,7 @@ async fn the_lookup_reads_an_archives_first_range_and_no_byte_is_read_twice() {
         .filter(|r| r.path == full(&object))
         .map(|r| r.range.clone().expect("ranged reads"))
         .collect();
-    assert_eq!(ranges[0], 0..256 << 10);
+    assert_eq!(ranges[0], 0..first);
     ranges.sort_by_key(|r| r.start);
     assert!(
         ranges.windows(2).all(|w| w[0].end == w[1].start),
@@ -175,8 +176,9 @@ async fn an_archive_of_more_than_45_ranges_restores() {
     let ws = workspace();
     let mounted = ws.path().join("pkg.mod");
     std::fs::create_dir_all(&mounted).unwrap();
-    // Uncompressed, so the entry is as large as the file: 48 ranges.
-    let size = 180 << 20;
+    // Uncompressed, so the entry is as large as the file: 50 ranges, the
+    // lookup's 4 MiB and 49 more, the ramp's 5th to 53rd.
+    let size = 200 << 20;
     let file = std::fs::File::create(mounted.join("large.bin")).unwrap();
     file.set_len(size).unwrap();
     let mut job = super::tests::rebuild_job(ws.path(), "k");
