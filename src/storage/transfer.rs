@@ -958,6 +958,35 @@ mod tests {
         (Store::new(Backend::Memory, opened, "root"), meta, bytes)
     }
 
+    /// Reads `download` on a blocking thread: returns the first `SENT`
+    /// bytes as soon as the reader has them (failing the test if that takes
+    /// 10 s: it waited for the held rest), and the task that reads the rest.
+    async fn first_bytes_then_rest(
+        download: Download,
+    ) -> (Vec<u8>, tokio::task::JoinHandle<io::Result<Vec<u8>>>) {
+        let (first_tx, first_rx) = oneshot::channel();
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut reader = download.into_reader();
+            let mut first = vec![0; SENT];
+            reader.read_exact(&mut first)?;
+            let _ = first_tx.send(first);
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest)?;
+            Ok(rest)
+        });
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), first_rx)
+            .await
+            .expect("the reader got nothing of the first range before all of it arrived")
+            .unwrap();
+        (first, reader)
+    }
+
+    /// Checks that the reader read `expected` after the first bytes.
+    async fn rest_is(reader: tokio::task::JoinHandle<io::Result<Vec<u8>>>, expected: &[u8]) {
+        let rest = reader.await.unwrap().unwrap();
+        assert!(rest == expected, "the rest differs ({} bytes)", rest.len());
+    }
+
     /// The reader gets a range's bytes as they arrive, not once the range
     /// is whole: it works while the rest is on the way, and after the last
     /// byte only the last few bytes are left to unpack.
@@ -969,28 +998,10 @@ mod tests {
         let download = download(store, meta, Head::none(), Cancel::new())
             .await
             .unwrap();
-        let (first_tx, first_rx) = oneshot::channel();
-        let reader = tokio::task::spawn_blocking(move || {
-            let mut reader = download.into_reader();
-            let mut first = vec![0; SENT];
-            reader.read_exact(&mut first)?;
-            let _ = first_tx.send(first);
-            let mut rest = Vec::new();
-            reader.read_to_end(&mut rest)?;
-            Ok::<_, io::Error>(rest)
-        });
-        let first = tokio::time::timeout(std::time::Duration::from_secs(10), first_rx)
-            .await
-            .expect("the reader got nothing of the first range before all of it arrived")
-            .unwrap();
+        let (first, reader) = first_bytes_then_rest(download).await;
         assert!(first == bytes[..SENT], "the first bytes differ");
         release.send(()).unwrap();
-        let rest = reader.await.unwrap().unwrap();
-        assert!(
-            rest == bytes[SENT..],
-            "the rest differs ({} bytes)",
-            rest.len()
-        );
+        rest_is(reader, &bytes[SENT..]).await;
     }
 
     /// A range whose body ends early fails the download, naming the range
@@ -1088,20 +1099,7 @@ mod tests {
             len: RANGE_SIZE,
         };
         let download = download(store, meta, head, Cancel::new()).await.unwrap();
-        let (first_tx, first_rx) = oneshot::channel();
-        let reader = tokio::task::spawn_blocking(move || {
-            let mut reader = download.into_reader();
-            let mut first = vec![0; SENT];
-            reader.read_exact(&mut first)?;
-            let _ = first_tx.send(first);
-            let mut rest = Vec::new();
-            reader.read_to_end(&mut rest)?;
-            Ok::<_, io::Error>(rest)
-        });
-        let first = tokio::time::timeout(std::time::Duration::from_secs(10), first_rx)
-            .await
-            .expect("the reader got nothing of the lookup's read before all of it arrived")
-            .unwrap();
+        let (first, reader) = first_bytes_then_rest(download).await;
         assert!(first == bytes[..SENT], "the first bytes differ");
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while tap.reads() < 2 && tokio::time::Instant::now() < deadline {
@@ -1112,11 +1110,6 @@ mod tests {
             "no range after the lookup's was asked for while it arrived"
         );
         release.send(()).unwrap();
-        let rest = reader.await.unwrap().unwrap();
-        assert!(
-            rest == bytes[SENT..],
-            "the rest differs ({} bytes)",
-            rest.len()
-        );
+        rest_is(reader, &bytes[SENT..]).await;
     }
 }
