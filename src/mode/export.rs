@@ -16,7 +16,8 @@ use crate::cancel::Cancel;
 use crate::chunked::{self, Index};
 use crate::human;
 use crate::job::{Export, Mode};
-use crate::storage::entry::{self, Format, Head};
+use crate::storage::entry::{self, Format};
+use crate::storage::transfer::Head;
 use crate::storage::{Store, transfer};
 use crate::summary::{Outcome, Summary};
 

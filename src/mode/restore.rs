@@ -21,7 +21,8 @@ use crate::job::{Job, Restore};
 use crate::mount::{self, Mount, MountSpec};
 use crate::pipe::Waited;
 use crate::staging::{Placed, Staging};
-use crate::storage::entry::{Format, Head};
+use crate::storage::entry::Format;
+use crate::storage::transfer::Head;
 use crate::storage::{Store, damage, entry, transfer};
 use crate::summary::{Outcome, Summary};
 

@@ -5,13 +5,12 @@
 //! so changing `archive_format` or `entry_format` never hides an existing
 //! entry.
 
-use bytes::Bytes;
+use futures::StreamExt;
 use futures::future::join_all;
-use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta};
 
+use super::transfer::Head;
 use super::{Backend, Store};
 use crate::archive::Compression;
 use crate::archive::manifest::{self, Manifest};
@@ -76,38 +75,6 @@ pub struct Opened {
     /// The object's first bytes, asked for with the lookup: an archive's
     /// first download range, a chunked entry's index (or its start).
     pub head: Head,
-}
-
-/// The first bytes of an entry, asked for with its lookup.
-pub enum Head {
-    /// Read whole: a chunked entry's index (or its start), which is needed
-    /// before anything else; empty where the lookup read only the metadata
-    /// (the filesystem backend, an entry found by a restore key).
-    Read(Bytes),
-    /// An archive's first range, `len` bytes, still arriving: the download
-    /// hands them on as they come while its next ranges are already asked
-    /// for. Waiting for them first cost a restore a round trip.
-    Arriving {
-        body: BoxStream<'static, object_store::Result<Bytes>>,
-        len: u64,
-    },
-}
-
-impl Head {
-    pub fn none() -> Head {
-        Head::Read(Bytes::new())
-    }
-
-    /// All of the head, waiting for what is still arriving.
-    pub async fn bytes(self) -> object_store::Result<Bytes> {
-        match self {
-            Head::Read(bytes) => Ok(bytes),
-            Head::Arriving { body, .. } => {
-                let chunks: Vec<Bytes> = body.try_collect().await?;
-                Ok(Bytes::from(chunks.concat()))
-            }
-        }
-    }
 }
 
 /// What a restore's lookup asks for of each format: an archive's first

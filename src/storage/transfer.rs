@@ -15,7 +15,8 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::anyhow;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     GetOptions, GetResultPayload, MultipartUpload, ObjectMeta, ObjectStoreExt, PutPayload,
@@ -25,7 +26,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::entry::Head;
 use super::{Backend, Store};
 use crate::cancel::Cancel;
 use crate::pipe::{ChunkReader, Waited};
@@ -378,6 +378,38 @@ impl<R> Drop for Reading<R> {
     }
 }
 
+/// The first bytes of an entry, asked for with its lookup.
+pub enum Head {
+    /// Read whole: a chunked entry's index (or its start), which is needed
+    /// before anything else; empty where the lookup read only the metadata
+    /// (the filesystem backend, an entry found by a restore key).
+    Read(Bytes),
+    /// An archive's first range, `len` bytes, still arriving: the download
+    /// hands them on as they come while its next ranges are already asked
+    /// for. Waiting for them first cost a restore a round trip.
+    Arriving {
+        body: BoxStream<'static, object_store::Result<Bytes>>,
+        len: u64,
+    },
+}
+
+impl Head {
+    pub fn none() -> Head {
+        Head::Read(Bytes::new())
+    }
+
+    /// All of the head, waiting for what is still arriving.
+    pub async fn bytes(self) -> object_store::Result<Bytes> {
+        match self {
+            Head::Read(bytes) => Ok(bytes),
+            Head::Arriving { body, .. } => {
+                let chunks: Vec<Bytes> = body.try_collect().await?;
+                Ok(Bytes::from(chunks.concat()))
+            }
+        }
+    }
+}
+
 /// Starts reading the entry described by `meta`, whose first bytes `head`
 /// (possibly none) the lookup read already. On the filesystem backend the
 /// open file is read directly (it cannot change under us: entries are
@@ -641,7 +673,7 @@ impl InFlight {
     fn arriving(
         store: Store,
         meta: ObjectMeta,
-        body: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+        body: BoxStream<'static, object_store::Result<Bytes>>,
         len: u64,
         progress: Progress,
     ) -> InFlight {
@@ -728,7 +760,7 @@ async fn fetch(
 async fn pour(
     store: &Store,
     meta: &ObjectMeta,
-    mut body: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    mut body: BoxStream<'static, object_store::Result<Bytes>>,
     progress: &Progress,
     to: &mpsc::UnboundedSender<Result<Bytes, String>>,
 ) {
@@ -776,8 +808,6 @@ fn was_replaced(e: &object_store::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-
-    use futures::TryStreamExt;
 
     use super::*;
 
