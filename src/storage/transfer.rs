@@ -583,9 +583,8 @@ struct InFlight {
 /// kernel writes back: restoring a 4 GB cache from S3 onto disk took 29.5-
 /// 29.9 s against 33.9-35.0 s when ranges were only polled in turn). The
 /// first range's chunks are handed on as they arrive, not once it is whole:
-/// the reader works on a range while its last bytes are on the way, and
-/// the last range is not unpacked only after the download ends (over a
-/// 20 ms, 1 Gbit/s link that was 30-40 ms after the last byte).
+/// the reader works on a range while its last bytes are on the way (over
+/// a 20 ms, 1 Gbit/s link restores took 0.97 of the time, 12 pairs).
 fn in_order(
     store: Store,
     meta: ObjectMeta,
