@@ -22,7 +22,7 @@ use super::{ChunkRef, chunk_id, frame_hash};
 use crate::cancel::Cancel;
 use crate::progress::{self, Progress};
 use crate::storage::Store;
-use crate::storage::transfer::{self, Download, Turn};
+use crate::storage::transfer::{self, Download, Head, Turn};
 
 /// The most one request reads: a run of chunks that lie side by side in a
 /// pack (runs end at pack boundaries: 197 MB of chunks take 119 requests).
@@ -102,16 +102,20 @@ struct Fetched {
 /// The index of the chunked entry `meta`: `Ok(Err(why))` when the object
 /// is there but is no index this larder can read (a damaged entry).
 pub async fn read_index(store: &Store, meta: &ObjectMeta) -> anyhow::Result<Result<Index, String>> {
-    read_index_after(store, meta, Bytes::new()).await
+    read_index_after(store, meta, Head::none()).await
 }
 
-/// Like `read_index`, where the lookup read the index's first bytes,
+/// Like `read_index`, where the lookup asked for the index's first bytes,
 /// `head`, already: only the rest, if any, is read.
 pub async fn read_index_after(
     store: &Store,
     meta: &ObjectMeta,
-    head: Bytes,
+    head: Head,
 ) -> anyhow::Result<Result<Index, String>> {
+    let head = head
+        .bytes()
+        .await
+        .map_err(|e| store.error("read of", &meta.location, e))?;
     if meta.size > MAX_INDEX {
         return Ok(Err(format!(
             "the index is {} bytes, more than any index larder writes",

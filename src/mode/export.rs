@@ -47,10 +47,6 @@ pub async fn export(task: &Export, store: &Store, cancel: &Cancel) -> anyhow::Re
     let partial = partial_path(&task.output);
     let written = match format {
         Format::Chunked => {
-            let head = head
-                .bytes()
-                .await
-                .map_err(|e| store.error("read of", &meta.location, e))?;
             let index = chunked::read::read_index_after(store, &meta, head)
                 .await?
                 .map_err(|why| {

@@ -64,8 +64,11 @@ pub async fn restore(
         return Ok(Summary::new(Mode::Restore, Outcome::Miss).key(key));
     };
     let (index, head) = match entry::format_of(&found.entry) {
-        Some(Format::Chunked) => (Some(index_of(job, store, &found, head).await?), None),
-        _ => (None, Some(head)),
+        Some(Format::Chunked) => (
+            Some(index_of(job, store, &found, head).await?),
+            Head::none(),
+        ),
+        _ => (None, head),
     };
     let size = index
         .as_ref()
@@ -96,9 +99,9 @@ pub async fn restore(
         task,
         store,
         &found,
-        match (&index, head) {
-            (Some(index), _) => Stored::Chunked(index),
-            (None, head) => Stored::Archive(head.unwrap_or_else(Head::none)),
+        match &index {
+            Some(index) => Stored::Chunked(index),
+            None => Stored::Archive(head),
         },
         &task.mounts,
         cancel,
@@ -178,10 +181,6 @@ pub async fn restore(
 /// The index of the chunked entry `found`; one that cannot be read as an
 /// index makes the entry damaged, reported for the next rebuild.
 async fn index_of(job: &Job, store: &Store, found: &Found, head: Head) -> anyhow::Result<Index> {
-    let head = head
-        .bytes()
-        .await
-        .map_err(|e| store.error("read of", &found.entry.location, e))?;
     match chunked::read::read_index_after(store, &found.entry, head).await? {
         Ok(index) => Ok(index),
         Err(why) => {
