@@ -618,7 +618,7 @@ fn in_order(
                     )
                 };
                 let item = match current.chunks.recv().await {
-                    Some(Ok(chunk)) => current.take(chunk).map_err(ours),
+                    Some(Ok(chunk)) => current.take(chunk, ours),
                     Some(Err(message)) => Err(message),
                     None if current.received == range.end - range.start => {
                         front = None;
@@ -687,8 +687,13 @@ impl InFlight {
     }
 
     /// `first` and whatever else of this range has arrived, checked against
-    /// the range's size.
-    fn take(&mut self, first: Bytes) -> Result<Vec<Bytes>, String> {
+    /// the range's size (a range that runs long is described by `ours`; a
+    /// failure the range's task sent is passed on as it is).
+    fn take(
+        &mut self,
+        first: Bytes,
+        ours: impl Fn(String) -> String,
+    ) -> Result<Vec<Bytes>, String> {
         let mut chunks = vec![first];
         while let Ok(more) = self.chunks.try_recv() {
             chunks.push(more?);
@@ -696,9 +701,9 @@ impl InFlight {
         self.received += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
         let expected = self.range.end - self.range.start;
         if self.received > expected {
-            return Err(format!(
+            return Err(ours(format!(
                 "the server returned more than the {expected} bytes asked for"
-            ));
+            )));
         }
         Ok(chunks)
     }
@@ -883,21 +888,20 @@ mod tests {
         assert!(ranges(size, size).next().is_none());
     }
 
-    /// Sends the first range's first `SENT` bytes at once and the rest when
-    /// `rest` says so, or, `cut`, never.
+    /// Sends the first range's first `SENT` bytes at once, then `then`.
     #[derive(Debug)]
     struct HeldFirstRange {
         rest: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
-        cut: bool,
+        then: Then,
         /// Range reads asked for so far.
         reads: std::sync::atomic::AtomicUsize,
     }
 
     impl HeldFirstRange {
-        fn new(rest: Option<oneshot::Receiver<()>>, cut: bool) -> HeldFirstRange {
+        fn new(rest: Option<oneshot::Receiver<()>>, then: Then) -> HeldFirstRange {
             HeldFirstRange {
                 rest: std::sync::Mutex::new(rest),
-                cut,
+                then,
                 reads: Default::default(),
             }
         }
@@ -905,6 +909,17 @@ mod tests {
         fn reads(&self) -> usize {
             self.reads.load(std::sync::atomic::Ordering::SeqCst)
         }
+    }
+
+    /// What follows the first bytes of a `HeldFirstRange`.
+    #[derive(Debug, Clone, Copy)]
+    enum Then {
+        /// The rest, once `rest` says so.
+        Rest,
+        /// Nothing: the body ends.
+        End,
+        /// An error, as a connection reset mid-body gives.
+        Fail,
     }
 
     const SENT: usize = 64 << 10;
@@ -922,7 +937,7 @@ mod tests {
                 return result;
             }
             let mut release = self.rest.lock().map(|mut r| r.take()).ok().flatten();
-            let cut = self.cut;
+            let then = self.then;
             let object_store::GetResult {
                 payload,
                 meta,
@@ -951,10 +966,15 @@ mod tests {
                     }
                     Ok(rest)
                 });
-                if cut {
-                    first.boxed()
-                } else {
-                    first.chain(rest).boxed()
+                match then {
+                    Then::Rest => first.chain(rest).boxed(),
+                    Then::End => first.boxed(),
+                    Then::Fail => first
+                        .chain(futures::stream::iter([Err(object_store::Error::Generic {
+                            store: "test",
+                            source: "the connection was reset".into(),
+                        })]))
+                        .boxed(),
                 }
             });
             object_store::GetResult {
@@ -1022,7 +1042,7 @@ mod tests {
     #[tokio::test]
     async fn the_reader_has_a_range_s_first_bytes_before_its_last_arrive() {
         let (release, rest) = oneshot::channel();
-        let tap = Arc::new(HeldFirstRange::new(Some(rest), false));
+        let tap = Arc::new(HeldFirstRange::new(Some(rest), Then::Rest));
         let (store, meta, bytes) = held(3 << 20, tap).await;
         let download = download(store, meta, Head::none(), Cancel::new())
             .await
@@ -1038,7 +1058,7 @@ mod tests {
     /// as if they were the entry's.
     #[tokio::test]
     async fn a_range_cut_short_fails_the_download_naming_the_range() {
-        let tap = Arc::new(HeldFirstRange::new(None, true));
+        let tap = Arc::new(HeldFirstRange::new(None, Then::End));
         let (store, meta, bytes) = held(3 << 20, tap).await;
         let download = download(store, meta, Head::none(), Cancel::new())
             .await
@@ -1066,6 +1086,29 @@ mod tests {
         assert!(error.to_string().contains(&expected), "{error}");
     }
 
+    /// A range whose body fails part way fails the download with the
+    /// storage's error, said once.
+    #[tokio::test]
+    async fn a_range_failing_part_way_fails_the_download_with_the_storage_error() {
+        let tap = Arc::new(HeldFirstRange::new(None, Then::Fail));
+        let (store, meta, _) = held(3 << 20, tap).await;
+        let download = download(store, meta, Head::none(), Cancel::new())
+            .await
+            .unwrap();
+        let failure = download.failure_handle();
+        tokio::task::spawn_blocking(move || {
+            let mut read = Vec::new();
+            download.into_reader().read_to_end(&mut read).unwrap_err()
+        })
+        .await
+        .unwrap();
+        let failure = failure
+            .get()
+            .expect("the failure is kept for the reader's error");
+        assert!(failure.contains("the connection was reset"), "{failure}");
+        assert_eq!(failure.matches("download of").count(), 1, "{failure}");
+    }
+
     /// While the reader waits for the first range, the others that have
     /// arrived make room for new ones: the link keeps carrying bytes. The
     /// reader-side queue bounds them: `DOWNLOAD_CONCURRENCY` ranges queued,
@@ -1073,7 +1116,7 @@ mod tests {
     #[tokio::test]
     async fn ranges_that_arrived_make_room_for_new_ones_while_the_reader_waits() {
         let (release, rest) = oneshot::channel();
-        let tap = Arc::new(HeldFirstRange::new(Some(rest), false));
+        let tap = Arc::new(HeldFirstRange::new(Some(rest), Then::Rest));
         let (store, meta, bytes) = held(40 << 20, Arc::clone(&tap)).await;
         let download = download(store, meta, Head::none(), Cancel::new())
             .await
@@ -1112,7 +1155,7 @@ mod tests {
     #[tokio::test]
     async fn the_ranges_after_the_lookups_read_start_while_it_arrives() {
         let (release, rest) = oneshot::channel();
-        let tap = Arc::new(HeldFirstRange::new(Some(rest), false));
+        let tap = Arc::new(HeldFirstRange::new(Some(rest), Then::Rest));
         let (store, meta, bytes) = held(30 << 20, Arc::clone(&tap)).await;
         let options = GetOptions {
             range: Some((0..RANGE_SIZE).into()),
