@@ -1053,25 +1053,36 @@ mod tests {
         rest_is(reader, &bytes[SENT..]).await;
     }
 
-    /// A range whose body ends early fails the download, naming the range
-    /// and how far it got; the reader never sees the bytes after the cut
-    /// as if they were the entry's.
-    #[tokio::test]
-    async fn a_range_cut_short_fails_the_download_naming_the_range() {
-        let tap = Arc::new(HeldFirstRange::new(None, Then::End));
+    /// Reads a 3 MiB object whose first range the tap ends with `then`, to
+    /// the failure: what the reader got, its error, and the failure kept
+    /// for it; and the object's bytes.
+    async fn failed_read(then: Then) -> (Vec<u8>, io::Error, String, Vec<u8>) {
+        let tap = Arc::new(HeldFirstRange::new(None, then));
         let (store, meta, bytes) = held(3 << 20, tap).await;
         let download = download(store, meta, Head::none(), Cancel::new())
             .await
             .unwrap();
         let failure = download.failure_handle();
         let (read, error) = tokio::task::spawn_blocking(move || {
-            let mut reader = download.into_reader();
             let mut read = Vec::new();
-            let error = reader.read_to_end(&mut read).unwrap_err();
+            let error = download.into_reader().read_to_end(&mut read).unwrap_err();
             (read, error)
         })
         .await
         .unwrap();
+        let failure = failure
+            .get()
+            .expect("the failure is kept for the reader's error")
+            .clone();
+        (read, error, failure, bytes)
+    }
+
+    /// A range whose body ends early fails the download, naming the range
+    /// and how far it got; the reader never sees the bytes after the cut
+    /// as if they were the entry's.
+    #[tokio::test]
+    async fn a_range_cut_short_fails_the_download_naming_the_range() {
+        let (read, error, failure, bytes) = failed_read(Then::End).await;
         assert!(
             read == bytes[..SENT],
             "the reader got {} bytes, not the {SENT} sent before the cut",
@@ -1082,7 +1093,7 @@ mod tests {
             "memory download of bytes 0..{first} of 'root/k.tar.zst' in memory: the download \
              stopped after {SENT} bytes"
         );
-        assert_eq!(failure.get().map(String::as_str), Some(expected.as_str()));
+        assert_eq!(failure, expected);
         assert!(error.to_string().contains(&expected), "{error}");
     }
 
@@ -1090,23 +1101,10 @@ mod tests {
     /// storage's error, said once.
     #[tokio::test]
     async fn a_range_failing_part_way_fails_the_download_with_the_storage_error() {
-        let tap = Arc::new(HeldFirstRange::new(None, Then::Fail));
-        let (store, meta, _) = held(3 << 20, tap).await;
-        let download = download(store, meta, Head::none(), Cancel::new())
-            .await
-            .unwrap();
-        let failure = download.failure_handle();
-        tokio::task::spawn_blocking(move || {
-            let mut read = Vec::new();
-            download.into_reader().read_to_end(&mut read).unwrap_err()
-        })
-        .await
-        .unwrap();
-        let failure = failure
-            .get()
-            .expect("the failure is kept for the reader's error");
+        let (_, error, failure, _) = failed_read(Then::Fail).await;
         assert!(failure.contains("the connection was reset"), "{failure}");
         assert_eq!(failure.matches("download of").count(), 1, "{failure}");
+        assert!(error.to_string().contains(&failure), "{error}");
     }
 
     /// While the reader waits for the first range, the others that have
