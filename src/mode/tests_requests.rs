@@ -79,14 +79,21 @@ fn chunked_rebuild(ws: &std::path::Path, key: &str, pack_size: usize) -> crate::
     job
 }
 
+/// A workspace with the test tree and `len` incompressible bytes (from
+/// `seed`) in one file of its module cache.
+fn noisy_workspace(len: usize, seed: u64) -> tempfile::TempDir {
+    let ws = workspace();
+    tree(ws.path(), 3);
+    let noise = crate::testing::noise(len, seed);
+    std::fs::write(ws.path().join("pkg.mod/cache/download/noise.bin"), noise).unwrap();
+    ws
+}
+
 /// Stores the test tree under `key`, as a chunked entry if `chunked`, and
 /// returns the entry's object (relative to the repository's folder).
 async fn stored(store: &Store, key: &str, chunked: bool) -> String {
-    let ws = workspace();
-    tree(ws.path(), 3);
     // Incompressible, so the entry spans several download ranges.
-    let noise = crate::testing::noise(6 << 20, 3);
-    std::fs::write(ws.path().join("pkg.mod/cache/download/noise.bin"), noise).unwrap();
+    let ws = noisy_workspace(6 << 20, 3);
     let job = match chunked {
         true => chunked_rebuild(ws.path(), key, 512 << 10),
         false => super::tests::rebuild_job(ws.path(), key),
@@ -246,10 +253,7 @@ async fn a_slow_first_run_does_not_hold_back_the_next_requests() {
     let raw: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let plain = super::tests::remote(Arc::clone(&raw));
     // Small packs: a run each, more runs than the window.
-    let ws = workspace();
-    tree(ws.path(), 3);
-    let noise = crate::testing::noise(12 << 20, 5);
-    std::fs::write(ws.path().join("pkg.mod/cache/download/noise.bin"), noise).unwrap();
+    let ws = noisy_workspace(12 << 20, 5);
     let job = chunked_rebuild(ws.path(), "k", 256 << 10);
     assert_eq!(run(&job, &plain).await.unwrap().result, Outcome::Stored);
     let slow = Arc::new(Tapped {
@@ -429,11 +433,8 @@ async fn a_rebuild_checks_its_claim_while_the_last_parts_go_up() {
         inner: Arc::new(object_store::memory::InMemory::new()),
         tap: Arc::clone(&tap),
     }));
-    let ws = workspace();
-    tree(ws.path(), 3);
     // Incompressible and over one part (8 MiB): two parts at least.
-    let noise = crate::testing::noise(10 << 20, 5);
-    std::fs::write(ws.path().join("pkg.mod/cache/download/noise.bin"), noise).unwrap();
+    let ws = noisy_workspace(10 << 20, 5);
     let stored = run(&super::tests::rebuild_job(ws.path(), "k"), &store)
         .await
         .unwrap();
@@ -483,10 +484,7 @@ async fn an_upload_whose_claim_was_lost_is_discarded_whole() {
         inner: Arc::clone(&raw),
         tap: Arc::new(TakesTheClaim(Arc::clone(&raw))),
     }));
-    let ws = workspace();
-    tree(ws.path(), 3);
-    let noise = crate::testing::noise(10 << 20, 6);
-    std::fs::write(ws.path().join("pkg.mod/cache/download/noise.bin"), noise).unwrap();
+    let ws = noisy_workspace(10 << 20, 6);
     let skipped = run(&super::tests::rebuild_job(ws.path(), "k"), &store)
         .await
         .unwrap();
