@@ -502,3 +502,30 @@ async fn an_upload_whose_claim_was_lost_is_discarded_whole() {
     let left = names(&plain).await;
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A rebuild reads its claim once, just before publishing, and then removes
+/// it without reading it again: found ours a moment before, it cannot have
+/// been taken over since. Over a link that is a round trip less at the end
+/// of every rebuild. (It read the claim twice before.) The claim is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_reads_its_claim_once() {
+    for chunked in [false, true] {
+        let (store, recorder) = recording();
+        let ws = workspace();
+        tree(ws.path(), 2);
+        let job = match chunked {
+            true => chunked_rebuild(ws.path(), "k", 512 << 10),
+            false => super::tests::rebuild_job(ws.path(), "k"),
+        };
+        assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
+        let claim = full("k.claim");
+        let reads = recorder.tap.take();
+        let claim_reads = reads.iter().filter(|r| r.path == claim).count();
+        assert_eq!(claim_reads, 1, "chunked: {chunked}; reads: {reads:?}");
+        assert!(
+            names(&store).await.iter().all(|n| !n.ends_with(".claim")),
+            "chunked: {chunked}; the claim was left: {:?}",
+            names(&store).await
+        );
+    }
+}

@@ -8,7 +8,10 @@
 //! upload that becomes visible only when complete, so even two writers can
 //! never produce a torn entry: the claim only saves the duplicate upload.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use object_store::PutMode;
 use object_store::path::Path;
@@ -21,6 +24,10 @@ use super::Store;
 pub const LEASE: Duration = Duration::from_secs(120);
 /// How often the holder renews it.
 const RENEW_EVERY: Duration = Duration::from_secs(30);
+/// A claim found ours this recently, whose record stays valid for at least
+/// `SAFE_FOR` more, is removed without reading it again (see `release`).
+const FRESH: Duration = Duration::from_secs(10);
+const SAFE_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
@@ -42,6 +49,11 @@ pub struct Claim {
     path: Path,
     token: String,
     renewer: Option<JoinHandle<()>>,
+    /// Unix seconds at which the last record this process stored (the
+    /// claim, then each renewal) expires.
+    valid_until: Arc<AtomicU64>,
+    /// When `still_ours` last asked and found the claim ours.
+    confirmed: Mutex<Option<Instant>>,
 }
 
 /// Tries to claim `path` for `holder` (a description such as "build 42").
@@ -84,6 +96,8 @@ pub async fn claim(store: &Store, path: &Path, holder: &str) -> anyhow::Result<C
 
 impl Claim {
     fn start(store: &Store, path: &Path, token: String, record: Record) -> Claim {
+        let valid_until = Arc::new(AtomicU64::new(record.expires));
+        let renewed = Arc::clone(&valid_until);
         let renew_store = store.clone();
         let renew_path = path.clone();
         let renewer = tokio::spawn(async move {
@@ -94,8 +108,9 @@ impl Claim {
                 let put = renew_store
                     .write(&renew_path, body(&record), PutMode::Overwrite)
                     .await;
-                if let Err(e) = put {
-                    tracing::warn!("could not renew the claim: {e:#}");
+                match put {
+                    Ok(_) => renewed.store(record.expires, Ordering::Relaxed),
+                    Err(e) => tracing::warn!("could not renew the claim: {e:#}"),
                 }
             }
         });
@@ -104,6 +119,8 @@ impl Claim {
             path: path.clone(),
             token,
             renewer: Some(renewer),
+            valid_until,
+            confirmed: Mutex::new(None),
         }
     }
 
@@ -111,15 +128,32 @@ impl Claim {
     /// entry is published: if a server's conditional put was not atomic, or
     /// a slow upload's claim was taken over, only one writer publishes.
     pub async fn still_ours(&self) -> anyhow::Result<bool> {
-        Ok(read_record(&self.store, &self.path)
+        let asked = Instant::now();
+        let ours = read_record(&self.store, &self.path)
             .await?
-            .is_some_and(|(record, _)| record.is_some_and(|r| r.token == self.token)))
+            .is_some_and(|(record, _)| record.is_some_and(|r| r.token == self.token));
+        if ours {
+            // (A poisoned lock still holds a valid time.)
+            *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = Some(asked);
+        }
+        Ok(ours)
     }
 
-    /// Stops renewing and removes the claim if it is still ours. Storage
-    /// that just failed the upload may be back in a moment, so a failed
-    /// removal is retried for a few seconds: a claim left behind makes every
-    /// rebuild of the key skip until it expires.
+    /// Whether the claim is certainly still ours without asking: found ours
+    /// a moment ago, and its record valid for another minute, so no other
+    /// rebuild can have taken it over as abandoned since (with clocks up to
+    /// a minute apart). Saves the release a round trip.
+    fn surely_ours(&self) -> bool {
+        let confirmed = *self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
+        let valid_until = self.valid_until.load(Ordering::Relaxed);
+        confirmed.is_some_and(|at| at.elapsed() < FRESH) && valid_until > now() + SAFE_FOR.as_secs()
+    }
+
+    /// Stops renewing and removes the claim if it is still ours (asking
+    /// storage unless `surely_ours`). Storage that just failed the upload
+    /// may be back in a moment, so a failed removal is retried for a few
+    /// seconds: a claim left behind makes every rebuild of the key skip
+    /// until it expires.
     pub async fn release(mut self) {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
@@ -127,7 +161,11 @@ impl Claim {
         let mut failure = None;
         for wait in RELEASE_RETRIES {
             tokio::time::sleep(wait).await;
-            let removed = match self.still_ours().await {
+            let ours = match self.surely_ours() {
+                true => Ok(true),
+                false => self.still_ours().await,
+            };
+            let removed = match ours {
                 Ok(true) => self.store.delete(&self.path).await,
                 Ok(false) => Ok(()),
                 Err(e) => Err(e),
