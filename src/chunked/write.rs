@@ -7,12 +7,13 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::PutMode;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::cache::ChunkCache;
@@ -52,8 +53,47 @@ pub struct Stored {
     pub uploaded_bytes: u64,
     /// Objects written: packs and their catalogs.
     pub objects: u64,
-    /// How long packing waited for uploads (a free slot, the last ones).
-    pub waited: std::time::Duration,
+    /// How long packing waited for a free upload slot.
+    pub waited: Duration,
+}
+
+/// The packs still going up once the stream has ended: the rebuild checks
+/// its claim meanwhile, and publishes its index once the packs themselves
+/// are stored, while their catalogs go up (an index names packs, never
+/// catalogs). Over a link, each is a round trip saved at the end of the
+/// rebuild. Dropping it aborts the uploads.
+pub struct Uploads {
+    tasks: JoinSet<anyhow::Result<()>>,
+    /// One per pack, sent once the pack itself is stored.
+    packs: Vec<oneshot::Receiver<()>>,
+}
+
+impl Uploads {
+    /// Waits until every pack is stored (its catalog may still be going up).
+    pub async fn packs_stored(&mut self) -> anyhow::Result<()> {
+        for pack in std::mem::take(&mut self.packs) {
+            if pack.await.is_err() {
+                // Its task ended without storing it: the task's error says why.
+                settle(&mut self.tasks, 0).await?;
+                return Err(anyhow!("a pack upload stopped before storing its pack"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every pack and catalog is stored.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        settle(&mut self.tasks, 0).await.map(drop)
+    }
+
+    /// Lets the catalogs still going up land, when no index will name the
+    /// packs: their chunks are then known to later rebuilds. A catalog that
+    /// fails only leaves its pack to flush.
+    pub async fn finish_quietly(self) {
+        if let Err(e) = self.finish().await {
+            tracing::debug!("a catalog of a pack no index names was not stored: {e:#}");
+        }
+    }
 }
 
 /// One chunk once hashed.
@@ -67,9 +107,13 @@ enum Hashed {
 }
 
 /// Cuts the stream arriving on `pieces` into chunks and stores the new
-/// ones. Stops at the first failure; packs already uploaded stay (flush
-/// removes those no index names).
-pub async fn store_stream(ctx: &Context, pieces: mpsc::Receiver<Bytes>) -> anyhow::Result<Stored> {
+/// ones; returns when the stream has ended, with its last packs still
+/// going up. Stops at the first failure; packs already uploaded stay
+/// (flush removes those no index names).
+pub async fn store_stream(
+    ctx: &Context,
+    pieces: mpsc::Receiver<Bytes>,
+) -> anyhow::Result<(Stored, Uploads)> {
     let (chunk_tx, mut chunk_rx) = mpsc::channel::<Bytes>(IN_FLIGHT * 2);
     let params = ctx.params;
     let cutting = tokio::task::spawn_blocking(move || cut(pieces, params, chunk_tx));
@@ -92,7 +136,7 @@ pub async fn store_stream(ctx: &Context, pieces: mpsc::Receiver<Bytes>) -> anyho
 async fn pack_chunks(
     ctx: &Context,
     chunks: impl futures::Stream<Item = Bytes>,
-) -> anyhow::Result<Stored> {
+) -> anyhow::Result<(Stored, Uploads)> {
     let scheduled = Arc::new(Mutex::new(HashSet::new()));
     let mut hashed = std::pin::pin!(
         chunks
@@ -101,7 +145,10 @@ async fn pack_chunks(
     );
     let mut stored = Stored::default();
     let mut packer = Packer::new(ctx.pack_size);
-    let mut uploads = JoinSet::new();
+    let mut uploads = Uploads {
+        tasks: JoinSet::new(),
+        packs: Vec::new(),
+    };
     let mut new: HashMap<String, ChunkRef> = HashMap::new();
     while let Some(chunk) = hashed.next().await {
         let chunk = match chunk? {
@@ -127,8 +174,7 @@ async fn pack_chunks(
     if let Some(sealed) = packer.seal() {
         start_upload(ctx, &mut uploads, sealed, &mut stored).await?;
     }
-    stored.waited += settle(&mut uploads, 0).await?;
-    Ok(stored)
+    Ok((stored, uploads))
 }
 
 /// Waits until at most `most` uploads are in flight (all done, for 0), and
@@ -136,7 +182,7 @@ async fn pack_chunks(
 async fn settle(
     uploads: &mut JoinSet<anyhow::Result<()>>,
     most: usize,
-) -> anyhow::Result<std::time::Duration> {
+) -> anyhow::Result<Duration> {
     let asked = std::time::Instant::now();
     while uploads.len() > most {
         if let Some(done) = uploads.join_next().await {
@@ -150,26 +196,38 @@ async fn settle(
 /// in flight (the set aborts the others if this returns an error).
 async fn start_upload(
     ctx: &Context,
-    uploads: &mut JoinSet<anyhow::Result<()>>,
+    uploads: &mut Uploads,
     sealed: Sealed,
     stored: &mut Stored,
 ) -> anyhow::Result<()> {
-    stored.waited += settle(uploads, PACKS_IN_FLIGHT - 1).await?;
+    stored.waited += settle(&mut uploads.tasks, PACKS_IN_FLIGHT - 1).await?;
     stored.objects += 2;
     let (store, progress) = (ctx.store.clone(), ctx.progress.clone());
-    uploads.spawn(async move { upload(&store, sealed, &progress).await });
+    let (pack_stored, pack) = oneshot::channel();
+    uploads.packs.push(pack);
+    uploads
+        .tasks
+        .spawn(async move { upload(&store, sealed, &progress, pack_stored).await });
     Ok(())
 }
 
-/// Writes a pack, then its catalog: a catalog always names a whole pack.
-async fn upload(store: &Store, sealed: Sealed, progress: &Progress) -> anyhow::Result<()> {
+/// Writes a pack, says so on `pack_stored`, then writes its catalog: a
+/// catalog always names a whole pack.
+async fn upload(
+    store: &Store,
+    sealed: Sealed,
+    progress: &Progress,
+    pack_stored: oneshot::Sender<()>,
+) -> anyhow::Result<()> {
     let Sealed { id, bytes, catalog } = sealed;
     let size = bytes.len() as u64;
     store.write(&pack_path(&id), bytes, PutMode::Create).await?;
+    progress.uploaded(size);
+    // (The rebuild may have stopped waiting: it failed.)
+    let _ = pack_stored.send(());
     store
         .write(&catalog_path(&id), catalog.to_json(), PutMode::Create)
         .await?;
-    progress.uploaded(size);
     Ok(())
 }
 

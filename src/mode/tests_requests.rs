@@ -383,41 +383,94 @@ async fn an_export_reads_like_a_restore() {
     assert_eq!(std::fs::read(&output).unwrap(), stored);
 }
 
-/// Holds every part of a multipart upload until the rebuild has asked, after
-/// its first part went, whether its claim on the key still stands (or
-/// until `PATIENCE` has passed, which it writes down).
-#[derive(Debug, Default)]
-struct PartsAwaitTheClaimCheck {
-    parts: std::sync::atomic::AtomicUsize,
-    checked: tokio::sync::Notify,
-    was_checked: std::sync::atomic::AtomicBool,
+/// Which request a `HeldUntil` tap waits for.
+#[derive(Clone, Copy, Debug)]
+enum Awaited {
+    /// A read of an object whose name ends so.
+    Read(&'static str),
+    /// A put of an object whose name ends so.
+    Put(&'static str),
+}
+
+/// Holds every put (or multipart part) of an object whose name ends with
+/// `held` until the awaited request has been made, or until `PATIENCE`
+/// has passed, which it writes down: a test's way of asking whether a
+/// request is made while others are still on their way.
+#[derive(Debug)]
+struct HeldUntil {
+    held: &'static str,
+    awaited: Awaited,
+    /// Requests held (or let through at once, the awaited one made).
+    holds: std::sync::atomic::AtomicUsize,
+    made: tokio::sync::Notify,
+    was_made: std::sync::atomic::AtomicBool,
     gave_up: std::sync::atomic::AtomicBool,
 }
 
-impl PartsAwaitTheClaimCheck {
+impl HeldUntil {
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-}
 
-#[async_trait::async_trait]
-impl Tap for PartsAwaitTheClaimCheck {
-    async fn get(&self, location: &ObjectPath, _options: &GetOptions) {
-        use std::sync::atomic::Ordering::SeqCst;
-        if location.as_ref().ends_with(".claim") && self.parts.load(SeqCst) > 0 {
-            self.was_checked.store(true, SeqCst);
-            self.checked.notify_waiters();
+    fn new(held: &'static str, awaited: Awaited) -> HeldUntil {
+        HeldUntil {
+            held,
+            awaited,
+            holds: Default::default(),
+            made: Default::default(),
+            was_made: Default::default(),
+            gave_up: Default::default(),
         }
     }
 
-    async fn part(&self, _location: &ObjectPath) {
+    fn saw(&self, location: &ObjectPath, read: bool) {
         use std::sync::atomic::Ordering::SeqCst;
-        self.parts.fetch_add(1, SeqCst);
-        let checked = self.checked.notified();
-        if self.was_checked.load(SeqCst) {
+        let awaited = match (self.awaited, read) {
+            (Awaited::Read(end), true) | (Awaited::Put(end), false) => end,
+            _ => return,
+        };
+        if location.as_ref().ends_with(awaited) {
+            self.was_made.store(true, SeqCst);
+            self.made.notify_waiters();
+        }
+    }
+
+    async fn hold(&self, location: &ObjectPath) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !location.as_ref().ends_with(self.held) {
             return;
         }
-        if tokio::time::timeout(Self::PATIENCE, checked).await.is_err() {
+        self.holds.fetch_add(1, SeqCst);
+        let made = self.made.notified();
+        if self.was_made.load(SeqCst) {
+            return;
+        }
+        if tokio::time::timeout(Self::PATIENCE, made).await.is_err() {
             self.gave_up.store(true, SeqCst);
         }
+    }
+
+    /// Asserts that requests were held, `at_least` of them, and that the
+    /// awaited one came while they were.
+    fn assert_made_while_held(&self, at_least: usize, what: &str) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let holds = self.holds.load(SeqCst);
+        assert!(holds >= at_least, "{holds} requests to hold");
+        assert!(!self.gave_up.load(SeqCst), "{what}");
+    }
+}
+
+#[async_trait::async_trait]
+impl Tap for HeldUntil {
+    async fn put(&self, location: &ObjectPath) {
+        self.saw(location, false);
+        self.hold(location).await;
+    }
+
+    async fn get(&self, location: &ObjectPath, _options: &GetOptions) {
+        self.saw(location, true);
+    }
+
+    async fn part(&self, location: &ObjectPath) {
+        self.hold(location).await;
     }
 }
 
@@ -428,7 +481,7 @@ impl Tap for PartsAwaitTheClaimCheck {
 /// only once every part is up, and whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_checks_its_claim_while_the_last_parts_go_up() {
-    let tap = Arc::new(PartsAwaitTheClaimCheck::default());
+    let tap = Arc::new(HeldUntil::new(".tar.zst", Awaited::Read(".claim")));
     let store = super::tests::remote(Arc::new(Tapped {
         inner: Arc::new(object_store::memory::InMemory::new()),
         tap: Arc::clone(&tap),
@@ -439,25 +492,65 @@ async fn a_rebuild_checks_its_claim_while_the_last_parts_go_up() {
         .await
         .unwrap();
     assert_eq!(stored.result, Outcome::Stored);
-    use std::sync::atomic::Ordering::SeqCst;
-    assert!(
-        tap.parts.load(SeqCst) >= 2,
-        "{} parts",
-        tap.parts.load(SeqCst)
+    tap.assert_made_while_held(
+        2,
+        "the claim was checked only after the parts were acknowledged",
     );
-    assert!(
-        !tap.gave_up.load(SeqCst),
-        "the claim was checked only after the parts were acknowledged"
-    );
+    assert_restores_exactly(&store, ws.path()).await;
+}
+
+/// Restores key `k` from `store` and checks it matches the tree in `ws`.
+async fn assert_restores_exactly(store: &Store, ws: &std::path::Path) {
     let target = workspace();
-    let restored = run(&restore_job(target.path(), "k", &[]), &store)
+    let restored = run(&restore_job(target.path(), "k", &[]), store)
         .await
         .unwrap();
     assert_eq!(restored.result, Outcome::Exact);
     assert_eq!(
         super::tests::snapshot(&target.path().join("pkg.mod")),
-        super::tests::snapshot(&ws.path().join("pkg.mod"))
+        super::tests::snapshot(&ws.join("pkg.mod"))
     );
+}
+
+/// A chunked rebuild, too, checks its claim while its last packs go up.
+/// (It waited for every pack and its catalog, then checked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_rebuild_checks_its_claim_while_the_last_packs_go_up() {
+    let tap = Arc::new(HeldUntil::new(".pack", Awaited::Read(".claim")));
+    let store = super::tests::remote(Arc::new(Tapped {
+        inner: Arc::new(object_store::memory::InMemory::new()),
+        tap: Arc::clone(&tap),
+    }));
+    // Packs of 512 KiB: a few, fewer than the four that go up at once.
+    let ws = noisy_workspace(1 << 20, 7);
+    let job = chunked_rebuild(ws.path(), "k", 512 << 10);
+    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
+    tap.assert_made_while_held(2, "the claim was checked only after the packs were stored");
+    assert_restores_exactly(&store, ws.path()).await;
+}
+
+/// A chunked rebuild publishes its index once its packs are stored, while
+/// their catalogs go up (an index names packs, never catalogs): a round
+/// trip less at its end. (It waited for the catalogs.) Every catalog is
+/// stored in the end all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_rebuild_publishes_its_index_while_the_catalogs_go_up() {
+    let tap = Arc::new(HeldUntil::new(".catalog", Awaited::Put("k.chunked")));
+    let store = super::tests::remote(Arc::new(Tapped {
+        inner: Arc::new(object_store::memory::InMemory::new()),
+        tap: Arc::clone(&tap),
+    }));
+    let ws = noisy_workspace(1 << 20, 8);
+    let job = chunked_rebuild(ws.path(), "k", 512 << 10);
+    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
+    tap.assert_made_while_held(2, "the index was published only after the catalogs");
+    use futures::TryStreamExt;
+    let listed: Vec<_> = store.inner().list(None).try_collect().await.unwrap();
+    let names: Vec<String> = listed.iter().map(|m| m.location.to_string()).collect();
+    let packs = names.iter().filter(|n| n.ends_with(".pack")).count();
+    let catalogs = names.iter().filter(|n| n.ends_with(".catalog")).count();
+    assert!(packs >= 2 && catalogs == packs, "{names:?}");
+    assert_restores_exactly(&store, ws.path()).await;
 }
 
 /// Removes the key's claim as each part goes up: another rebuild's flush

@@ -97,24 +97,47 @@ pub(super) async fn upload(
         cache: task.cache.clone(),
         progress: progress.clone(),
     };
-    let stored = write::store_stream(&context, rx).await;
+    let streamed = write::store_stream(&context, rx).await;
     // The archiver's own failure explains a stopped stream best.
     let packed = producer
         .await
         .map_err(|e| anyhow!("archiving stopped unexpectedly: {e}"))
         .and_then(|packed| packed);
-    progress.finish();
-    let (packed, stored) = (packed?, stored?);
-    // Whether the key is still ours, and which sweeps are under way, asked
-    // at once (both after every pack is stored): a round trip less.
-    let still_ours = async {
-        match claim {
-            Some(claim) => claim.still_ours().await,
-            None => Ok(true),
+    // Whether the key is still ours and which sweeps are under way, asked
+    // while the last packs go up, and again after them if they took long:
+    // the index must be published soon after the check (see `gc`).
+    let last_packs = Instant::now();
+    let ready = async {
+        let (packed, (mut stored, mut uploads)) = (packed?, streamed?);
+        let chunks = std::mem::take(&mut stored.chunks);
+        let index = Index::new(chunking.params, manifest, chunks);
+        if index.tar_bytes != packed.tar_bytes {
+            return Err(anyhow!(
+                "the chunks add up to {} bytes and the archive was {}; nothing was published",
+                index.tar_bytes,
+                packed.tar_bytes
+            ));
         }
+        let (checked, packs) = tokio::join!(check(store, claim), uploads.packs_stored());
+        packs?;
+        let checked = match last_packs.elapsed() > RECHECK_AFTER {
+            true => check(store, claim).await?,
+            false => checked?,
+        };
+        Ok((packed, stored, index, uploads, checked))
     };
-    let (ours, pending) = tokio::join!(still_ours, gc::pending(store));
-    if !ours? {
+    let ready = ready.await;
+    progress.finish();
+    let (packed, stored, index, uploads, checked) = ready?;
+    let uploads_waited = last_packs.elapsed();
+    let objects: HashSet<String> = index
+        .chunks
+        .iter()
+        .map(|c| c.object().to_string())
+        .collect();
+    let used: HashSet<&str> = objects.iter().map(String::as_str).collect();
+    if !checked.ours {
+        uploads.finish_quietly().await;
         return Ok(skipped(
             key,
             "another rebuild took over the key while this one uploaded; its entry stands \
@@ -123,30 +146,24 @@ pub(super) async fn upload(
                 .into(),
         ));
     }
-    let index = Index::new(chunking.params, manifest, stored.chunks);
-    let objects: HashSet<String> = index
-        .chunks
-        .iter()
-        .map(|c| c.object().to_string())
-        .collect();
-    let used: HashSet<&str> = objects.iter().map(String::as_str).collect();
-    let pending = pending?;
-    if let Err(why) = gc::may_publish(&used, &pending, since, chrono::Utc::now(), chunking.timing) {
+    if let Err(why) = gc::may_publish(&used, &checked.pending, since, checked.at, chunking.timing) {
         warn!("rebuild: the index of key '{key}' was not published: {why}");
+        uploads.finish_quietly().await;
         return Ok(skipped(key, why));
     }
-    if index.tar_bytes != packed.tar_bytes {
-        return Err(anyhow!(
-            "the chunks add up to {} bytes and the archive was {}; nothing was published",
-            index.tar_bytes,
-            packed.tar_bytes
-        ));
-    }
     let publishing = Instant::now();
-    store
-        .write(target, index.to_json(), PutMode::Overwrite)
-        .await?;
-    let waited = stored.waited + publishing.elapsed();
+    let (published, catalogs) = tokio::join!(
+        store.write(target, index.to_json(), PutMode::Overwrite),
+        uploads.finish()
+    );
+    published?;
+    if let Err(e) = catalogs {
+        warn!(
+            "rebuild: the entry is stored, but a pack's catalog is not ({e:#}); later rebuilds \
+             do not rely on that pack's chunks and store them again"
+        );
+    }
+    let waited = stored.waited + uploads_waited + publishing.elapsed();
     let elapsed = started.elapsed();
     let entry_bytes = index.stored_bytes();
     info!(
@@ -185,4 +202,37 @@ pub(super) async fn upload(
     report.seconds = elapsed.as_secs_f64();
     report.upload_wait_seconds = Some(waited.as_secs_f64());
     Ok(report)
+}
+
+/// How long the last packs may take after the check before publishing: the
+/// check is made again if they took longer, so the index lands well inside
+/// the 5 minutes' margin a flush's sweep leaves (`gc::may_publish`).
+const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the check before publishing found.
+struct Checked {
+    /// Whether the key's claim is still this rebuild's (`true` without one).
+    ours: bool,
+    /// The flushes' condemned lists.
+    pending: Vec<gc::Condemned>,
+    /// When it was asked.
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Whether the key is still ours, and which sweeps are under way, asked
+/// at once: one round trip.
+async fn check(store: &Store, claim: Option<&Claim>) -> anyhow::Result<Checked> {
+    let at = chrono::Utc::now();
+    let still_ours = async {
+        match claim {
+            Some(claim) => claim.still_ours().await,
+            None => Ok(true),
+        }
+    };
+    let (ours, pending) = tokio::join!(still_ours, gc::pending(store));
+    Ok(Checked {
+        ours: ours?,
+        pending: pending?,
+        at,
+    })
 }
