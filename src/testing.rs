@@ -34,6 +34,8 @@ pub trait Tap: std::fmt::Debug + Send + Sync + 'static {
     /// Before a part of a multipart upload to `location` is acknowledged
     /// (the part is on its way); it may hold the acknowledgement up.
     async fn part(&self, _location: &ObjectPath) {}
+    /// Before a listing of `prefix` is made; it may hold the listing up.
+    async fn list(&self, _prefix: Option<&ObjectPath>) {}
     /// A read's answer on its way back; it may change the body (hold it
     /// up part way, cut it short).
     fn answer(&self, _location: &ObjectPath, result: GetResult) -> GetResult {
@@ -102,7 +104,18 @@ impl<T: Tap> ObjectStore for Tapped<T> {
         &self,
         prefix: Option<&ObjectPath>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
+        use futures::StreamExt;
+        let (tap, inner, prefix) = (
+            Arc::clone(&self.tap),
+            Arc::clone(&self.inner),
+            prefix.cloned(),
+        );
+        futures::stream::once(async move {
+            tap.list(prefix.as_ref()).await;
+            inner.list(prefix.as_ref())
+        })
+        .flatten()
+        .boxed()
     }
 
     async fn list_with_delimiter(

@@ -637,23 +637,48 @@ async fn sparse_packs_are_retired_and_go_once_no_entry_names_them() {
     assert_eq!(snapshot(target.path()), snapshot(ws.path()));
 }
 
-/// Holds the first upload of a pack until the test lets it go: a rebuild
-/// is then paused after it learned which chunks storage holds and before
-/// it publishes, where a flush can race it.
-#[derive(Debug)]
+/// Holds the first upload of a pack until the test opens it, and from
+/// then, the listings of the flushes' lists too: a rebuild is then paused
+/// after it learned which chunks storage holds, and checks what flushes
+/// are doing only once the test has had one run, where a flush can race it.
+#[derive(Debug, Default)]
 struct Gate {
-    reached: Arc<tokio::sync::Notify>,
-    release: Arc<tokio::sync::Notify>,
-    closed: std::sync::atomic::AtomicBool,
+    reached: tokio::sync::Notify,
+    was_reached: std::sync::atomic::AtomicBool,
+    open: tokio::sync::Notify,
+    was_opened: std::sync::atomic::AtomicBool,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.was_opened
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.open.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        let open = self.open.notified();
+        if !self.was_opened.load(std::sync::atomic::Ordering::SeqCst) {
+            open.await;
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Tap for Gate {
     async fn put(&self, location: &ObjectPath) {
+        use std::sync::atomic::Ordering::SeqCst;
         let pack = location.as_ref().ends_with(".pack");
-        if pack && self.closed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        if pack && !self.was_reached.swap(true, SeqCst) {
             self.reached.notify_one();
-            self.release.notified().await;
+            self.wait().await;
+        }
+    }
+
+    async fn list(&self, prefix: Option<&ObjectPath>) {
+        let flushes = prefix.is_some_and(|p| p.as_ref().ends_with(gc::GC));
+        if flushes && self.was_reached.load(std::sync::atomic::Ordering::SeqCst) {
+            self.wait().await;
         }
     }
 }
@@ -668,11 +693,7 @@ async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
     let plain = super::tests::remote(Arc::clone(&raw));
     let gate = Arc::new(Tapped {
         inner: raw,
-        tap: Arc::new(Gate {
-            reached: Arc::default(),
-            release: Arc::default(),
-            closed: true.into(),
-        }),
+        tap: Arc::new(Gate::default()),
     });
     let ws = workspace();
     modules(ws.path(), 0..3);
@@ -693,7 +714,7 @@ async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
             .trim_end_matches(".json");
         let marker = ObjectPath::from(format!("{}/sweeping-{id}", gc::GC));
         plain.inner().put(&marker, PutPayload::new()).await.unwrap();
-        gate.tap.release.notify_one();
+        gate.tap.open();
     };
     let (refused, ()) = tokio::join!(racing, flush);
     assert!(
