@@ -58,44 +58,41 @@ pub async fn rebuild(
         cancel: cancel.clone(),
         progress: Progress::start(progress::Kind::Rebuild),
     };
-    let mut survey = None;
-    let taken = match task.stored {
-        Stored::Replace => Taken::Ours {
-            claim: None,
-            replacing: Replacing::Any,
+    let (claim, replacing, work) = match task.stored {
+        Stored::Replace => {
+            let work = groundwork(task, store, (&mounts, &options), None, Replacing::Any).await?;
+            (None, Replacing::Any, work)
+        }
+        _ => match take_key(task, store, &mounts, &options).await? {
+            Taken::Skip(reason) => return Ok(skipped(key, reason)),
+            Taken::Ours {
+                claim,
+                replacing,
+                work,
+            } => (claim, replacing, *work),
         },
-        _ => take_key(task, store, &mounts, &options, &mut survey).await?,
-    };
-    let (claim, replacing) = match taken {
-        Taken::Skip(reason) => return Ok(skipped(key, reason)),
-        Taken::Ours { claim, replacing } => (claim, replacing),
     };
     remove_leftovers(store, key).await;
-    let survey = match survey {
-        Some(survey) => survey,
-        None => survey_of(&mounts, &options).await?,
-    };
 
     let result = match &task.chunking {
         Some(chunking) => {
             let target = entry::path_in(key, Format::Chunked);
-            let work = (mounts.as_slice(), survey, options);
-            // A restore found the entry damaged: maybe a stored chunk does
-            // not match its name, so none is trusted and every chunk is
-            // written again.
-            let trusted = replacing != Replacing::Damaged;
+            let holdings = match work.holdings {
+                Some(holdings) => holdings,
+                None => chunks::holdings(store, replacing != Replacing::Damaged).await?,
+            };
+            let work = (mounts.as_slice(), work.survey, options);
             let upload = chunks::Upload {
                 task,
                 chunking,
                 store,
                 target: &target,
-                trusted,
             };
-            chunks::upload(upload, work, started, claim.as_ref()).await
+            chunks::upload(upload, work, holdings, started, claim.as_ref()).await
         }
         None => {
             let target = entry::path(key, task.compression);
-            let work = (mounts.as_slice(), survey, options);
+            let work = (mounts.as_slice(), work.survey, options);
             upload(task, store, work, &target, started, claim.as_ref()).await
         }
     };
@@ -159,12 +156,53 @@ fn skipped(key: &str, reason: String) -> Summary {
 enum Taken {
     /// Someone else stores it, or has, or nothing changed: nothing to upload.
     Skip(String),
-    /// This rebuild stores the key (holding its claim, unless it replaces
-    /// whatever is there with `override: true`).
+    /// This rebuild stores the key (holding its claim), and has its
+    /// groundwork done.
     Ours {
         claim: Option<Claim>,
         replacing: Replacing,
+        work: Box<Groundwork>,
     },
+}
+
+/// What an upload needs before it starts: the mounts measured and, for a
+/// chunked entry, what the repository's folder holds.
+struct Groundwork {
+    survey: Survey,
+    holdings: Option<chunks::Holdings>,
+}
+
+/// Walks the mounts (unless `survey` has them already) and, for a chunked
+/// entry, reads what the folder holds, at once. Stops when `options`'
+/// cancel fires.
+async fn groundwork(
+    task: &Rebuild,
+    store: &Store,
+    (mounts, options): (&[Mount], &WriteOptions),
+    survey: Option<Survey>,
+    replacing: Replacing,
+) -> anyhow::Result<Groundwork> {
+    let surveyed = async {
+        match survey {
+            Some(survey) => Ok(survey),
+            None => survey_of(mounts, options).await,
+        }
+    };
+    let held = async {
+        if task.chunking.is_none() {
+            return Ok(None);
+        }
+        let trusted = replacing != Replacing::Damaged;
+        tokio::select! {
+            held = chunks::holdings(store, trusted) => held.map(Some),
+            () = options.cancel.cancelled() => Err(anyhow::anyhow!("the rebuild was stopped")),
+        }
+    };
+    let (survey, holdings) = tokio::join!(surveyed, held);
+    Ok(Groundwork {
+        survey: survey?,
+        holdings: holdings?,
+    })
 }
 
 /// What the upload replaces.
@@ -192,9 +230,9 @@ async fn take_key(
     store: &Store,
     mounts: &[Mount],
     options: &WriteOptions,
-    survey: &mut Option<Survey>,
 ) -> anyhow::Result<Taken> {
     let key = &task.key;
+    let mut survey = None;
     let existing = entry::find(store, key).await?;
     let mut replacing = Replacing::Nothing;
     if let Some(existing) = &existing {
@@ -237,25 +275,14 @@ async fn take_key(
             replacing = Replacing::Changed;
         }
     }
-    if survey.is_some() {
-        return Ok(
-            match claim_again(store, key, &task.holder, &existing).await? {
-                Ok(claim) => Taken::Ours {
-                    claim: Some(claim),
-                    replacing,
-                },
-                Err(reason) => Taken::Skip(reason),
-            },
-        );
-    }
-    // The mounts are walked (the upload's size) while the claim makes its
-    // round trips, which over a link is two of them saved. The walk stops
-    // if the key turns out to be someone else's.
+    // The groundwork (the mounts walked, what the folder holds) is done
+    // while the claim makes its round trips, which over a link saves as
+    // many. It stops if the key turns out to be someone else's.
     let walking = WriteOptions {
         cancel: options.cancel.child(),
         ..options.clone()
     };
-    let (claimed, surveyed) = tokio::join!(
+    let (claimed, prepared) = tokio::join!(
         async {
             let claimed = claim_again(store, key, &task.holder, &existing).await;
             if !matches!(claimed, Ok(Ok(_))) {
@@ -263,23 +290,23 @@ async fn take_key(
             }
             claimed
         },
-        survey_of(mounts, &walking)
+        groundwork(task, store, (mounts, &walking), survey, replacing)
     );
     let claim = match claimed? {
         Ok(claim) => claim,
         Err(reason) => return Ok(Taken::Skip(reason)),
     };
-    match surveyed {
-        Ok(surveyed) => *survey = Some(surveyed),
+    match prepared {
+        Ok(work) => Ok(Taken::Ours {
+            claim: Some(claim),
+            replacing,
+            work: Box::new(work),
+        }),
         Err(e) => {
             claim.release().await;
-            return Err(e);
+            Err(e)
         }
     }
-    Ok(Taken::Ours {
-        claim: Some(claim),
-        replacing,
-    })
 }
 
 /// Claims the key, then looks it up once more, in case another rebuild

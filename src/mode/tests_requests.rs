@@ -390,6 +390,16 @@ enum Awaited {
     Read(&'static str),
     /// A put of an object whose name ends so.
     Put(&'static str),
+    /// A listing of a folder whose name ends so.
+    List(&'static str),
+}
+
+/// What a request to a `HeldUntil` tap was.
+#[derive(Clone, Copy, PartialEq)]
+enum Request {
+    Read,
+    Put,
+    List,
 }
 
 /// Holds every put (or multipart part) of an object whose name ends with
@@ -421,10 +431,12 @@ impl HeldUntil {
         }
     }
 
-    fn saw(&self, location: &ObjectPath, read: bool) {
+    fn saw(&self, location: &ObjectPath, request: Request) {
         use std::sync::atomic::Ordering::SeqCst;
-        let awaited = match (self.awaited, read) {
-            (Awaited::Read(end), true) | (Awaited::Put(end), false) => end,
+        let awaited = match (self.awaited, request) {
+            (Awaited::Read(end), Request::Read)
+            | (Awaited::Put(end), Request::Put)
+            | (Awaited::List(end), Request::List) => end,
             _ => return,
         };
         if location.as_ref().ends_with(awaited) {
@@ -461,12 +473,18 @@ impl HeldUntil {
 #[async_trait::async_trait]
 impl Tap for HeldUntil {
     async fn put(&self, location: &ObjectPath) {
-        self.saw(location, false);
+        self.saw(location, Request::Put);
         self.hold(location).await;
     }
 
     async fn get(&self, location: &ObjectPath, _options: &GetOptions) {
-        self.saw(location, true);
+        self.saw(location, Request::Read);
+    }
+
+    async fn list(&self, prefix: Option<&ObjectPath>) {
+        if let Some(prefix) = prefix {
+            self.saw(prefix, Request::List);
+        }
     }
 
     async fn part(&self, location: &ObjectPath) {
@@ -621,4 +639,22 @@ async fn a_rebuild_reads_its_claim_once() {
             names(&store).await
         );
     }
+}
+
+/// A chunked rebuild learns what the repository's folder holds (its packs,
+/// the flushes' lists) while it claims the key, not after: over a link,
+/// the round trips of the claim and of the listing overlap. (It listed the
+/// packs only once the key was claimed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_rebuild_lists_the_packs_while_it_claims_the_key() {
+    let tap = Arc::new(HeldUntil::new(".claim", Awaited::List("packs")));
+    let store = super::tests::remote(Arc::new(Tapped {
+        inner: Arc::new(object_store::memory::InMemory::new()),
+        tap: Arc::clone(&tap),
+    }));
+    let ws = noisy_workspace(1 << 20, 9);
+    let job = chunked_rebuild(ws.path(), "k", 512 << 10);
+    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
+    tap.assert_made_while_held(1, "the packs were listed only after the key was claimed");
+    assert_restores_exactly(&store, ws.path()).await;
 }

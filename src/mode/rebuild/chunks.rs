@@ -2,7 +2,7 @@
 //! which only the new ones are compressed and uploaded, in packs; the index
 //! is published once every pack it names is stored.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use crate::archive::Compression;
 use crate::archive::manifest::Manifest;
 use crate::archive::write::{Survey, WriteOptions};
 use crate::chunked::write::{self, Context as ChunkContext};
-use crate::chunked::{Index, gc, pack, sparse};
+use crate::chunked::{ChunkRef, Index, gc, pack, sparse};
 use crate::human;
 use crate::job::{Chunking, Mode, Rebuild};
 use crate::mount::{self, Mount};
@@ -30,29 +30,27 @@ pub(super) struct Upload<'a> {
     pub chunking: &'a Chunking,
     pub store: &'a Store,
     pub target: &'a Path,
-    /// Whether chunks already stored are taken as they are; `false` writes
-    /// every chunk again (replacing an entry a restore found damaged).
-    pub trusted: bool,
 }
 
-pub(super) async fn upload(
-    upload: Upload<'_>,
-    (mounts, survey, options): (&[Mount], Survey, WriteOptions),
-    started: Instant,
-    claim: Option<&Claim>,
-) -> anyhow::Result<Summary> {
-    let Upload {
-        task,
-        chunking,
-        store,
-        target,
-        trusted,
-    } = upload;
-    let key = &task.key;
+/// What the repository's folder holds as a rebuild starts: the chunks it
+/// may take as stored.
+pub(super) struct Holdings {
+    /// When the flushes' lists were read: the rebuild's start, as
+    /// `gc::may_publish` counts it.
+    since: chrono::DateTime<chrono::Utc>,
+    known: HashMap<String, ChunkRef>,
+    /// Packs flush retired, whose chunks are stored again.
+    retired_packs: usize,
+}
+
+/// Reads what the folder holds: the flushes' lists and the packs' listing
+/// at once, then the catalogs. Chunks found only in condemned or retired
+/// packs are stored again. (The packs are listed meanwhile: what is
+/// avoided is decided by the lists, and a pack swept after the listing is
+/// caught before publishing.) Not `trusted` (replacing an entry a restore
+/// found damaged), no stored chunk is taken as it is: all are written again.
+pub(super) async fn holdings(store: &Store, trusted: bool) -> anyhow::Result<Holdings> {
     let since = chrono::Utc::now();
-    // Chunks found only in condemned or retired packs are stored again.
-    // (The packs are listed meanwhile: what is avoided is decided by the
-    // lists, and a pack swept after the listing is caught before publishing.)
     let (pending, retired, listing) = tokio::join!(
         gc::pending(store),
         sparse::retired(store),
@@ -66,6 +64,32 @@ pub(super) async fn upload(
         true => pack::known(store, &listing?, &avoided).await?,
         false => Default::default(),
     };
+    Ok(Holdings {
+        since,
+        known,
+        retired_packs,
+    })
+}
+
+pub(super) async fn upload(
+    upload: Upload<'_>,
+    (mounts, survey, options): (&[Mount], Survey, WriteOptions),
+    holdings: Holdings,
+    started: Instant,
+    claim: Option<&Claim>,
+) -> anyhow::Result<Summary> {
+    let Upload {
+        task,
+        chunking,
+        store,
+        target,
+    } = upload;
+    let key = &task.key;
+    let Holdings {
+        since,
+        known,
+        retired_packs,
+    } = holdings;
     info!(
         "rebuild: archiving {} into chunks of about {} (zstd level {}) for '{}' in {} {}; \
          the repository's folder holds {} chunks{}",
