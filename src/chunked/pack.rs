@@ -32,6 +32,9 @@ pub const PACKS: &str = "packs";
 /// pack by pack, large enough that a corpus of 190 MB makes ~25 packs.
 pub const PACK_SIZE: usize = 8 << 20;
 
+/// The smallest size packs are sealed at as a stream nears its end.
+pub const SMALLEST_PACK: usize = 2 << 20;
+
 const CATALOG_FORMAT: &str = "larder-pack-catalog";
 
 /// Catalogs read at once when a rebuild learns what the folder holds.
@@ -141,8 +144,8 @@ impl Packer {
     }
 
     /// Adds a compressed chunk; returns its reference, and the pack once it
-    /// is full.
-    pub fn add(&mut self, new: NewChunk) -> (ChunkRef, Option<Sealed>) {
+    /// holds `seal_at` bytes (see `seal_size`).
+    pub fn add(&mut self, new: NewChunk, seal_at: usize) -> (ChunkRef, Option<Sealed>) {
         let NewChunk {
             id,
             size,
@@ -163,7 +166,7 @@ impl Packer {
         };
         self.bytes.extend_from_slice(&compressed);
         self.chunks.push(chunk.clone());
-        let sealed = (self.bytes.len() >= self.size)
+        let sealed = (self.bytes.len() >= seal_at.min(self.size))
             .then(|| self.seal())
             .flatten();
         (chunk, sealed)
@@ -180,6 +183,25 @@ impl Packer {
             catalog: Catalog::new(std::mem::take(&mut self.chunks)),
         })
     }
+}
+
+/// The size a pack of a stream is sealed at, `read` bytes of an `expected`
+/// into the (uncompressed) stream, `uploaded` bytes of packs so far: the
+/// `full` size until the end is near, then a quarter of what is still to
+/// upload (the stream still to come, compressed as its new chunks were so
+/// far), down to `SMALLEST_PACK`. The packs still going up when the stream
+/// ends are then small: over a link, a rebuild waited after its last byte
+/// for whole 8 MiB packs to go up. Packs shrink only over the last ~4 full
+/// ones: a few more requests, no more for a stream with few new chunks.
+pub fn seal_size(full: usize, (read, expected): (u64, u64), uploaded: u64) -> usize {
+    if read == 0 {
+        return full;
+    }
+    let left = u128::from(expected.saturating_sub(read));
+    let to_upload = left * u128::from(uploaded) / u128::from(read);
+    usize::try_from(to_upload / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(SMALLEST_PACK.min(full), full)
 }
 
 /// The packs folder's listing, for `known`: a rebuild lists it while it
@@ -269,18 +291,43 @@ mod tests {
         }
     }
 
+    /// Packs are full-sized until the end of the stream is near, then
+    /// shrink to a quarter of what is left to upload, down to the smallest.
+    #[test]
+    fn packs_shrink_as_the_stream_nears_its_end() {
+        const MIB: u64 = 1 << 20;
+        let full = PACK_SIZE;
+        // 600 MiB of tar compressing to a third: 200 MiB to upload.
+        let at = |read: u64| seal_size(full, (read * MIB, 600 * MIB), read * MIB / 3);
+        assert_eq!(at(0), full, "nothing read yet");
+        assert_eq!(at(300), full, "100 MiB still to upload");
+        assert_eq!(at(600 - 96), full, "32 MiB still to upload");
+        assert_eq!(at(600 - 48), 4 << 20, "16 MiB still to upload");
+        assert_eq!(at(600 - 12), SMALLEST_PACK, "4 MiB still to upload");
+        assert_eq!(at(600), SMALLEST_PACK, "at the end");
+        assert_eq!(at(700), SMALLEST_PACK, "past a low estimate");
+        // A stream with few new chunks uploads little: its packs stay small
+        // as they would be anyway, never below the smallest.
+        assert_eq!(seal_size(full, (300 * MIB, 600 * MIB), MIB), SMALLEST_PACK);
+        // Packs smaller than the smallest (a test's) stay as they are.
+        assert_eq!(
+            seal_size(1 << 20, (600 * MIB, 600 * MIB), 200 * MIB),
+            1 << 20
+        );
+    }
+
     #[test]
     fn a_packer_places_chunks_side_by_side_and_seals_when_full() {
         let mut packer = Packer::new(PACK_SIZE);
-        let (a, sealed) = packer.add(new(1, vec![1; 5]));
+        let (a, sealed) = packer.add(new(1, vec![1; 5]), PACK_SIZE);
         assert!(sealed.is_none());
-        let (b, _) = packer.add(new(2, vec![2; 7]));
+        let (b, _) = packer.add(new(2, vec![2; 7]), PACK_SIZE);
         assert_eq!((a.offset, a.stored, b.offset, b.stored), (0, 5, 5, 7));
         assert_eq!(a.pack, b.pack);
         assert_eq!(b.frame, Some(super::super::frame_hash(&[2; 7])));
         let pack = a.pack.clone().unwrap();
         assert!(is_pack_id(&pack));
-        let (_, full) = packer.add(new(3, vec![3; PACK_SIZE]));
+        let (_, full) = packer.add(new(3, vec![3; PACK_SIZE]), PACK_SIZE);
         let full = full.expect("a full pack is sealed");
         assert_eq!(full.id, pack);
         assert_eq!(full.bytes.len(), 12 + PACK_SIZE);
@@ -300,7 +347,7 @@ mod tests {
             "a frame hash is a hash"
         );
         assert!(packer.seal().is_none());
-        let (c, _) = packer.add(new(4, vec![4]));
+        let (c, _) = packer.add(new(4, vec![4]), PACK_SIZE);
         assert_ne!(
             c.pack.as_deref(),
             Some(pack.as_str()),

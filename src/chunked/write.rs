@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::cache::ChunkCache;
 use super::cutter::Cutter;
-use super::pack::{NewChunk, Packer, Sealed, catalog_path, pack_path};
+use super::pack::{NewChunk, Packer, Sealed, catalog_path, pack_path, seal_size};
 use super::{ChunkRef, Params, chunk_id, frame_hash};
 use crate::progress::Progress;
 use crate::storage::Store;
@@ -40,6 +40,8 @@ pub struct Context {
     pub params: Params,
     pub level: i32,
     pub pack_size: usize,
+    /// About how long the stream is: packs shrink as it nears its end.
+    pub expected: u64,
     pub cache: Option<ChunkCache>,
     pub progress: Progress,
 }
@@ -150,6 +152,7 @@ async fn pack_chunks(
         packs: Vec::new(),
     };
     let mut new: HashMap<String, ChunkRef> = HashMap::new();
+    let mut read = 0;
     while let Some(chunk) = hashed.next().await {
         let chunk = match chunk? {
             Hashed::Known(chunk) => chunk,
@@ -159,7 +162,8 @@ async fn pack_chunks(
                 .ok_or_else(|| anyhow!("chunk {id} repeats one that was never stored"))?,
             Hashed::New(chunk) => {
                 ctx.progress.sent(chunk.compressed.len() as u64);
-                let (chunk, sealed) = packer.add(chunk);
+                let seal_at = seal_size(ctx.pack_size, (read, ctx.expected), stored.uploaded_bytes);
+                let (chunk, sealed) = packer.add(chunk, seal_at);
                 stored.uploaded += 1;
                 stored.uploaded_bytes += chunk.stored;
                 new.insert(chunk.id.clone(), chunk.clone());
@@ -169,6 +173,7 @@ async fn pack_chunks(
                 chunk
             }
         };
+        read += chunk.size;
         stored.chunks.push(chunk);
     }
     if let Some(sealed) = packer.seal() {

@@ -111,6 +111,7 @@ pub(super) async fn upload(
     );
     let manifest = Manifest::for_mounts(mounts, &survey.totals, &survey.tree);
     let progress = options.progress.clone();
+    let expected = super::tar_estimate(&survey);
     let (producer, rx) = super::archiver(mounts, survey, options, (Compression::None, 0));
     let context = ChunkContext {
         store: store.clone(),
@@ -118,6 +119,7 @@ pub(super) async fn upload(
         params: chunking.params,
         level: chunking.level,
         pack_size: chunking.pack_size,
+        expected,
         cache: task.cache.clone(),
         progress: progress.clone(),
     };
