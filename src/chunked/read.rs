@@ -85,7 +85,8 @@ enum Run {
     Stored(Vec<ChunkRef>),
 }
 
-/// A chunk's stored bytes (one zstd frame), as read, not yet checked.
+/// A chunk as read, not yet checked: its stored bytes (one zstd frame),
+/// or its own bytes from the runner's cache, which keeps them uncompressed.
 struct Frame {
     chunk: ChunkRef,
     stored: Bytes,
@@ -93,7 +94,8 @@ struct Frame {
     cached: bool,
 }
 
-/// A chunk as stored and as checked (its tar bytes).
+/// A chunk as read (for an export, which reads no cache: its frame) and
+/// as checked (its tar bytes).
 struct Fetched {
     stored: Bytes,
     data: Bytes,
@@ -395,7 +397,7 @@ impl Reader {
             return missing();
         };
         let ids: Vec<String> = chunks.iter().map(|c| c.id.clone()).collect();
-        let size = chunks.iter().map(|c| c.stored as usize).sum();
+        let size = chunks.iter().map(|c| c.size as usize).sum();
         let buffers = self.bodies.clone();
         let read = tokio::task::spawn_blocking(move || {
             let mut buffer = buffers.take(size);
@@ -410,6 +412,7 @@ impl Reader {
     /// ones from storage are kept in the cache.
     async fn check(self, frames: Vec<Frame>) -> Result<Vec<Fetched>, ChunkError> {
         let mut fetched = Vec::with_capacity(frames.len());
+        let mut downloaded = Vec::new();
         for (frame, data) in decode(frames, &self.buffers, self.check).await? {
             let Frame {
                 chunk,
@@ -423,12 +426,13 @@ impl Reader {
                     fetched.push(Fetched { stored, data });
                 }
                 (Ok(data), false, cache) => {
-                    if let Some(cache) = cache {
-                        cache.put(&chunk.id, &stored).await;
+                    if cache.is_some() {
+                        downloaded.push((chunk.id, data.clone()));
                     }
                     fetched.push(Fetched { stored, data });
                 }
-                (Err(_), true, Some(cache)) => {
+                (Err(why), true, Some(cache)) => {
+                    tracing::debug!("chunk cache: dropped a bad copy: {why}");
                     cache.remove(&chunk.id).await;
                     let again = self.read_stored(std::slice::from_ref(&chunk), None).await?;
                     fetched.extend(Box::pin(self.clone().check(again)).await?);
@@ -440,6 +444,9 @@ impl Reader {
                     )));
                 }
             }
+        }
+        if let (Some(cache), false) = (&self.cache, downloaded.is_empty()) {
+            cache.put(downloaded).await;
         }
         Ok(fetched)
     }
@@ -576,6 +583,12 @@ async fn decode(
 
 fn decode_one(frame: &Frame, buffers: &Buffers, check: Check) -> Result<Bytes, String> {
     let (chunk, size) = (&frame.chunk, frame.chunk.size as usize);
+    if frame.cached {
+        return match frame.stored.len() == size && chunk_id(&frame.stored) == chunk.id {
+            true => Ok(frame.stored.clone()),
+            false => Err(format!("chunk '{}' does not match its hash", chunk.id)),
+        };
+    }
     let vouched = check == Check::Frames && vouched(frame);
     let mut data = buffers.take(size);
     decompress(&frame.stored, &mut data)
@@ -598,10 +611,11 @@ fn decode_one(frame: &Frame, buffers: &Buffers, check: Check) -> Result<Bytes, S
 /// checked by the stream's digest, which the rebuild computed before it cut
 /// the stream and which the extractor checks before anything is placed;
 /// hashing it whole as well would cost three times the bytes of hashing the
-/// frame. Anything else (no recorded hash, a copy in the runner's cache that
-/// another rebuild compressed, a changed byte) is hashed and compared with
-/// its name before the extractor sees it, so damage in storage is named
-/// chunk by chunk.
+/// frame. Anything else (no recorded hash, a changed byte) is hashed and
+/// compared with its name before the extractor sees it, so damage in
+/// storage is named chunk by chunk, as is every copy from the runner's
+/// cache (kept uncompressed: hashing it costs what decompressing a frame
+/// would not).
 fn vouched(frame: &Frame) -> bool {
     frame
         .chunk

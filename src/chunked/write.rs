@@ -282,6 +282,7 @@ async fn hash(
     if !first {
         return Ok(Hashed::Repeated(id));
     }
+    let kept = ctx.cache.as_ref().map(|_| chunk.clone());
     let (compressed, frame) = tokio::task::spawn_blocking(move || {
         compress(&chunk, level).map(|frame| {
             let hash = frame_hash(&frame);
@@ -293,8 +294,8 @@ async fn hash(
     .context("cannot compress a chunk")?;
     // Kept for this runner's next restores here, several at a time, not in
     // the ordered loop that packs them.
-    if let Some(cache) = &ctx.cache {
-        cache.put(&id, &compressed).await;
+    if let (Some(cache), Some(chunk)) = (&ctx.cache, kept) {
+        cache.put(vec![(id.clone(), chunk)]).await;
     }
     Ok(Hashed::New(NewChunk {
         id,

@@ -334,14 +334,30 @@ async fn the_runner_cache_serves_repeat_restores_and_survives_damage() {
         snapshot(&warm.path().join("pkg.mod"))
     );
 
-    // A cached chunk that went bad is fetched from storage again.
+    // The cache keeps each chunk uncompressed, as `<id>.chunk`: a restore
+    // from it does not decompress.
     let cached: Vec<_> = walkdir::WalkDir::new(cache.path())
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
         .collect();
     assert_eq!(cached.len() as u64, chunks);
-    fs::write(cached[0].path(), b"garbage").unwrap();
+    for file in &cached {
+        let name = file.file_name().to_string_lossy();
+        let id = name.strip_suffix(".chunk").expect("named <id>.chunk");
+        let bytes = fs::read(file.path()).unwrap();
+        assert_eq!(
+            chunked::chunk_id(&bytes),
+            id,
+            "{name} holds the chunk's bytes"
+        );
+    }
+
+    // A cached chunk that went bad (one byte changed) is fetched from
+    // storage again.
+    let mut bad = fs::read(cached[0].path()).unwrap();
+    bad[0] ^= 1;
+    fs::write(cached[0].path(), bad).unwrap();
     let third_ws = workspace();
     let third = run(&restore(third_ws.path()), &store).await.unwrap();
     assert_eq!(third.chunks_cached, Some(chunks - 1));
