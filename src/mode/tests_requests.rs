@@ -571,18 +571,32 @@ async fn a_chunked_rebuild_publishes_its_index_while_the_catalogs_go_up() {
     assert_restores_exactly(&store, ws.path()).await;
 }
 
-/// Removes the key's claim as each part goes up: another rebuild's flush
-/// or takeover, as the uploading rebuild would find it.
+/// Removes the key's claim as each part goes up, and before the claim is
+/// read (the check runs beside the last parts, so it may come before a
+/// part's turn): another rebuild's flush or takeover, as the uploading
+/// rebuild would find it.
 #[derive(Debug)]
 struct TakesTheClaim(Arc<dyn object_store::ObjectStore>);
 
-#[async_trait::async_trait]
-impl Tap for TakesTheClaim {
-    async fn part(&self, _location: &ObjectPath) {
+impl TakesTheClaim {
+    async fn take(&self) {
         let claim = ObjectPath::from(full("k.claim"));
         object_store::ObjectStoreExt::delete(&*self.0, &claim)
             .await
             .unwrap();
+    }
+}
+
+#[async_trait::async_trait]
+impl Tap for TakesTheClaim {
+    async fn part(&self, _location: &ObjectPath) {
+        self.take().await;
+    }
+
+    async fn get(&self, location: &ObjectPath, _options: &GetOptions) {
+        if location.as_ref().ends_with(".claim") {
+            self.take().await;
+        }
     }
 }
 
