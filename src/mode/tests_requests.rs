@@ -530,21 +530,32 @@ async fn assert_restores_exactly(store: &Store, ws: &std::path::Path) {
     );
 }
 
-/// A chunked rebuild, too, checks its claim while its last packs go up.
-/// (It waited for every pack and its catalog, then checked.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chunked_rebuild_checks_its_claim_while_the_last_packs_go_up() {
-    let tap = Arc::new(HeldUntil::new(".pack", Awaited::Read(".claim")));
+/// Rebuilds the test tree with 1 MiB of noise (from `seed`) as a chunked
+/// entry in packs of 512 KiB (a few, fewer than the four that go up at
+/// once), through a store that `tap` watches; checks that the awaited
+/// request came while `at_least` held ones waited (`what` says otherwise),
+/// and that the entry restores exactly.
+async fn chunked_rebuild_through(tap: HeldUntil, seed: u64, at_least: usize, what: &str) -> Store {
+    let tap = Arc::new(tap);
     let store = super::tests::remote(Arc::new(Tapped {
         inner: Arc::new(object_store::memory::InMemory::new()),
         tap: Arc::clone(&tap),
     }));
-    // Packs of 512 KiB: a few, fewer than the four that go up at once.
-    let ws = noisy_workspace(1 << 20, 7);
+    let ws = noisy_workspace(1 << 20, seed);
     let job = chunked_rebuild(ws.path(), "k", 512 << 10);
     assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
-    tap.assert_made_while_held(2, "the claim was checked only after the packs were stored");
+    tap.assert_made_while_held(at_least, what);
     assert_restores_exactly(&store, ws.path()).await;
+    store
+}
+
+/// A chunked rebuild, too, checks its claim while its last packs go up.
+/// (It waited for every pack and its catalog, then checked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_rebuild_checks_its_claim_while_the_last_packs_go_up() {
+    let tap = HeldUntil::new(".pack", Awaited::Read(".claim"));
+    let what = "the claim was checked only after the packs were stored";
+    chunked_rebuild_through(tap, 7, 2, what).await;
 }
 
 /// A chunked rebuild publishes its index once its packs are stored, while
@@ -553,22 +564,15 @@ async fn a_chunked_rebuild_checks_its_claim_while_the_last_packs_go_up() {
 /// stored in the end all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_rebuild_publishes_its_index_while_the_catalogs_go_up() {
-    let tap = Arc::new(HeldUntil::new(".catalog", Awaited::Put("k.chunked")));
-    let store = super::tests::remote(Arc::new(Tapped {
-        inner: Arc::new(object_store::memory::InMemory::new()),
-        tap: Arc::clone(&tap),
-    }));
-    let ws = noisy_workspace(1 << 20, 8);
-    let job = chunked_rebuild(ws.path(), "k", 512 << 10);
-    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
-    tap.assert_made_while_held(2, "the index was published only after the catalogs");
+    let tap = HeldUntil::new(".catalog", Awaited::Put("k.chunked"));
+    let what = "the index was published only after the catalogs";
+    let store = chunked_rebuild_through(tap, 8, 2, what).await;
     use futures::TryStreamExt;
     let listed: Vec<_> = store.inner().list(None).try_collect().await.unwrap();
     let names: Vec<String> = listed.iter().map(|m| m.location.to_string()).collect();
     let packs = names.iter().filter(|n| n.ends_with(".pack")).count();
     let catalogs = names.iter().filter(|n| n.ends_with(".catalog")).count();
     assert!(packs >= 2 && catalogs == packs, "{names:?}");
-    assert_restores_exactly(&store, ws.path()).await;
 }
 
 /// Removes the key's claim as each part goes up, and before the claim is
@@ -661,14 +665,7 @@ async fn a_rebuild_reads_its_claim_once() {
 /// packs only once the key was claimed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_rebuild_lists_the_packs_while_it_claims_the_key() {
-    let tap = Arc::new(HeldUntil::new(".claim", Awaited::List("packs")));
-    let store = super::tests::remote(Arc::new(Tapped {
-        inner: Arc::new(object_store::memory::InMemory::new()),
-        tap: Arc::clone(&tap),
-    }));
-    let ws = noisy_workspace(1 << 20, 9);
-    let job = chunked_rebuild(ws.path(), "k", 512 << 10);
-    assert_eq!(run(&job, &store).await.unwrap().result, Outcome::Stored);
-    tap.assert_made_while_held(1, "the packs were listed only after the key was claimed");
-    assert_restores_exactly(&store, ws.path()).await;
+    let tap = HeldUntil::new(".claim", Awaited::List("packs"));
+    let what = "the packs were listed only after the key was claimed";
+    chunked_rebuild_through(tap, 9, 1, what).await;
 }
