@@ -653,14 +653,14 @@ async fn sparse_packs_are_retired_and_go_once_no_entry_names_them() {
     assert_eq!(snapshot(target.path()), snapshot(ws.path()));
 }
 
-/// Holds the first upload of a pack until the test opens it, and from
-/// then, the listings of the flushes' lists too: a rebuild is then paused
-/// after it learned which chunks storage holds, and checks what flushes
-/// are doing only once the test has had one run, where a flush can race it.
+/// Holds the rebuild's second listing of the flushes' lists (its check
+/// before publishing; the first is as it starts) until the test opens it:
+/// a flush then races the rebuild between learning which chunks storage
+/// holds and publishing, whatever the order of its last uploads.
 #[derive(Debug, Default)]
 struct Gate {
+    listings: std::sync::atomic::AtomicUsize,
     reached: tokio::sync::Notify,
-    was_reached: std::sync::atomic::AtomicBool,
     open: tokio::sync::Notify,
     was_opened: std::sync::atomic::AtomicBool,
 }
@@ -671,38 +671,29 @@ impl Gate {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.open.notify_waiters();
     }
-
-    async fn wait(&self) {
-        let open = self.open.notified();
-        if !self.was_opened.load(std::sync::atomic::Ordering::SeqCst) {
-            open.await;
-        }
-    }
 }
 
 #[async_trait::async_trait]
 impl Tap for Gate {
-    async fn put(&self, location: &ObjectPath) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let pack = location.as_ref().ends_with(".pack");
-        if pack && !self.was_reached.swap(true, SeqCst) {
-            self.reached.notify_one();
-            self.wait().await;
-        }
-    }
-
     async fn list(&self, prefix: Option<&ObjectPath>) {
-        let flushes = prefix.is_some_and(|p| p.as_ref().ends_with(gc::GC));
-        if flushes && self.was_reached.load(std::sync::atomic::Ordering::SeqCst) {
-            self.wait().await;
+        use std::sync::atomic::Ordering::SeqCst;
+        if !prefix.is_some_and(|p| p.as_ref().ends_with(gc::GC)) {
+            return;
+        }
+        if self.listings.fetch_add(1, SeqCst) == 1 {
+            let open = self.open.notified();
+            self.reached.notify_one();
+            if !self.was_opened.load(SeqCst) {
+                open.await;
+            }
         }
     }
 }
 
 /// The race the removal protocol is for: a rebuild reuses k1's packs, and
-/// while it uploads its one new pack, a flush deletes k1, condemns its
-/// packs and starts sweeping them. The rebuild must not publish an index
-/// naming them.
+/// while it uploads its one new pack (and checks, beside it, what flushes
+/// are doing), a flush deletes k1, condemns its packs and starts sweeping
+/// them. The rebuild must not publish an index naming them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_does_not_publish_while_its_chunks_are_being_swept() {
     let raw: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
