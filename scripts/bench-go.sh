@@ -52,7 +52,7 @@ gocmd() { # proxy args...: go in the workspace, its caches inside it
 larder() { # mode mount key
   env PLUGIN_"$1"=true PLUGIN_MOUNT="$2" PLUGIN_CACHE_KEY="$3" PLUGIN_BACKEND=filesystem \
     PLUGIN_FILESYSTEM_CACHE_ROOT="$STORE" PLUGIN_REMOTE_ROOT=go PLUGIN_EXIT_CODE=true \
-    PLUGIN_OVERRIDE=true DRONE_WORKSPACE="$WS" "$LARDER" >/dev/null
+    PLUGIN_OVERRIDE=true PLUGIN_ENTRY_FORMAT=archive DRONE_WORKSPACE="$WS" "$LARDER" >/dev/null
 }
 fresh() {
   wipe "$WS"

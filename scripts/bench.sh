@@ -95,7 +95,9 @@ server_cpu() {
 
 larder_env() { # backend-specific settings for larder, as a pipeline would pass them
   local backend=$1
-  echo PLUGIN_MOUNT=pkg.mod PLUGIN_REMOTE_ROOT=bench PLUGIN_EXIT_CODE=true
+  # Whole archives (what GNU tar is measured against); the chunked runs set
+  # PLUGIN_ENTRY_FORMAT=chunked after this, which env takes last.
+  echo PLUGIN_MOUNT=pkg.mod PLUGIN_REMOTE_ROOT=bench PLUGIN_EXIT_CODE=true PLUGIN_ENTRY_FORMAT=archive
   if [ "$backend" = fs ]; then
     echo PLUGIN_BACKEND=filesystem PLUGIN_FILESYSTEM_CACHE_ROOT="$OUT/cache"
   else

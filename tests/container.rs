@@ -320,6 +320,7 @@ fn drone_runs_the_plugin_with_its_encodings() {
         format!(
             "mount: [pkg.mod, vendor]\n\
              cache-key: 'gomod-{{{{ .Commit.Branch }}}}-{{{{ .Build.Number }}}}'\n\
+             entry-format: archive\n\
              archive-format: zstd\n\
              compression_level: 5\n\
              exit_code: true\n\

@@ -206,15 +206,16 @@ settings! {
          a restore never writes more than that, nor starts when the disk has no room for it.";
     "archive_format" => archive_format: Choice(FORMATS) = "gzip", Archive,
         aliases: [], flags: ["archive.format"],
-        "Compression of new entries: gzip (.tar.gz), zstd (.tar.zst) or tar (no compression). \
-         Restore reads any of them, whatever this says.";
-    "entry_format" => entry_format: Choice(ENTRY_FORMATS) = "archive", Archive,
+        "Compression of archive entries (entry_format: archive): gzip (.tar.gz), zstd \
+         (.tar.zst) or tar (no compression); chunks are always zstd. Restore reads any of \
+         them, whatever this says.";
+    "entry_format" => entry_format: Choice(ENTRY_FORMATS) = "chunked", Archive,
         aliases: [], flags: [],
-        "How new entries are stored. archive: one object per entry (.tar.gz, .tar.zst or \
-         .tar, as archive_format says). chunked: the tar stream cut into content-defined \
+        "How new entries are stored. chunked: the tar stream cut into content-defined \
          chunks, each stored once per repository (zstd, in packs of about 8 MiB), and a \
          small index per entry; a rebuild uploads only the chunks storage does not hold yet. \
-         Restore reads both.";
+         archive: one object per entry (.tar.gz, .tar.zst or .tar, as archive_format says), \
+         as drone-cache stored them. Restore reads both, whatever this says.";
     "chunk_cache" => chunk_cache: Text, Archive,
         aliases: [], flags: [],
         "A directory on a volume the runner keeps between builds (e.g. /var/cache/larder): \

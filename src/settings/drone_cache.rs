@@ -90,7 +90,12 @@ pub static SETTINGS: &[Old] = &[
         "archive_format",
         ["PLUGIN_ARCHIVE_FORMAT"],
         Some("archive_format"),
-        Differs("defaults to gzip (drone-cache: tar); restore reads all three whatever it says")
+        Differs(
+            "applies to entry_format: archive, and defaults to gzip there (drone-cache: tar); \
+         new entries are chunked by default (zstd chunks stored once per repository, a small \
+         index per key), entry_format: archive stores one archive per key as drone-cache did; \
+         restore reads every format whatever these say"
+        )
     ),
     old!(
         "compression_level",
