@@ -490,8 +490,8 @@ fn https_storage_behind_a_private_ca() {
 }
 
 /// GCS over https with ca_cert as well. object_store's GCS writes use the
-/// XML API, which no emulator here accepts, so the entry is made on a
-/// filesystem cache and planted through the emulator's JSON API.
+/// XML API, which no emulator here accepts, so the entry (one archive) is
+/// made on a filesystem cache and planted through the emulator's JSON API.
 #[test]
 fn gcs_reads_over_https_with_ca_cert() {
     let repo = unique_repo("gcs");
@@ -501,7 +501,8 @@ fn gcs_reads_over_https_with_ca_cert() {
     assert_ok(
         &first
             .larder(&format!(
-                "rebuild: true\n{base}backend: filesystem\nfilesystem_cache_root: /drone/src/.cache\n"
+                "rebuild: true\n{base}backend: filesystem\nfilesystem_cache_root: /drone/src/.cache\n\
+                 entry_format: archive\n"
             ))
             .run(),
         "rebuild: stored",
