@@ -75,8 +75,9 @@ impl ChunkCache {
         self.path(id).is_file()
     }
 
-    /// Appends the bytes of each chunk of `ids` that the cache has to `into`, and says where each is (`None`: not there), and
-    /// marks them used, so a trim keeps them longest. Blocking: a restore
+    /// Appends the bytes of each chunk of `ids` that the cache has to
+    /// `into`, says where each is (`None`: not there), and marks them
+    /// used, so a trim keeps them longest. Blocking: a restore
     /// reads a run of chunks with one trip to a blocking thread, into a
     /// reused buffer (fresh ones cost a page fault per 4 KiB).
     pub fn read_run(&self, ids: &[String], into: &mut Vec<u8>) -> Vec<Option<Range<usize>>> {
@@ -171,16 +172,19 @@ impl ChunkCache {
             }
             let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             let name = entry.file_name().to_string_lossy();
-            let leftover = match entry.path().extension().and_then(|e| e.to_str()) {
-                Some(CHUNK_EXTENSION) => false,
-                Some("tmp") => used < an_hour_ago,
-                _ => super::is_chunk_id(&name),
+            // A file is removed now (a killed write's after an hour, a
+            // chunk of the first layout), or counted towards the size.
+            let (leftover, counted) = match entry.path().extension().and_then(|e| e.to_str()) {
+                Some(CHUNK_EXTENSION) => (false, true),
+                Some("tmp") => (used < an_hour_ago, false),
+                _ if super::is_chunk_id(&name) => (true, false),
+                _ => (false, true),
             };
             if leftover && std::fs::remove_file(entry.path()).is_ok() {
                 trimmed.files += 1;
                 trimmed.bytes += meta.len();
             }
-            if leftover || name.ends_with(".tmp") {
+            if !counted {
                 continue;
             }
             total += meta.len();
