@@ -314,8 +314,8 @@ async fn collect_chunks(store: &Store, options: &Flush, kept: &[Candidate]) -> a
     };
     if swept.objects > 0 {
         info!(
-            "flush: {verb} {} unused packs of chunks ({}) condemned at least {} ago",
-            human::count(swept.objects),
+            "flush: {verb} {} of chunks no entry uses ({}), condemned at least {} ago",
+            human::plural(swept.objects, "pack"),
             human::bytes(swept.bytes),
             age(timing.grace)
         );
@@ -332,9 +332,9 @@ async fn collect_chunks(store: &Store, options: &Flush, kept: &[Candidate]) -> a
     .await?;
     if marked.objects > 0 {
         info!(
-            "flush: {condemn} {} packs of chunks ({}) that no entry uses; a flush after {} \
+            "flush: {condemn} {} of chunks ({}) that no entry uses; a flush after {} \
              deletes them unless an entry uses them again",
-            human::count(marked.objects),
+            human::plural(marked.objects, "pack"),
             human::bytes(marked.bytes),
             age(timing.grace)
         );
@@ -377,14 +377,14 @@ async fn retire_sparse(store: &Store, options: &Flush, all: &[ObjectMeta], kept:
         .filter_map(|m| used.get(m.location.as_ref()))
         .sum();
     info!(
-        "flush: {} {} packs of chunks ({}) that the kept entries use less than half of ({} \
+        "flush: {} {} of chunks ({}) that the kept entries use less than half of ({} \
          in all): rebuilds store those chunks again, in new packs, and the old packs go once \
          no entry names them",
         match options.dry_run {
             true => "would retire",
             false => "retired",
         },
-        human::count(retired.len() as u64),
+        human::plural(retired.len() as u64, "pack"),
         human::bytes(bytes),
         human::bytes(in_use)
     );

@@ -17,7 +17,7 @@ use crate::cancel::Cancel;
 use crate::chunked;
 use crate::golang;
 use crate::human;
-use crate::job::{Job, Mode, Rebuild, Stored};
+use crate::job::{Chunking, Job, Mode, Rebuild, Stored};
 use crate::mount::{self, Mount};
 use crate::pipe::ChunkWriter;
 use crate::progress::{self, Progress};
@@ -74,26 +74,21 @@ pub async fn rebuild(
     };
     remove_leftovers(store, key).await;
 
-    let result = match &task.chunking {
-        Some(chunking) => {
+    let work_on = (mounts.as_slice(), work.survey, options);
+    let result = match work.entry {
+        Entry::Chunked(chunking, holdings) => {
             let target = entry::path_in(key, Format::Chunked);
-            let holdings = match work.holdings {
-                Some(holdings) => holdings,
-                None => chunks::holdings(store, replacing != Replacing::Damaged).await?,
-            };
-            let work = (mounts.as_slice(), work.survey, options);
             let upload = chunks::Upload {
                 task,
                 chunking,
                 store,
                 target: &target,
             };
-            chunks::upload(upload, work, holdings, started, claim.as_ref()).await
+            chunks::upload(upload, work_on, holdings, started, claim.as_ref()).await
         }
-        None => {
+        Entry::Archive => {
             let target = entry::path(key, task.compression);
-            let work = (mounts.as_slice(), work.survey, options);
-            upload(task, store, work, &target, started, claim.as_ref()).await
+            upload(task, store, work_on, &target, started, claim.as_ref()).await
         }
     };
     if let Some(claim) = claim {
@@ -153,7 +148,7 @@ fn skipped(key: &str, reason: String) -> Summary {
 }
 
 /// What claiming the key came to.
-enum Taken {
+enum Taken<'a> {
     /// Someone else stores it, or has, or nothing changed: nothing to upload.
     Skip(String),
     /// This rebuild stores the key (holding its claim), and has its
@@ -161,27 +156,33 @@ enum Taken {
     Ours {
         claim: Option<Claim>,
         replacing: Replacing,
-        work: Box<Groundwork>,
+        work: Box<Groundwork<'a>>,
     },
 }
 
 /// What an upload needs before it starts: the mounts measured and, for a
 /// chunked entry, what the repository's folder holds.
-struct Groundwork {
+struct Groundwork<'a> {
     survey: Survey,
-    holdings: Option<chunks::Holdings>,
+    entry: Entry<'a>,
+}
+
+/// The kind of entry the rebuild writes, with what writing it needs.
+enum Entry<'a> {
+    Archive,
+    Chunked(&'a Chunking, chunks::Holdings),
 }
 
 /// Walks the mounts (unless `survey` has them already) and, for a chunked
 /// entry, reads what the folder holds, at once. Stops when `options`'
 /// cancel fires.
-async fn groundwork(
-    task: &Rebuild,
+async fn groundwork<'a>(
+    task: &'a Rebuild,
     store: &Store,
     (mounts, options): (&[Mount], &WriteOptions),
     survey: Option<Survey>,
     replacing: Replacing,
-) -> anyhow::Result<Groundwork> {
+) -> anyhow::Result<Groundwork<'a>> {
     let surveyed = async {
         match survey {
             Some(survey) => Ok(survey),
@@ -189,19 +190,19 @@ async fn groundwork(
         }
     };
     let held = async {
-        if task.chunking.is_none() {
-            return Ok(None);
-        }
+        let Some(chunking) = &task.chunking else {
+            return Ok(Entry::Archive);
+        };
         let trusted = replacing != Replacing::Damaged;
         tokio::select! {
-            held = chunks::holdings(store, trusted) => held.map(Some),
+            held = chunks::holdings(store, trusted) => held.map(|h| Entry::Chunked(chunking, h)),
             () = options.cancel.cancelled() => Err(anyhow::anyhow!("the rebuild was stopped")),
         }
     };
-    let (survey, holdings) = tokio::join!(surveyed, held);
+    let (survey, entry) = tokio::join!(surveyed, held);
     Ok(Groundwork {
         survey: survey?,
-        holdings: holdings?,
+        entry: entry?,
     })
 }
 
@@ -225,12 +226,12 @@ enum Replacing {
 /// stored entry a restore reported damaged is always replaced. After the
 /// claim the key is looked up once more, in case another rebuild stored or
 /// replaced it in between.
-async fn take_key(
-    task: &Rebuild,
+async fn take_key<'a>(
+    task: &'a Rebuild,
     store: &Store,
     mounts: &[Mount],
     options: &WriteOptions,
-) -> anyhow::Result<Taken> {
+) -> anyhow::Result<Taken<'a>> {
     let key = &task.key;
     let mut survey = None;
     let existing = entry::find(store, key).await?;

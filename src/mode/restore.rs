@@ -75,9 +75,9 @@ pub async fn restore(
         .map_or(found.entry.size, |index| index.stored_bytes());
     let what = match &index {
         Some(index) => format!(
-            "{} in {} chunks",
+            "{} in {}",
             human::bytes(size),
-            human::count(index.chunks.len() as u64)
+            human::plural(index.chunks.len() as u64, "chunk")
         ),
         None => human::bytes(size),
     };
@@ -162,15 +162,15 @@ pub async fn restore(
         report.chunks_cached = task.cache.as_ref().map(|_| cached);
         report.requests = Some(requests);
         info!(
-            "restore: read {} chunks with {} from storage",
-            human::count(index.chunks.len() as u64),
+            "restore: read {} with {} from storage",
+            human::plural(index.chunks.len() as u64, "chunk"),
             human::plural(requests, "request")
         );
         if let Some(cache) = &task.cache {
             info!(
-                "restore: {} of {} chunks came from the chunk cache",
+                "restore: {} of {} came from the chunk cache",
                 human::count(cached),
-                human::count(index.chunks.len() as u64)
+                human::plural(index.chunks.len() as u64, "chunk")
             );
             cache.clone().trim_and_log().await;
         }

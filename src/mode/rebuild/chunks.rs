@@ -92,20 +92,20 @@ pub(super) async fn upload(
     } = holdings;
     info!(
         "rebuild: archiving {} into chunks of about {} (zstd level {}) for '{}' in {} {}; \
-         the repository's folder holds {} chunks{}",
+         the repository's folder holds {}{}",
         mount::names(mounts),
         human::bytes(chunking.params.avg as u64),
         chunking.level,
         store.full(target),
         store.backend,
         store.location,
-        human::count(known.len() as u64),
+        human::plural(known.len() as u64, "chunk"),
         match retired_packs {
             0 => String::new(),
             n => format!(
-                ", leaving out {} packs flush retired as mostly unused (chunks only they hold \
+                ", leaving out {} flush retired as mostly unused (chunks only they hold \
                  are stored again)",
-                human::count(n as u64)
+                human::plural(n as u64, "pack")
             ),
         }
     );
@@ -193,12 +193,12 @@ pub(super) async fn upload(
     let elapsed = started.elapsed();
     let entry_bytes = index.stored_bytes();
     info!(
-        "rebuild: stored key '{key}' as '{}': {}; {} tar in {} chunks ({} stored): {} new \
+        "rebuild: stored key '{key}' as '{}': {}; {} tar in {} ({} stored): {} new \
          uploaded ({}), the rest already stored; in {}, {}",
         store.full(target),
         packed.stats,
         human::bytes(packed.tar_bytes),
-        human::count(index.chunks.len() as u64),
+        human::plural(index.chunks.len() as u64, "chunk"),
         human::bytes(entry_bytes),
         human::count(stored.uploaded),
         human::bytes(stored.uploaded_bytes),
