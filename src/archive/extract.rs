@@ -722,21 +722,59 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// Applies directory modes, owners and times deepest first, so a
-    /// read-only directory is only locked once everything inside is written.
+    /// Applies directory modes, owners and times, deepest first, so a
+    /// directory that shuts its owner out is only locked once everything
+    /// inside is done. When every directory lets its owner in (the usual
+    /// case: Go's read-only module directories are 0555), order does not
+    /// matter and the directories are shared among threads: this runs after
+    /// the last byte has arrived, and 4,222 directories took 16 ms on one.
     fn finish_dirs(&mut self) -> anyhow::Result<()> {
         self.writers.wait_all()?;
         self.dirs
             .sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
-        for dir in &self.dirs {
-            if let Some((uid, gid)) = dir.owner {
-                std::os::unix::fs::lchown(&dir.path, Some(uid), Some(gid))?;
+        let any_order = self.dirs.iter().all(|d| d.mode & 0o100 != 0);
+        let threads = match any_order {
+            true => crate::pool::threads().min(self.dirs.len() / 1024 + 1),
+            false => 1,
+        };
+        let share = self.dirs.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let mut parts = self.dirs.chunks(share);
+            let first = parts.next().unwrap_or_default();
+            let others: Vec<_> = parts
+                .map(|part| scope.spawn(move || finish_dirs_in(part)))
+                .collect();
+            let mut result = finish_dirs_in(first);
+            for other in others {
+                let done = other.join().unwrap_or_else(|_| {
+                    Err(anyhow!("setting directory times stopped unexpectedly"))
+                });
+                result = result.and(done);
             }
-            fs::set_permissions(&dir.path, Permissions::from_mode(dir.mode))?;
-            filetime::set_file_mtime(&dir.path, dir.mtime)?;
-        }
-        Ok(())
+            result
+        })
     }
+}
+
+/// Sets the owner, mode and time of each of `dirs`, in order.
+fn finish_dirs_in(dirs: &[DirMeta]) -> anyhow::Result<()> {
+    for dir in dirs {
+        let path = &dir.path;
+        let set = || -> io::Result<()> {
+            if let Some((uid, gid)) = dir.owner {
+                std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+            }
+            fs::set_permissions(path, Permissions::from_mode(dir.mode))?;
+            filetime::set_file_mtime(path, dir.mtime)
+        };
+        set().with_context(|| {
+            format!(
+                "cannot set the owner, mode and time of directory {}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Splits an archive name into plain components: no `..`, no empty name.

@@ -172,6 +172,80 @@ async fn a_rebuilt_tree_restores_exactly() {
     );
 }
 
+/// Every directory's mode and time, deepest first.
+fn dir_times(root: &Path) -> Vec<(PathBuf, u32, i64)> {
+    walkdir::WalkDir::new(root)
+        .contents_first(true)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_dir())
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            let mtime = filetime::FileTime::from_last_modification_time(&meta);
+            let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+            (
+                rel,
+                meta.permissions().mode() & 0o7777,
+                mtime.unix_seconds(),
+            )
+        })
+        .collect()
+}
+
+/// Directories get their modes and times once everything inside them is
+/// written, whether the restore shares that work among threads (thousands
+/// of directories, all open to their owner) or not (one shuts its owner
+/// out, so the deepest go first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_keep_their_modes_and_times() {
+    for shut in [false, true] {
+        let store = memory();
+        let source = workspace();
+        let m = source.path().join("pkg.mod");
+        for i in 0..1500 {
+            let dir = m.join(format!("mod{}/v{i}/sub", i % 40));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("a.go"), format!("package a{i}\n")).unwrap();
+        }
+        if shut {
+            fs::create_dir_all(m.join("private/inner")).unwrap();
+        }
+        let mut dirs = dir_times(&m);
+        for (n, (rel, _, _)) in dirs.iter_mut().enumerate() {
+            let path = m.join(&*rel);
+            let when = filetime::FileTime::from_unix_time(1_600_000_000 + n as i64 * 60, 0);
+            filetime::set_file_mtime(&path, when).unwrap();
+            if rel.starts_with("mod1") && rel.components().count() == 2 {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o555)).unwrap();
+            }
+        }
+        if shut {
+            let private = m.join("private");
+            fs::set_permissions(&private, fs::Permissions::from_mode(0o640)).unwrap();
+        }
+        let before = dir_times(&m);
+        let stored = run(&rebuild_job(source.path(), "k"), &store).await.unwrap();
+        assert_eq!(stored.result, Outcome::Stored);
+        let target = workspace();
+        let restored = run(&restore_job(target.path(), "k", &[]), &store)
+            .await
+            .unwrap();
+        assert_eq!(restored.result, Outcome::Exact);
+        let after = dir_times(&target.path().join("pkg.mod"));
+        if shut {
+            // Let the test's tempdirs be removed.
+            for root in [&m, &target.path().join("pkg.mod")] {
+                fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o755))
+                    .unwrap();
+            }
+        }
+        assert_eq!(after.len(), before.len());
+        for (want, got) in before.iter().zip(&after) {
+            assert_eq!(want, got, "shut out: {shut}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_key_is_skipped_and_override_replaces_it() {
     let store = memory();
