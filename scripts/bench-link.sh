@@ -251,9 +251,11 @@ print(f"\ncorpus: {size} MB, {files} files; entries on S3 (s3s-fs), zstd; median
 print(f"link: {delay} ms each way ({2 * float(delay):g} ms round trip), {rate} Mbit/s, through scripts/linkproxy.rs")
 print("transfer s = entry bytes / link rate; ratio = link s / max(loopback s, transfer s), issue 13 asks for <= 1.1")
 print("proxy s: through the same proxy with no delay and no rate limit; ratio vs proxy = link s / max(proxy s, transfer s)")
+print("per run: each run's link s / max(that run's loopback s, transfer s), and their median: the two ran")
+print("  seconds apart, so a machine that slows for a while moves both (on 2 cores a rebuild's time moves by a tenth)")
 print("CPU s: larder's user + system, loopback / link; server and proxy: CPU seconds they used during the link run\n")
-print("| entry | operation | loopback s | proxy s | link s | entry MB | transfer s | ratio | ratio vs proxy | larder CPU s | server CPU s | proxy CPU s |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| entry | operation | loopback s | proxy s | link s | entry MB | transfer s | ratio | ratio vs proxy | per run (median) | larder CPU s | server CPU s | proxy CPU s |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for fmt in ("archive", "chunked"):
     entry = statistics.median(entries[fmt])
     transfer = entry / rate_bytes
@@ -261,8 +263,11 @@ for fmt in ("archive", "chunked"):
         loop, link = med(f"{fmt}-loopback-{op}"), med(f"{fmt}-link-{op}")
         proxied = med(f"{fmt}-proxy-{op}")
         ratio, vs_proxy = link / max(loop, transfer), link / max(proxied, transfer)
+        runs_of = lambda path: [r[0] for r in rows[f"{fmt}-{path}-{op}"]]
+        per_run = [k / max(l, transfer) for l, k in zip(runs_of("loopback"), runs_of("link"))]
+        shown = " ".join(f"{r:.2f}" for r in per_run)
         print(f"| {fmt} | {op} | {loop:.2f} | {proxied:.2f} | {link:.2f} | {entry / 1e6:.1f} | {transfer:.2f} | "
-              f"{ratio:.2f} | {vs_proxy:.2f} | "
+              f"{ratio:.2f} | {vs_proxy:.2f} | {shown} ({statistics.median(per_run):.2f}) | "
               f"{med(f'{fmt}-loopback-{op}', 1):.2f} / {med(f'{fmt}-link-{op}', 1):.2f} | "
               f"{med(f'{fmt}-link-{op}', 2):.2f} | {med(f'{fmt}-link-{op}', 3):.2f} |")
 warm, restore = med("chunked-link-cache-warm"), med("chunked-link-restore")
