@@ -445,7 +445,9 @@ impl Reader {
                 }
             }
         }
-        if let (Some(cache), false) = (&self.cache, downloaded.is_empty()) {
+        if let Some(cache) = &self.cache
+            && !downloaded.is_empty()
+        {
             cache.put(downloaded).await;
         }
         Ok(fetched)

@@ -286,7 +286,9 @@ async fn hash(
     if !first {
         return Ok(Hashed::Repeated(id));
     }
-    let kept = ctx.cache.as_ref().map(|_| chunk.clone());
+    // With a runner cache, the chunk's own bytes go there (it keeps them
+    // uncompressed).
+    let kept = ctx.cache.as_ref().map(|cache| (cache, chunk.clone()));
     let (compressed, frame) = tokio::task::spawn_blocking(move || {
         compress(&chunk, level).map(|frame| {
             let hash = frame_hash(&frame);
@@ -298,7 +300,7 @@ async fn hash(
     .context("cannot compress a chunk")?;
     // Kept for this runner's next restores here, several at a time, not in
     // the ordered loop that packs them.
-    if let (Some(cache), Some(chunk)) = (&ctx.cache, kept) {
+    if let Some((cache, chunk)) = kept {
         cache.put(vec![(id.clone(), chunk)]).await;
     }
     Ok(Hashed::New(NewChunk {
