@@ -47,6 +47,12 @@ impl Cancel {
         Cancel(self.0.child_token())
     }
 
+    /// Cancels this `Cancel` when the guard is dropped: for work that must
+    /// stop if whatever began it goes away.
+    pub fn drop_guard(self) -> tokio_util::sync::DropGuard {
+        self.0.drop_guard()
+    }
+
     /// Completes when the step is cancelled.
     pub async fn cancelled(&self) {
         self.0.cancelled().await;
