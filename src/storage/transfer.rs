@@ -567,7 +567,7 @@ fn ranges(size: u64, from: u64) -> impl Iterator<Item = Range<u64>> {
 /// restores took 0.97-0.98 of the time, 12 pairs). Smaller ranges would leave
 /// the link idle between requests: six of 512 KiB in flight hold less than
 /// what such a link carries in a round trip.
-fn taper(left: u64) -> u64 {
+pub fn taper(left: u64) -> u64 {
     (left / 8).max(768 << 10)
 }
 
