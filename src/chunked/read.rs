@@ -25,7 +25,7 @@ use crate::storage::Store;
 use crate::storage::transfer::{self, Download, Head, Turn};
 
 /// The most one request reads: a run of chunks that lie side by side in a
-/// pack (runs end at pack boundaries: 197 MB of chunks take 119 requests).
+/// pack (runs end at pack boundaries: 197 MB of chunks take 129 requests).
 const RUN_BYTES: u64 = 2 << 20;
 
 /// Runs downloading at once: 16 MiB in flight, well above what a 1 Gbit/s
@@ -154,7 +154,9 @@ pub async fn read_index_after(
 /// the last, as an archive's last ranges are (`transfer::taper`): runs in
 /// flight share the link and the last few arrive nearly together, and a
 /// restore over a 20 ms, 1 Gbit/s link spent ~30 ms after its last byte
-/// decoding and unpacking its last run of 2 MiB (~7 MiB of tar).
+/// decoding and unpacking its last run of 2 MiB (~7 MiB of tar). Tapered,
+/// the time from the last byte to the end went from 53-101 ms to 34-62 ms
+/// (9 traced restores each), for 129 requests instead of 122.
 fn plan(chunks: &[ChunkRef], cached: impl Fn(&str) -> bool) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     // Stored bytes from this chunk to the end, and from the last run's
