@@ -159,7 +159,7 @@ pub async fn read_index_after(
 /// (9 traced restores each), for 129 requests instead of 122.
 fn plan(chunks: &[ChunkRef], cached: impl Fn(&str) -> bool) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
-    // Stored bytes from this chunk to the end, and from the last run's
+    // Stored bytes from the next chunk to the end, and from the last run's
     // first chunk.
     let mut left: u64 = chunks.iter().map(|c| c.stored).sum();
     let mut run_left = left;
@@ -168,6 +168,7 @@ fn plan(chunks: &[ChunkRef], cached: impl Fn(&str) -> bool) -> Vec<Run> {
         // The limit of the last run, the one this chunk may join.
         let limit = transfer::ramp(runs.len().saturating_sub(1) as u32, RUN_BYTES)
             .min(transfer::taper(run_left));
+        let from_here = left;
         left -= chunk.stored;
         match runs.last_mut() {
             Some(Run::Cached(run)) if in_cache && run.len() < CACHED_RUN => {
@@ -180,7 +181,7 @@ fn plan(chunks: &[ChunkRef], cached: impl Fn(&str) -> bool) -> Vec<Run> {
             }
             _ => {}
         }
-        run_left = left + chunk.stored;
+        run_left = from_here;
         runs.push(match in_cache {
             true => Run::Cached(vec![chunk.clone()]),
             false => Run::Stored(vec![chunk.clone()]),
@@ -866,14 +867,12 @@ mod tests {
             };
             let bytes: u64 = run.iter().map(|c| c.stored).sum();
             let left = total - start;
+            let limit = RUN_BYTES.min((left / 8).max(768 << 10));
+            assert!(bytes <= limit, "{bytes} bytes at {start}");
+            // Past the ramp, no smaller than the limit allows: as few
+            // requests as it can.
             assert!(
-                bytes <= RUN_BYTES.min((left / 8).max(768 << 10)),
-                "{bytes} bytes at {start}"
-            );
-            // Not smaller than the taper: as few requests as it allows.
-            assert!(
-                bytes + step > RUN_BYTES.min((left / 8).max(768 << 10)).min(left)
-                    || start < 4 << 20,
+                bytes + step > limit.min(left) || start < 4 << 20,
                 "{bytes} bytes at {start}"
             );
             start += bytes;
