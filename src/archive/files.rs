@@ -181,8 +181,8 @@ pub fn write_file(job: &FileJob) -> io::Result<()> {
     finish_file(&file, job.mode, job.mtime, job.owner)
 }
 
-/// Sets owner (as root), mode and mtime on a written file, in that order:
-/// chown would clear mode bits set before it.
+/// Sets owner (as root), mode and mtime on a written file or a finished
+/// directory, in that order: chown would clear mode bits set before it.
 pub fn finish_file(
     file: &File,
     mode: u32,
