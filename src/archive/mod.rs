@@ -9,6 +9,7 @@ pub(crate) mod gzip_blocks;
 pub mod manifest;
 pub(crate) mod order;
 pub mod pax;
+pub(crate) mod tree;
 pub mod write;
 
 pub use format::Compression;

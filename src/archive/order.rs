@@ -32,12 +32,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+use super::tree::Stat;
 
 /// Files smaller than this stay where the walk finds them: moving them
 /// gains nothing worth the bookkeeping.
@@ -74,15 +74,15 @@ pub struct Walked {
 }
 
 impl Walked {
-    pub fn of(rel: &Path, meta: &Metadata) -> Walked {
+    pub fn of(rel: &Path, stat: &Stat) -> Walked {
         Walked {
             depth: rel.components().count(),
-            dir_writable: meta.is_dir().then_some(meta.mode() & 0o200 != 0),
-            compressed: meta.is_file()
-                && meta.nlink() == 1
-                && meta.len() >= MIN_SIZE
+            dir_writable: stat.is_dir().then_some(stat.mode & 0o200 != 0),
+            compressed: stat.is_file()
+                && stat.nlink == 1
+                && stat.size >= MIN_SIZE
                 && rel.file_name().is_some_and(is_compressed_name),
-            bytes: if meta.is_file() { meta.len() } else { 0 },
+            bytes: if stat.is_file() { stat.size } else { 0 },
         }
     }
 }
@@ -133,8 +133,8 @@ pub struct Planner {
 
 impl Planner {
     /// Notes one walked entry, by its path below the mount.
-    pub fn note(&mut self, rel: &Path, meta: &Metadata) {
-        self.add(rel, Walked::of(rel, meta));
+    pub fn note(&mut self, rel: &Path, stat: &Stat) {
+        self.add(rel, Walked::of(rel, stat));
     }
 
     fn add(&mut self, rel: &Path, entry: Walked) {
