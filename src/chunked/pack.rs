@@ -12,13 +12,16 @@
 //! object.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
+use tokio_util::task::AbortOnDropHandle;
 use tracing::warn;
 
 use super::ChunkRef;
@@ -216,6 +219,49 @@ pub async fn list(store: &Store) -> anyhow::Result<Vec<ObjectMeta>> {
         .map_err(|e| store.error("listing of", &prefix, e))
 }
 
+/// The chunks the folder's packs hold (by id, as `known` reads them),
+/// while they are still being read: a rebuild archives, cuts and hashes
+/// its stream meanwhile, and only deciding whether a chunk is new waits
+/// for them. A folder of 250 packs takes eight rounds of catalog reads,
+/// 160 ms over a 20 ms link, which the archiving waited for.
+#[derive(Clone)]
+pub struct Known(Shared<BoxFuture<'static, Result<KnownChunks, Arc<anyhow::Error>>>>);
+
+pub type KnownChunks = Arc<HashMap<String, ChunkRef>>;
+
+impl Known {
+    /// Chunks known at once (none, for a rebuild that trusts no stored chunk).
+    pub fn ready(chunks: HashMap<String, ChunkRef>) -> Known {
+        Known(
+            futures::future::ready(Ok(Arc::new(chunks)))
+                .boxed()
+                .shared(),
+        )
+    }
+
+    /// The chunks `reading` finds, read on a task of its own (whether or
+    /// not anyone waits yet), which stops when every copy of this is gone.
+    pub fn reading(
+        reading: impl Future<Output = anyhow::Result<HashMap<String, ChunkRef>>> + Send + 'static,
+    ) -> Known {
+        let task = AbortOnDropHandle::new(tokio::spawn(reading));
+        let read = async move {
+            match task.await {
+                Ok(read) => read.map(Arc::new).map_err(Arc::new),
+                Err(e) => Err(Arc::new(anyhow::anyhow!(
+                    "reading the packs' catalogs stopped unexpectedly: {e}"
+                ))),
+            }
+        };
+        Known(read.boxed().shared())
+    }
+
+    /// The chunks, once read; the reading's error if it failed.
+    pub async fn get(&self) -> anyhow::Result<KnownChunks> {
+        self.0.clone().await.map_err(|e| anyhow::anyhow!("{e:#}"))
+    }
+}
+
 /// The chunks stored in the folder's packs (`listing`, from `list`), by
 /// id, leaving out the packs in `avoided` (object names: condemned or
 /// retired ones, see `gc` and `sparse`). When two packs hold a chunk, the
@@ -232,15 +278,16 @@ pub async fn known(
         .map(|(id, _)| id)
         .filter(|id| !avoided.contains(pack_path(id).as_ref()))
         .collect();
-    let catalogs: Vec<(&str, DateTime<Utc>)> = listing
+    // Owned names: the reading runs on a task of its own (see `Known`).
+    let catalogs: Vec<(String, DateTime<Utc>)> = listing
         .iter()
         .filter_map(|m| Some((parse_name(&m.location)?, m.last_modified)))
         .filter(|((id, catalog), _)| *catalog && packs.contains(id))
-        .map(|((id, _), at)| (id, at))
+        .map(|((id, _), at)| (id.to_string(), at))
         .collect();
     let mut read: Vec<(DateTime<Utc>, Catalog)> = futures::stream::iter(catalogs)
         .map(|(id, at)| async move {
-            Ok::<_, anyhow::Error>(read_catalog(store, id).await?.map(|c| (at, c)))
+            Ok::<_, anyhow::Error>(read_catalog(store, &id).await?.map(|c| (at, c)))
         })
         .buffer_unordered(CATALOG_READS)
         .try_filter_map(|c| async move { Ok(c) })

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::cache::ChunkCache;
 use super::cutter::Cutter;
-use super::pack::{NewChunk, Packer, Sealed, catalog_path, pack_path, seal_size};
+use super::pack::{Known, NewChunk, Packer, Sealed, catalog_path, pack_path, seal_size};
 use super::{ChunkRef, Params, chunk_id, frame_hash};
 use crate::progress::Progress;
 use crate::storage::Store;
@@ -39,8 +39,8 @@ const PACKS_IN_FLIGHT: usize = 8;
 pub struct Context {
     pub store: Store,
     /// Chunks the folder's packs hold (condemned packs left out: a chunk
-    /// only there is stored again, in a new pack).
-    pub known: Arc<HashMap<String, ChunkRef>>,
+    /// only there is stored again, in a new pack), perhaps still being read.
+    pub known: Known,
     pub params: Params,
     pub level: i32,
     pub pack_size: usize,
@@ -264,7 +264,7 @@ async fn hash(
     chunk: Bytes,
     scheduled: Arc<Mutex<HashSet<String>>>,
 ) -> anyhow::Result<Hashed> {
-    let (known, level) = (Arc::clone(&ctx.known), ctx.level);
+    let level = ctx.level;
     let size = chunk.len() as u64;
     let id = {
         let chunk = chunk.clone();
@@ -272,6 +272,8 @@ async fn hash(
             .await
             .map_err(|e| anyhow!("hashing a chunk stopped unexpectedly: {e}"))?
     };
+    // The first chunks wait here while the catalogs are still being read.
+    let known = ctx.known.get().await?;
     if let Some(stored) = known.get(&id) {
         return Ok(Hashed::Known(ChunkRef {
             size,
@@ -332,4 +334,107 @@ pub(super) fn compress(chunk: &[u8], level: i32) -> io::Result<Vec<u8>> {
             None => Err(io::Error::other("no compressor")),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Backend, Opened, Scratch};
+
+    /// The stream is cut and hashed while what the folder holds is still
+    /// being read: only deciding whether a chunk is new waits for it. (The
+    /// rebuild read every pack's catalog before it began archiving.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stream_is_cut_and_hashed_while_the_catalogs_are_read() {
+        let opened = Opened {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            location: "memory".into(),
+            scratch: Scratch::None,
+        };
+        let store = Store::new(Backend::Memory, opened, "repo");
+        let data = crate::testing::noise(4 << 20, 5);
+        // The catalogs are read once `read_tx` says so.
+        let (read_tx, read_rx) = oneshot::channel::<()>();
+        let known = Known::reading(async move {
+            read_rx.await.ok();
+            Ok(HashMap::new())
+        });
+        let ctx = Context {
+            store: store.clone(),
+            known,
+            params: Params::SMALL,
+            level: 1,
+            pack_size: 1 << 20,
+            expected: data.len() as u64,
+            cache: None,
+            progress: Progress::start(crate::progress::Kind::Rebuild),
+        };
+        let (tx, rx) = mpsc::channel(1);
+        let storing = tokio::spawn(async move { store_stream(&ctx, rx).await });
+        // A MiB goes in while the catalogs are still being read: it is
+        // taken off the channel, cut and hashed (the channel holds one
+        // piece). Not taken, this waits for the patience and fails.
+        let pieces: Vec<Bytes> = data.chunks(64 << 10).map(Bytes::copy_from_slice).collect();
+        let patience = Duration::from_secs(20);
+        for piece in &pieces[..16] {
+            let sent = tokio::time::timeout(patience, tx.send(piece.clone())).await;
+            assert!(
+                matches!(sent, Ok(Ok(()))),
+                "the stream waited for the catalogs"
+            );
+        }
+        assert_eq!(store_names(&store).await, Vec::<String>::new());
+        read_tx.send(()).unwrap();
+        for piece in &pieces[16..] {
+            tx.send(piece.clone()).await.unwrap();
+        }
+        drop(tx);
+        let (stored, uploads) = storing.await.unwrap().unwrap();
+        uploads.finish().await.unwrap();
+        let bytes: u64 = stored.chunks.iter().map(|c| c.size).sum();
+        assert_eq!(bytes, data.len() as u64);
+        assert_eq!(stored.uploaded, stored.chunks.len() as u64);
+        assert!(!store_names(&store).await.is_empty());
+    }
+
+    /// A failed reading of the catalogs fails the stream with its error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_reading_of_the_catalogs_stops_the_stream() {
+        let opened = Opened {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            location: "memory".into(),
+            scratch: Scratch::None,
+        };
+        let store = Store::new(Backend::Memory, opened, "repo");
+        let known = Known::reading(async { Err(anyhow!("cannot read catalog 'packs/x.catalog'")) });
+        let ctx = Context {
+            store,
+            known,
+            params: Params::SMALL,
+            level: 1,
+            pack_size: 1 << 20,
+            expected: 1 << 20,
+            cache: None,
+            progress: Progress::start(crate::progress::Kind::Rebuild),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let storing = tokio::spawn(async move { store_stream(&ctx, rx).await });
+        for piece in crate::testing::noise(1 << 20, 6).chunks(64 << 10) {
+            if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let failed = storing.await.unwrap().err().expect("the stream failed");
+        assert!(
+            format!("{failed:#}").contains("cannot read catalog 'packs/x.catalog'"),
+            "{failed:#}"
+        );
+    }
+
+    async fn store_names(store: &Store) -> Vec<String> {
+        use futures::TryStreamExt;
+        let listed: Vec<_> = store.inner().list(None).try_collect().await.unwrap();
+        listed.iter().map(|m| m.location.to_string()).collect()
+    }
 }

@@ -3,7 +3,6 @@
 //! is published once every pack it names is stored.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::anyhow;
@@ -15,8 +14,9 @@ use super::skipped;
 use crate::archive::Compression;
 use crate::archive::manifest::Manifest;
 use crate::archive::write::{Survey, WriteOptions};
+use crate::chunked::pack::Known;
 use crate::chunked::write::{self, Context as ChunkContext};
-use crate::chunked::{ChunkRef, Index, gc, pack, sparse};
+use crate::chunked::{Index, gc, pack, sparse};
 use crate::human;
 use crate::job::{Chunking, Mode, Rebuild};
 use crate::mount::{self, Mount};
@@ -38,17 +38,17 @@ pub(super) struct Holdings {
     /// When the flushes' lists were read: the rebuild's start, as
     /// `gc::may_publish` counts it.
     since: chrono::DateTime<chrono::Utc>,
-    known: HashMap<String, ChunkRef>,
-    /// Packs flush retired, whose chunks are stored again.
-    retired_packs: usize,
+    /// Still being read from the packs' catalogs while the rebuild archives.
+    known: Known,
 }
 
 /// Reads what the folder holds: the flushes' lists and the packs' listing
-/// at once, then the catalogs. Chunks found only in condemned or retired
-/// packs are stored again. (The packs are listed meanwhile: what is
-/// avoided is decided by the lists, and a pack swept after the listing is
-/// caught before publishing.) Not `trusted` (replacing an entry a restore
-/// found damaged), no stored chunk is taken as it is: all are written again.
+/// at once, then, on a task of its own, the catalogs (see `Known`).
+/// Chunks found only in condemned or retired packs are stored again. (The
+/// packs are listed meanwhile: what is avoided is decided by the lists,
+/// and a pack swept after the listing is caught before publishing.) Not
+/// `trusted` (replacing an entry a restore found damaged), no stored chunk
+/// is taken as it is: all are written again.
 pub(super) async fn holdings(store: &Store, trusted: bool) -> anyhow::Result<Holdings> {
     let since = chrono::Utc::now();
     let (pending, retired, listing) = tokio::join!(
@@ -61,14 +61,28 @@ pub(super) async fn holdings(store: &Store, trusted: bool) -> anyhow::Result<Hol
     let mut avoided: HashSet<String> = pending.into_iter().flat_map(|l| l.objects).collect();
     avoided.extend(retired);
     let known = match trusted {
-        true => pack::known(store, &listing?, &avoided).await?,
-        false => Default::default(),
+        true => {
+            let (store, listing) = (store.clone(), listing?);
+            Known::reading(async move {
+                let known = pack::known(&store, &listing, &avoided).await?;
+                info!(
+                    "rebuild: the repository's folder holds {}{}",
+                    human::plural(known.len() as u64, "chunk"),
+                    match retired_packs {
+                        0 => String::new(),
+                        n => format!(
+                            ", leaving out {} flush retired as mostly unused (chunks only \
+                             they hold are stored again)",
+                            human::plural(n as u64, "pack")
+                        ),
+                    }
+                );
+                Ok(known)
+            })
+        }
+        false => Known::ready(HashMap::new()),
     };
-    Ok(Holdings {
-        since,
-        known,
-        retired_packs,
-    })
+    Ok(Holdings { since, known })
 }
 
 pub(super) async fn upload(
@@ -85,29 +99,15 @@ pub(super) async fn upload(
         target,
     } = upload;
     let key = &task.key;
-    let Holdings {
-        since,
-        known,
-        retired_packs,
-    } = holdings;
+    let Holdings { since, known } = holdings;
     info!(
-        "rebuild: archiving {} into chunks of about {} (zstd level {}) for '{}' in {} {}; \
-         the repository's folder holds {}{}",
+        "rebuild: archiving {} into chunks of about {} (zstd level {}) for '{}' in {} {}",
         mount::names(mounts),
         human::bytes(chunking.params.avg as u64),
         chunking.level,
         store.full(target),
         store.backend,
         store.location,
-        human::plural(known.len() as u64, "chunk"),
-        match retired_packs {
-            0 => String::new(),
-            n => format!(
-                ", leaving out {} flush retired as mostly unused (chunks only they hold \
-                 are stored again)",
-                human::plural(n as u64, "pack")
-            ),
-        }
     );
     let manifest = Manifest::for_mounts(mounts, &survey.totals, &survey.tree);
     let progress = options.progress.clone();
@@ -115,7 +115,7 @@ pub(super) async fn upload(
     let (producer, rx) = super::archiver(mounts, survey, options, (Compression::None, 0));
     let context = ChunkContext {
         store: store.clone(),
-        known: Arc::new(known),
+        known,
         params: chunking.params,
         level: chunking.level,
         pack_size: chunking.pack_size,
