@@ -40,8 +40,10 @@ pub const SMALLEST_PACK: usize = 2 << 20;
 
 const CATALOG_FORMAT: &str = "larder-pack-catalog";
 
-/// Catalogs read at once when a rebuild learns what the folder holds.
-const CATALOG_READS: usize = 32;
+/// Catalogs read at once when a rebuild learns what the folder holds:
+/// over a 20 ms link, 279 packs' took 240-270 ms 32 at a time, 130-160 ms
+/// 64 at a time (each read in flight holds a connection of its own).
+const CATALOG_READS: usize = 64;
 
 /// A new pack's name: random, so two rebuilds never write the same object.
 pub fn new_pack_id() -> String {
@@ -222,8 +224,8 @@ pub async fn list(store: &Store) -> anyhow::Result<Vec<ObjectMeta>> {
 /// The chunks the folder's packs hold (by id, as `known` reads them),
 /// while they are still being read: a rebuild archives, cuts and hashes
 /// its stream meanwhile, and only deciding whether a chunk is new waits
-/// for them. A folder of 250 packs takes eight rounds of catalog reads,
-/// 160 ms over a 20 ms link, which the archiving waited for.
+/// for them. Over a 20 ms link a folder of 279 packs took 130-160 ms to
+/// read, which the archiving waited for.
 #[derive(Clone)]
 pub struct Known(Shared<BoxFuture<'static, Result<KnownChunks, Arc<anyhow::Error>>>>);
 
