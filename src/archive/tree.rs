@@ -365,8 +365,12 @@ mod tests {
 
     /// Names that sort differently by bytes than by other orders, links of
     /// every kind, empty directories, and more directories than the
-    /// readers may read ahead, several levels deep.
-    fn awkward_tree(root: &Path) {
+    /// readers may read ahead, several levels deep: in `m` in a new
+    /// temporary directory.
+    fn awkward_tree() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        std::fs::create_dir(&root).unwrap();
         let names: [&[u8]; 8] = [
             b"a",
             b"A",
@@ -393,14 +397,12 @@ mod tests {
         symlink("d0", root.join("to-dir")).unwrap();
         symlink("nowhere", root.join("dangling")).unwrap();
         std::fs::hard_link(root.join("a"), root.join("d3/07/x/hard")).unwrap();
+        (dir, root)
     }
 
     #[test]
     fn hands_out_what_a_sorted_walkdir_gives_in_its_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("m");
-        std::fs::create_dir(&root).unwrap();
-        awkward_tree(&root);
+        let (dir, root) = awkward_tree();
         let ours = walked(&root).unwrap();
         assert_eq!(ours.len(), 1 + 8 + 12 * (1 + 30 * 3) + 2 + 3 + 1);
         assert_eq!(ours, reference(&root));
@@ -416,10 +418,7 @@ mod tests {
 
     #[test]
     fn stops_at_the_first_error_and_names_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("m");
-        std::fs::create_dir(&root).unwrap();
-        awkward_tree(&root);
+        let (_dir, root) = awkward_tree();
 
         // The caller's own error ends the walk (and its readers) at once.
         let mut calls = 0;
@@ -457,10 +456,9 @@ mod tests {
 
     #[test]
     fn a_panic_in_the_caller_does_not_hang_the_readers() {
-        let dir = tempfile::tempdir().unwrap();
-        awkward_tree(dir.path());
+        let (_dir, root) = awkward_tree();
         let panicked = std::panic::catch_unwind(|| {
-            walk(dir.path(), &Cancel::new(), |rel, _, _| {
+            walk(&root, &Cancel::new(), |rel, _, _| {
                 assert!(!rel.ends_with("d1"), "stop here");
                 Ok(())
             })

@@ -346,12 +346,6 @@ mod tests {
     /// rebuild read every pack's catalog before it began archiving.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_stream_is_cut_and_hashed_while_the_catalogs_are_read() {
-        let opened = Opened {
-            store: Arc::new(object_store::memory::InMemory::new()),
-            location: "memory".into(),
-            scratch: Scratch::None,
-        };
-        let store = Store::new(Backend::Memory, opened, "repo");
         let data = crate::testing::noise(4 << 20, 5);
         // The catalogs are read once `read_tx` says so.
         let (read_tx, read_rx) = oneshot::channel::<()>();
@@ -359,16 +353,8 @@ mod tests {
             read_rx.await.ok();
             Ok(HashMap::new())
         });
-        let ctx = Context {
-            store: store.clone(),
-            known,
-            params: Params::SMALL,
-            level: 1,
-            pack_size: 1 << 20,
-            expected: data.len() as u64,
-            cache: None,
-            progress: Progress::start(crate::progress::Kind::Rebuild),
-        };
+        let ctx = in_memory(known, data.len() as u64);
+        let store = ctx.store.clone();
         let (tx, rx) = mpsc::channel(1);
         let storing = tokio::spawn(async move { store_stream(&ctx, rx).await });
         // A MiB goes in while the catalogs are still being read: it is
@@ -400,23 +386,8 @@ mod tests {
     /// A failed reading of the catalogs fails the stream with its error.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_reading_of_the_catalogs_stops_the_stream() {
-        let opened = Opened {
-            store: Arc::new(object_store::memory::InMemory::new()),
-            location: "memory".into(),
-            scratch: Scratch::None,
-        };
-        let store = Store::new(Backend::Memory, opened, "repo");
         let known = Known::reading(async { Err(anyhow!("cannot read catalog 'packs/x.catalog'")) });
-        let ctx = Context {
-            store,
-            known,
-            params: Params::SMALL,
-            level: 1,
-            pack_size: 1 << 20,
-            expected: 1 << 20,
-            cache: None,
-            progress: Progress::start(crate::progress::Kind::Rebuild),
-        };
+        let ctx = in_memory(known, 1 << 20);
         let (tx, rx) = mpsc::channel(4);
         let storing = tokio::spawn(async move { store_stream(&ctx, rx).await });
         for piece in crate::testing::noise(1 << 20, 6).chunks(64 << 10) {
@@ -430,6 +401,25 @@ mod tests {
             format!("{failed:#}").contains("cannot read catalog 'packs/x.catalog'"),
             "{failed:#}"
         );
+    }
+
+    /// Storing into an in-memory store, small chunks in packs of 1 MiB.
+    fn in_memory(known: Known, expected: u64) -> Context {
+        let opened = Opened {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            location: "memory".into(),
+            scratch: Scratch::None,
+        };
+        Context {
+            store: Store::new(Backend::Memory, opened, "repo"),
+            known,
+            params: Params::SMALL,
+            level: 1,
+            pack_size: 1 << 20,
+            expected,
+            cache: None,
+            progress: Progress::start(crate::progress::Kind::Rebuild),
+        }
     }
 
     async fn store_names(store: &Store) -> Vec<String> {
